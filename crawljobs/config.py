@@ -1,0 +1,84 @@
+"""The one settings object of crawljobs.
+
+Every option is an environment variable prefixed ``CRAWLJOBS_``; the README's configuration table lists them
+all with their defaults. The API, the workers, the sweeper and the CLI all read this object, and the Scrapy
+settings are derived from it (never retyped).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _split_csv(value: Any) -> Any:
+    """Accept a comma-separated string (the environment's form) as well as a list."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CRAWLJOBS_", extra="ignore", frozen=True)
+
+    # Services. Both unset: `crawljobs up` starts an embedded PostgreSQL and Redis under data_dir.
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = Path(".crawljobs")
+
+    # The API.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    db_pool_size: int = Field(default=10, ge=1, le=500)
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_batch_size: int = Field(default=50_000, ge=1)
+    max_url_length: int = Field(default=8192, ge=64)
+    dns_timeout_seconds: float = Field(default=2.0, gt=0)
+
+    # Network rules: networks that fetched URLs may reach although they are not public.
+    allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # The queue.
+    queue_prefix: str = Field(default="crawljobs", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
+
+    # Jobs.
+    max_retries: int = Field(default=3, ge=0, le=100)
+    lease_seconds: int = Field(default=60, ge=5)
+
+    # Fetching (used by the workers).
+    premium_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    ultra_premium_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    browser_executable: str | None = None
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+
+    @field_validator("allowed_networks", "premium_proxies", "ultra_premium_proxies", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks_parse(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not a network: {item!r}") from exc
+        return value
+
+    @cached_property
+    def networks(self) -> tuple[IPNetwork, ...]:
+        """The allowed networks, parsed."""
+        return tuple(ipaddress.ip_network(item, strict=False) for item in self.allowed_networks)
+
+    @property
+    def embedded(self) -> bool:
+        """True when neither service is configured and `crawljobs up` runs its own."""
+        return self.database_url is None and self.redis_url is None

@@ -1,0 +1,161 @@
+"""Rows turned into typed objects: what the manager hands to the routes, the CLI and the workers."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, Literal
+
+JobStatus = Literal["pending", "processing", "completed", "error", "cancelled"]
+STATUSES: tuple[JobStatus, ...] = ("pending", "processing", "completed", "error", "cancelled")
+FINAL_STATUSES = frozenset({"completed", "error", "cancelled"})
+
+
+@dataclass(frozen=True)
+class Attempt:
+    attempt: int
+    method: str
+    started_at: datetime
+    duration_ms: int | None
+    http_status: int | None
+    outcome: str
+    error: str | None
+    worker: str | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Attempt:
+        return cls(**{f.name: row[f.name] for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class Job:
+    id: uuid.UUID
+    tenant: str
+    batch_id: str | None
+    url: str
+    status: JobStatus
+    render: bool
+    premium: bool
+    ultra_premium: bool
+    attempt: int
+    max_retries: int
+    max_attempts: int
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    dispatched_at: datetime | None
+    html: str | None
+    html_length: int | None
+    processing_time_ms: int | None
+    success_method: str | None
+    http_status: int | None
+    final_url: str | None
+    content_type: str | None
+    error_message: str | None
+    cost: float
+    attempts: tuple[Attempt, ...] = field(default=())
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any], attempts: tuple[Attempt, ...] = ()) -> Job:
+        values = {f.name: row[f.name] for f in fields(cls) if f.name != "attempts"}
+        return cls(**values, attempts=attempts)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class BatchCounts:
+    pending: int = 0
+    processing: int = 0
+    completed: int = 0
+    error: int = 0
+    cancelled: int = 0
+    last_updated: datetime | None = None
+
+    @property
+    def total(self) -> int:
+        return self.pending + self.processing + self.completed + self.error + self.cancelled
+
+    @property
+    def finished(self) -> int:
+        return self.completed + self.error + self.cancelled
+
+    @property
+    def progress(self) -> int:
+        """Percent of jobs in a final state, rounded down: 100 only when every job is done."""
+        return (self.finished * 100) // self.total if self.total else 0
+
+    @classmethod
+    def from_rows(cls, rows: list[dict[str, Any]]) -> BatchCounts:
+        counts = {row["status"]: int(row["n"]) for row in rows}
+        stamps = [row["last_updated"] for row in rows if row["last_updated"] is not None]
+        return cls(**{s: counts.get(s, 0) for s in STATUSES}, last_updated=max(stamps) if stamps else None)
+
+
+@dataclass(frozen=True)
+class Batch:
+    batch_id: str
+    created_at: datetime
+    total: int
+    render: bool
+    premium: bool
+    ultra_premium: bool
+    counts: BatchCounts
+
+    @property
+    def last_updated(self) -> datetime:
+        return self.counts.last_updated or self.created_at
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any], counts: BatchCounts | None = None) -> Batch:
+        if counts is None:
+            counts = BatchCounts(**{s: int(row[s]) for s in STATUSES}, last_updated=row.get("last_updated"))
+        return cls(
+            batch_id=row["batch_id"],
+            created_at=row["created_at"],
+            total=row["total"],
+            render=row["render"],
+            premium=row["premium"],
+            ultra_premium=row["ultra_premium"],
+            counts=counts,
+        )
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A batch URL that was not accepted."""
+
+    index: int
+    url: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class BatchSubmission:
+    """What a batch submission produced: the legacy response fields plus the job ids in input order."""
+
+    batch_id: str
+    total: int
+    job_ids: tuple[uuid.UUID | None, ...]
+    failures: tuple[Rejection, ...]
+    dispatched: bool
+    replayed: bool = False
+
+    @property
+    def success_count(self) -> int:
+        return self.total - len(self.failures)
+
+    @property
+    def failed_count(self) -> int:
+        return len(self.failures)
+
+
+@dataclass(frozen=True)
+class JobSubmission:
+    job: Job
+    dispatched: bool
+    replayed: bool = False

@@ -1,0 +1,125 @@
+-- find_tenant_by_key --
+-- The tenant of an API key that is not revoked, by the key's hash.
+SELECT tenant FROM api_keys WHERE key_hash = %(key_hash)s AND revoked_at IS NULL;
+
+-- insert_api_key --
+-- Store a new API key (only its hash).
+INSERT INTO api_keys (id, tenant, name, key_hash, key_prefix)
+VALUES (%(id)s, %(tenant)s, %(name)s, %(key_hash)s, %(key_prefix)s);
+
+-- count_api_keys --
+-- How many keys that are not revoked exist.
+SELECT count(*) FROM api_keys WHERE revoked_at IS NULL;
+
+-- insert_job --
+-- Insert one job (a single submission) and return it.
+INSERT INTO crawl_jobs (id, tenant, url, render, premium, ultra_premium, priority, max_retries, max_attempts,
+                        dispatched_at, idempotency_key)
+VALUES (%(id)s, %(tenant)s, %(url)s, %(render)s, %(premium)s, %(ultra_premium)s, %(priority)s,
+        %(max_retries)s, %(max_retries)s + 1, now(), %(idempotency_key)s)
+RETURNING *;
+
+-- find_job_by_idempotency_key --
+-- A tenant's job submitted with this Idempotency-Key.
+SELECT * FROM crawl_jobs WHERE tenant = %(tenant)s AND idempotency_key = %(idempotency_key)s;
+
+-- insert_batch --
+-- Insert a batch row; its jobs follow by COPY in the same transaction.
+INSERT INTO crawl_batches (tenant, batch_id, total, render, premium, ultra_premium, max_retries,
+                           idempotency_key, request_hash, response)
+VALUES (%(tenant)s, %(batch_id)s, %(total)s, %(render)s, %(premium)s, %(ultra_premium)s, %(max_retries)s,
+        %(idempotency_key)s, %(request_hash)s, %(response)s);
+
+-- copy_jobs --
+-- COPY target for a batch's jobs (rows written by the store).
+COPY crawl_jobs (id, tenant, batch_id, batch_index, url, render, premium, ultra_premium, max_retries,
+                 max_attempts, dispatched_at) FROM STDIN;
+
+-- find_batch --
+-- One batch of a tenant.
+SELECT * FROM crawl_batches WHERE tenant = %(tenant)s AND batch_id = %(batch_id)s;
+
+-- find_batch_by_idempotency_key --
+-- A tenant's batch submitted with this Idempotency-Key.
+SELECT * FROM crawl_batches WHERE tenant = %(tenant)s AND idempotency_key = %(idempotency_key)s;
+
+-- mark_undispatched --
+-- After a failed push to Redis: these pending jobs were not dispatched after all.
+UPDATE crawl_jobs SET dispatched_at = NULL
+WHERE id = ANY(%(ids)s) AND status = 'pending';
+
+-- mark_dispatched --
+-- After a successful push to Redis.
+UPDATE crawl_jobs SET dispatched_at = now()
+WHERE id = ANY(%(ids)s) AND status = 'pending';
+
+-- get_job --
+-- One job of a tenant, with its HTML.
+SELECT * FROM crawl_jobs WHERE tenant = %(tenant)s AND id = %(id)s;
+
+-- get_job_meta --
+-- One job of a tenant, without its HTML.
+SELECT id, tenant, batch_id, batch_index, url, status, render, premium, ultra_premium, priority, attempt,
+       max_retries, max_attempts, lease_owner, lease_expires_at, dispatched_at, created_at, updated_at,
+       started_at, completed_at, NULL::text AS html, html_length, processing_time_ms, success_method,
+       http_status, final_url, content_type, error_message, cost, idempotency_key
+FROM crawl_jobs WHERE tenant = %(tenant)s AND id = %(id)s;
+
+-- list_attempts --
+-- Every fetch attempt of a job, oldest first.
+SELECT * FROM crawl_attempts WHERE job_id = %(job_id)s ORDER BY id;
+
+-- batch_counts --
+-- A batch's jobs counted by status (from the index alone) and its last update.
+SELECT status, count(*) AS n, max(updated_at) AS last_updated
+FROM crawl_jobs WHERE tenant = %(tenant)s AND batch_id = %(batch_id)s
+GROUP BY status;
+
+-- batch_job_ids --
+-- The job ids of a batch in submission order (to replay an idempotent submission).
+SELECT batch_index, id FROM crawl_jobs
+WHERE tenant = %(tenant)s AND batch_id = %(batch_id)s ORDER BY batch_index;
+
+-- batch_jobs --
+-- A page of a batch's jobs (without HTML) in submission order, optionally of one status.
+SELECT id, tenant, batch_id, batch_index, url, status, render, premium, ultra_premium, priority, attempt,
+       max_retries, max_attempts, lease_owner, lease_expires_at, dispatched_at, created_at, updated_at,
+       started_at, completed_at, NULL::text AS html, html_length, processing_time_ms, success_method,
+       http_status, final_url, content_type, error_message, cost, idempotency_key
+FROM crawl_jobs
+WHERE tenant = %(tenant)s AND batch_id = %(batch_id)s
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+ORDER BY batch_index
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- list_batches --
+-- A page of a tenant's batches, newest first, each with its counts by status.
+SELECT b.batch_id, b.created_at, b.total, b.render, b.premium, b.ultra_premium,
+       coalesce(c.pending, 0) AS pending, coalesce(c.processing, 0) AS processing,
+       coalesce(c.completed, 0) AS completed, coalesce(c.error, 0) AS error,
+       coalesce(c.cancelled, 0) AS cancelled, coalesce(c.last_updated, b.created_at) AS last_updated
+FROM (SELECT * FROM crawl_batches WHERE tenant = %(tenant)s
+      ORDER BY created_at DESC, batch_id DESC LIMIT %(limit)s OFFSET %(offset)s) AS b
+LEFT JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE j.status = 'pending') AS pending,
+           count(*) FILTER (WHERE j.status = 'processing') AS processing,
+           count(*) FILTER (WHERE j.status = 'completed') AS completed,
+           count(*) FILTER (WHERE j.status = 'error') AS error,
+           count(*) FILTER (WHERE j.status = 'cancelled') AS cancelled,
+           max(j.updated_at) AS last_updated
+    FROM crawl_jobs j WHERE j.tenant = b.tenant AND j.batch_id = b.batch_id
+) AS c ON true
+ORDER BY b.created_at DESC, b.batch_id DESC;
+
+-- count_batches --
+-- How many batches a tenant has.
+SELECT count(*) FROM crawl_batches WHERE tenant = %(tenant)s;
+
+-- retry_failed_jobs --
+-- Put a batch's failed jobs back to pending with a fresh retry budget; their attempts stay recorded.
+UPDATE crawl_jobs
+SET status = 'pending', max_attempts = attempt + max_retries + 1, error_message = NULL,
+    completed_at = NULL, lease_owner = NULL, lease_expires_at = NULL, dispatched_at = now(),
+    updated_at = now()
+WHERE tenant = %(tenant)s AND batch_id = %(batch_id)s AND status = 'error'
+RETURNING id;

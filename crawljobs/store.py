@@ -1,0 +1,212 @@
+"""The job store: the only module that talks to PostgreSQL for jobs, batches and keys.
+
+Every function takes an open async connection and keyword-only arguments, runs named queries from
+``sql/queries.sql`` and returns plain rows; ``crawljobs.manager`` turns them into models. Database errors that
+mean something to a caller are wrapped here into typed exceptions.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from crawljobs.exceptions import BatchAlreadyExists, IdempotencyConflict
+from crawljobs.queries import query
+
+Row = dict[str, Any]
+
+
+async def _one(conn: AsyncConnection[Any], name: str, params: dict[str, Any]) -> Row | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query(name), params)
+        return await cur.fetchone()
+
+
+async def _all(conn: AsyncConnection[Any], name: str, params: dict[str, Any]) -> list[Row]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query(name), params)
+        return await cur.fetchall()
+
+
+async def find_tenant_by_key(conn: AsyncConnection[Any], *, key_hash: bytes) -> str | None:
+    row = await _one(conn, "find_tenant_by_key", {"key_hash": key_hash})
+    return row["tenant"] if row else None
+
+
+async def insert_job(
+    conn: AsyncConnection[Any],
+    *,
+    job_id: uuid.UUID,
+    tenant: str,
+    url: str,
+    render: bool,
+    premium: bool,
+    ultra_premium: bool,
+    max_retries: int,
+    priority: int,
+    idempotency_key: str | None,
+) -> Row:
+    """Insert a single job, marked dispatched (the caller undoes that if the push to Redis fails)."""
+    params = {
+        "id": job_id,
+        "tenant": tenant,
+        "url": url,
+        "render": render,
+        "premium": premium,
+        "ultra_premium": ultra_premium,
+        "max_retries": max_retries,
+        "priority": priority,
+        "idempotency_key": idempotency_key,
+    }
+    try:
+        row = await _one(conn, "insert_job", params)
+    except psycopg.errors.UniqueViolation as exc:
+        raise IdempotencyConflict("a job with this Idempotency-Key already exists") from exc
+    assert row is not None
+    return row
+
+
+async def find_job_by_idempotency_key(
+    conn: AsyncConnection[Any], *, tenant: str, idempotency_key: str
+) -> Row | None:
+    return await _one(
+        conn, "find_job_by_idempotency_key", {"tenant": tenant, "idempotency_key": idempotency_key}
+    )
+
+
+async def insert_batch(
+    conn: AsyncConnection[Any],
+    *,
+    tenant: str,
+    batch_id: str,
+    total: int,
+    render: bool,
+    premium: bool,
+    ultra_premium: bool,
+    max_retries: int,
+    idempotency_key: str | None,
+    request_hash: str,
+    response: dict[str, Any],
+) -> None:
+    """Insert a batch row. Raises BatchAlreadyExists when the id or the Idempotency-Key is taken."""
+    params = {
+        "tenant": tenant,
+        "batch_id": batch_id,
+        "total": total,
+        "render": render,
+        "premium": premium,
+        "ultra_premium": ultra_premium,
+        "max_retries": max_retries,
+        "idempotency_key": idempotency_key,
+        "request_hash": request_hash,
+        "response": Jsonb(response),
+    }
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(query("insert_batch"), params)
+    except psycopg.errors.UniqueViolation as exc:
+        raise BatchAlreadyExists(f"batch {batch_id!r} already exists", batch_id=batch_id) from exc
+
+
+async def copy_jobs(
+    conn: AsyncConnection[Any],
+    *,
+    tenant: str,
+    batch_id: str,
+    jobs: Sequence[tuple[uuid.UUID, int, str]],
+    render: bool,
+    premium: bool,
+    ultra_premium: bool,
+    max_retries: int,
+    dispatched_at: datetime | None,
+) -> None:
+    """COPY a batch's jobs, given as (id, index in the submitted list, normalised URL)."""
+    max_attempts = max_retries + 1
+    async with conn.cursor() as cur, cur.copy(query("copy_jobs")) as copy:
+        copy.set_types(
+            ["uuid", "text", "text", "int4", "text", "bool", "bool", "bool", "int4", "int4", "timestamptz"]
+        )
+        for job_id, index, url in jobs:
+            await copy.write_row(
+                (
+                    job_id,
+                    tenant,
+                    batch_id,
+                    index,
+                    url,
+                    render,
+                    premium,
+                    ultra_premium,
+                    max_retries,
+                    max_attempts,
+                    dispatched_at,
+                )
+            )
+
+
+async def find_batch(conn: AsyncConnection[Any], *, tenant: str, batch_id: str) -> Row | None:
+    return await _one(conn, "find_batch", {"tenant": tenant, "batch_id": batch_id})
+
+
+async def find_batch_by_idempotency_key(
+    conn: AsyncConnection[Any], *, tenant: str, idempotency_key: str
+) -> Row | None:
+    return await _one(
+        conn, "find_batch_by_idempotency_key", {"tenant": tenant, "idempotency_key": idempotency_key}
+    )
+
+
+async def batch_job_ids(conn: AsyncConnection[Any], *, tenant: str, batch_id: str) -> list[Row]:
+    return await _all(conn, "batch_job_ids", {"tenant": tenant, "batch_id": batch_id})
+
+
+async def mark_undispatched(conn: AsyncConnection[Any], *, ids: Sequence[uuid.UUID]) -> None:
+    async with conn.cursor() as cur:
+        await cur.execute(query("mark_undispatched"), {"ids": list(ids)})
+
+
+async def mark_dispatched(conn: AsyncConnection[Any], *, ids: Sequence[uuid.UUID]) -> None:
+    async with conn.cursor() as cur:
+        await cur.execute(query("mark_dispatched"), {"ids": list(ids)})
+
+
+async def get_job(
+    conn: AsyncConnection[Any], *, tenant: str, job_id: uuid.UUID, with_html: bool
+) -> Row | None:
+    return await _one(conn, "get_job" if with_html else "get_job_meta", {"tenant": tenant, "id": job_id})
+
+
+async def list_attempts(conn: AsyncConnection[Any], *, job_id: uuid.UUID) -> list[Row]:
+    return await _all(conn, "list_attempts", {"job_id": job_id})
+
+
+async def batch_counts(conn: AsyncConnection[Any], *, tenant: str, batch_id: str) -> list[Row]:
+    return await _all(conn, "batch_counts", {"tenant": tenant, "batch_id": batch_id})
+
+
+async def batch_jobs(
+    conn: AsyncConnection[Any], *, tenant: str, batch_id: str, status: str | None, limit: int, offset: int
+) -> list[Row]:
+    params = {"tenant": tenant, "batch_id": batch_id, "status": status, "limit": limit, "offset": offset}
+    return await _all(conn, "batch_jobs", params)
+
+
+async def list_batches(conn: AsyncConnection[Any], *, tenant: str, limit: int, offset: int) -> list[Row]:
+    return await _all(conn, "list_batches", {"tenant": tenant, "limit": limit, "offset": offset})
+
+
+async def count_batches(conn: AsyncConnection[Any], *, tenant: str) -> int:
+    row = await _one(conn, "count_batches", {"tenant": tenant})
+    return int(row["count"]) if row else 0
+
+
+async def retry_failed_jobs(conn: AsyncConnection[Any], *, tenant: str, batch_id: str) -> list[uuid.UUID]:
+    rows = await _all(conn, "retry_failed_jobs", {"tenant": tenant, "batch_id": batch_id})
+    return [row["id"] for row in rows]
