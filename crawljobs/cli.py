@@ -1,0 +1,107 @@
+"""The `crawljobs` command: run the system, migrate, manage API keys."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextlib import ExitStack
+from typing import Annotated
+
+import typer
+
+from crawljobs.config import Settings
+
+app = typer.Typer(help="crawljobs: a self-hosted asynchronous crawl-job system.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+HostOption = Annotated[str | None, typer.Option(help="Address to listen on (default CRAWLJOBS_API_HOST).")]
+PortOption = Annotated[int | None, typer.Option(help="Port to listen on (default CRAWLJOBS_API_PORT).")]
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValueError as exc:
+        typer.echo(f"crawljobs: bad configuration: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _database_url(settings: Settings, stack: ExitStack) -> str:
+    """The configured database, or the embedded one under the data folder (started if need be)."""
+    if settings.database_url:
+        return settings.database_url
+    from crawljobs.embedded import start_postgres
+
+    server = stack.enter_context(start_postgres(settings.data_dir / "postgres"))
+    return server.url
+
+
+@app.command()
+def up(host: HostOption = None, port: PortOption = None) -> None:
+    """Run the whole system; with no database or Redis configured, on embedded ones under the data folder."""
+    from crawljobs.up import run_up
+
+    settings = _settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_up(settings, host=host or settings.api_host, port=port if port is not None else settings.api_port)
+
+
+@app.command()
+def api(host: HostOption = None, port: PortOption = None) -> None:
+    """Run the HTTP API alone, against the configured PostgreSQL and Redis."""
+    import uvicorn
+
+    settings = _settings()
+    if not settings.database_url:
+        typer.echo("crawljobs: CRAWLJOBS_DATABASE_URL is not set (or use `crawljobs up`)", err=True)
+        raise typer.Exit(2)
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=host or settings.api_host,
+        port=port if port is not None else settings.api_port,
+        log_level="info",
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations (idempotent; concurrent runs wait for each other)."""
+    from crawljobs.migrate import migrate as apply
+
+    settings = _settings()
+    with ExitStack() as stack:
+        applied = apply(_database_url(settings, stack))
+    typer.echo(
+        f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""), err=True
+    )
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="A name for the key (1-128 characters).")],
+    tenant: Annotated[str | None, typer.Option(help="The tenant the key acts for (default: NAME).")] = None,
+) -> None:
+    """Create an API key and print it (alone, on stdout). Only its hash is stored: keep it."""
+    from crawljobs.keys import create_key
+    from crawljobs.migrate import migrate as apply
+
+    for label, value in (("name", name), ("tenant", tenant)):
+        if value is not None and not 1 <= len(value) <= 128:
+            typer.echo(f"crawljobs: the {label} must be 1 to 128 characters", err=True)
+            raise typer.Exit(2)
+    settings = _settings()
+    with ExitStack() as stack:
+        conninfo = _database_url(settings, stack)
+        apply(conninfo)
+        key = create_key(conninfo, name=name, tenant=tenant)
+    sys.stdout.write(key + "\n")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,361 @@
+"""The job manager: what the routes, the CLI and the workers call to submit, read and manage jobs.
+
+It checks input, writes through ``crawljobs.store`` (PostgreSQL is the truth), then dispatches committed job ids
+to Redis (a hint). A push that fails leaves the jobs pending and undispatched for the sweeper.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import secrets
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from psycopg_pool import AsyncConnectionPool
+
+from crawljobs import store
+from crawljobs.config import Settings
+from crawljobs.exceptions import (
+    BatchAlreadyExists,
+    BatchNotFound,
+    BatchTooLarge,
+    IdempotencyConflict,
+    JobNotFound,
+    NoValidUrls,
+    UrlRejected,
+)
+from crawljobs.ids import new_job_id, new_job_ids
+from crawljobs.models import Attempt, Batch, BatchCounts, BatchSubmission, Job, JobSubmission, Rejection
+from crawljobs.queue import QueueKeys, chunks
+from crawljobs.urls import NetworkPolicy, Resolver, check_urls, system_resolver
+
+logger = logging.getLogger(__name__)
+
+PRIORITY_SINGLE = 1
+PRIORITY_BATCH = 0
+
+
+def new_batch_id() -> str:
+    """A generated batch id in the legacy style (``batch-`` and 16 hex digits)."""
+    return f"batch-{secrets.token_hex(8)}"
+
+
+def request_hash(payload: dict[str, Any]) -> str:
+    """A stable digest of a submission, to tell an idempotent replay from a different request."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class JobManager:
+    def __init__(
+        self,
+        *,
+        pool: AsyncConnectionPool[Any],
+        redis: aioredis.Redis | None,
+        settings: Settings,
+        resolver: Resolver = system_resolver,
+    ) -> None:
+        self.pool = pool
+        self.redis = redis
+        self.settings = settings
+        self.policy = NetworkPolicy.from_settings(settings)
+        self.keys = QueueKeys.for_prefix(settings.queue_prefix)
+        self.resolver = resolver
+
+    # -- dispatch --------------------------------------------------------------------------------
+
+    async def dispatch(self, ids: Sequence[uuid.UUID], *, priority: bool) -> bool:
+        """Push job ids to Redis; on failure mark them undispatched. True when the push succeeded."""
+        if not ids:
+            return True
+        key = self.keys.priority if priority else self.keys.bulk
+        try:
+            if self.redis is None:
+                raise ConnectionError("no Redis configured")
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for chunk in chunks(ids):
+                    pipe.rpush(key, *chunk)
+                await pipe.execute()
+        except (aioredis.RedisError, OSError) as exc:
+            logger.warning(
+                "could not dispatch %d jobs to Redis, the sweeper will: %s",
+                len(ids),
+                exc,
+                extra={"action": "dispatch_failed"},
+            )
+            async with self.pool.connection() as conn:
+                await store.mark_undispatched(conn, ids=ids)
+            return False
+        return True
+
+    # -- submission ------------------------------------------------------------------------------
+
+    def _max_retries(self, max_retries: int | None) -> int:
+        return self.settings.max_retries if max_retries is None else max_retries
+
+    async def submit_job(
+        self,
+        *,
+        tenant: str,
+        url: object,
+        render: bool = False,
+        premium: bool = False,
+        ultra_premium: bool = False,
+        max_retries: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> JobSubmission:
+        """Check one URL, commit its job, dispatch it on the priority list."""
+        if idempotency_key is not None:
+            replay = await self._replay_job(tenant=tenant, idempotency_key=idempotency_key)
+            if replay is not None:
+                return replay
+        check = await check_urls(
+            [url],
+            self.policy,
+            max_length=self.settings.max_url_length,
+            resolver=self.resolver,
+            dns_timeout=self.settings.dns_timeout_seconds,
+        )
+        if check.rejected:
+            raise UrlRejected(check.rejected[0][2], field="url")
+        try:
+            async with self.pool.connection() as conn:
+                row = await store.insert_job(
+                    conn,
+                    job_id=new_job_id(),
+                    tenant=tenant,
+                    url=check.accepted[0][1],
+                    render=render,
+                    premium=premium,
+                    ultra_premium=ultra_premium,
+                    max_retries=self._max_retries(max_retries),
+                    priority=PRIORITY_SINGLE,
+                    idempotency_key=idempotency_key,
+                )
+        except IdempotencyConflict:
+            # Two requests with one key raced: the winner's job is the answer.
+            assert idempotency_key is not None
+            replay = await self._replay_job(tenant=tenant, idempotency_key=idempotency_key)
+            if replay is None:
+                raise
+            return replay
+        job = Job.from_row(row)
+        dispatched = await self.dispatch([job.id], priority=True)
+        if not dispatched:
+            job = dataclasses.replace(job, dispatched_at=None)
+        return JobSubmission(job=job, dispatched=dispatched)
+
+    async def _replay_job(self, *, tenant: str, idempotency_key: str) -> JobSubmission | None:
+        async with self.pool.connection() as conn:
+            row = await store.find_job_by_idempotency_key(
+                conn, tenant=tenant, idempotency_key=idempotency_key
+            )
+        if row is None:
+            return None
+        return JobSubmission(
+            job=Job.from_row(row), dispatched=row["dispatched_at"] is not None, replayed=True
+        )
+
+    async def submit_batch(
+        self,
+        *,
+        tenant: str,
+        urls: Sequence[object],
+        render: bool = False,
+        premium: bool = False,
+        ultra_premium: bool = False,
+        max_retries: int | None = None,
+        batch_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> BatchSubmission:
+        """Check a batch's URLs, commit the good ones in one transaction (COPY), then dispatch them.
+
+        Bad URLs are reported by index; a batch with no good URL raises NoValidUrls and writes nothing.
+        """
+        retries = self._max_retries(max_retries)
+        fingerprint = request_hash(
+            {
+                "urls": list(urls),
+                "render": render,
+                "premium": premium,
+                "ultra_premium": ultra_premium,
+                "max_retries": retries,
+                "batch_id": batch_id,
+            }
+        )
+        if idempotency_key is not None:
+            replay = await self._replay_batch(
+                tenant=tenant, idempotency_key=idempotency_key, fingerprint=fingerprint
+            )
+            if replay is not None:
+                return replay
+        if len(urls) > self.settings.max_batch_size:
+            raise BatchTooLarge(
+                f"a batch may hold at most {self.settings.max_batch_size} URLs; this one has {len(urls)}",
+                limit=self.settings.max_batch_size,
+            )
+        if batch_id is not None:
+            async with self.pool.connection() as conn:
+                if await store.find_batch(conn, tenant=tenant, batch_id=batch_id) is not None:
+                    raise BatchAlreadyExists(f"batch {batch_id!r} already exists", batch_id=batch_id)
+        check = await check_urls(
+            urls,
+            self.policy,
+            max_length=self.settings.max_url_length,
+            resolver=self.resolver,
+            dns_timeout=self.settings.dns_timeout_seconds,
+        )
+        failures = tuple(Rejection(index, raw, reason) for index, raw, reason in check.rejected)
+        if not check.accepted:
+            raise NoValidUrls(
+                "none of the batch's URLs was accepted",
+                failures=[{"index": f.index, "url": f.url, "reason": f.reason} for f in failures],
+            )
+        batch_id = batch_id or new_batch_id()
+        ids = new_job_ids(len(check.accepted))
+        job_ids: list[uuid.UUID | None] = [None] * len(urls)
+        for job_id, (index, _url) in zip(ids, check.accepted, strict=True):
+            job_ids[index] = job_id
+        submission = BatchSubmission(
+            batch_id=batch_id, total=len(urls), job_ids=tuple(job_ids), failures=failures, dispatched=True
+        )
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                await store.insert_batch(
+                    conn,
+                    tenant=tenant,
+                    batch_id=batch_id,
+                    total=len(check.accepted),
+                    render=render,
+                    premium=premium,
+                    ultra_premium=ultra_premium,
+                    max_retries=retries,
+                    idempotency_key=idempotency_key,
+                    request_hash=fingerprint,
+                    response=_stored_response(submission),
+                )
+                await store.copy_jobs(
+                    conn,
+                    tenant=tenant,
+                    batch_id=batch_id,
+                    jobs=[
+                        (job_id, index, url) for job_id, (index, url) in zip(ids, check.accepted, strict=True)
+                    ],
+                    render=render,
+                    premium=premium,
+                    ultra_premium=ultra_premium,
+                    max_retries=retries,
+                    dispatched_at=datetime.now(UTC),
+                )
+        except BatchAlreadyExists:
+            if idempotency_key is not None:
+                replay = await self._replay_batch(
+                    tenant=tenant, idempotency_key=idempotency_key, fingerprint=fingerprint
+                )
+                if replay is not None:
+                    return replay
+            raise
+        if not await self.dispatch(ids, priority=False):
+            submission = BatchSubmission(
+                batch_id=batch_id,
+                total=len(urls),
+                job_ids=tuple(job_ids),
+                failures=failures,
+                dispatched=False,
+            )
+        logger.info(
+            "batch %s accepted: %d jobs, %d refused",
+            batch_id,
+            len(ids),
+            len(failures),
+            extra={"action": "submit_batch", "batch_id": batch_id},
+        )
+        return submission
+
+    async def _replay_batch(
+        self, *, tenant: str, idempotency_key: str, fingerprint: str
+    ) -> BatchSubmission | None:
+        async with self.pool.connection() as conn:
+            row = await store.find_batch_by_idempotency_key(
+                conn, tenant=tenant, idempotency_key=idempotency_key
+            )
+            if row is None:
+                return None
+            if row["request_hash"] != fingerprint:
+                raise IdempotencyConflict(
+                    "this Idempotency-Key was already used for a different batch", batch_id=row["batch_id"]
+                )
+            id_rows = await store.batch_job_ids(conn, tenant=tenant, batch_id=row["batch_id"])
+        stored = row["response"]
+        job_ids: list[uuid.UUID | None] = [None] * int(stored["total"])
+        for id_row in id_rows:
+            job_ids[id_row["batch_index"]] = id_row["id"]
+        failures = tuple(Rejection(f["index"], f["url"], f["reason"]) for f in stored["failures"])
+        return BatchSubmission(
+            batch_id=row["batch_id"],
+            total=int(stored["total"]),
+            job_ids=tuple(job_ids),
+            failures=failures,
+            dispatched=True,
+            replayed=True,
+        )
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def get_job(
+        self, *, tenant: str, job_id: uuid.UUID, with_html: bool = False, with_attempts: bool = True
+    ) -> Job:
+        async with self.pool.connection() as conn:
+            row = await store.get_job(conn, tenant=tenant, job_id=job_id, with_html=with_html)
+            if row is None:
+                raise JobNotFound(f"job {job_id} not found")
+            attempts: tuple[Attempt, ...] = ()
+            if with_attempts:
+                attempts = tuple(Attempt.from_row(r) for r in await store.list_attempts(conn, job_id=job_id))
+        return Job.from_row(row, attempts)
+
+    async def get_batch(self, *, tenant: str, batch_id: str) -> Batch:
+        async with self.pool.connection() as conn:
+            row = await store.find_batch(conn, tenant=tenant, batch_id=batch_id)
+            if row is None:
+                raise BatchNotFound(f"batch {batch_id!r} not found")
+            counts = BatchCounts.from_rows(await store.batch_counts(conn, tenant=tenant, batch_id=batch_id))
+        return Batch.from_row(row, counts)
+
+    async def batch_jobs(
+        self, *, tenant: str, batch_id: str, status: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Job]:
+        async with self.pool.connection() as conn:
+            rows = await store.batch_jobs(
+                conn, tenant=tenant, batch_id=batch_id, status=status, limit=limit, offset=offset
+            )
+        return [Job.from_row(row) for row in rows]
+
+    async def list_batches(self, *, tenant: str, limit: int, offset: int) -> tuple[list[Batch], int]:
+        async with self.pool.connection() as conn:
+            rows = await store.list_batches(conn, tenant=tenant, limit=limit, offset=offset)
+            total = await store.count_batches(conn, tenant=tenant)
+        return [Batch.from_row(row) for row in rows], total
+
+    async def retry_failed(self, *, tenant: str, batch_id: str) -> int:
+        """Put a batch's failed jobs back to pending (attempt history kept) and dispatch them."""
+        async with self.pool.connection() as conn:
+            if await store.find_batch(conn, tenant=tenant, batch_id=batch_id) is None:
+                raise BatchNotFound(f"batch {batch_id!r} not found")
+            ids = await store.retry_failed_jobs(conn, tenant=tenant, batch_id=batch_id)
+        await self.dispatch(ids, priority=False)
+        return len(ids)
+
+
+def _stored_response(submission: BatchSubmission) -> dict[str, Any]:
+    """What is kept to answer an idempotent replay (the job ids are read back from the rows)."""
+    return {
+        "batchId": submission.batch_id,
+        "total": submission.total,
+        "failures": [{"index": f.index, "url": f.url, "reason": f.reason} for f in submission.failures],
+    }

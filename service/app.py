@@ -1,0 +1,87 @@
+"""The FastAPI application: REST /v1, the legacy /functions/v1 routes, health, and docs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from psycopg_pool import AsyncConnectionPool
+
+from crawljobs import __version__
+from crawljobs.config import Settings
+from crawljobs.manager import JobManager
+from crawljobs.urls import Resolver, system_resolver
+from service.errors import install_error_handlers
+from service.limits import BodyLimitMiddleware
+from service.routes import batches, health, jobs, legacy
+from service.timing import ServerTimingMiddleware
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Submit one URL or up to 50,000, get job ids back at once, and let the crawl workers fetch them.
+
+Every route but `/healthz`, `/readyz` and these docs needs an API key: `Authorization: Bearer <key>`
+(or the legacy `apikey: <key>` header). Errors are JSON: `{"success": false, "code": ..., "error": ...}`.
+
+`/v1` is the REST API; `/functions/v1` keeps the request and response bodies of the system crawljobs replaces.
+"""
+
+
+def create_app(settings: Settings | None = None, *, resolver: Resolver = system_resolver) -> FastAPI:
+    settings = settings or Settings()
+    if settings.database_url is None:
+        raise RuntimeError(
+            "CRAWLJOBS_DATABASE_URL is not set (`crawljobs up` sets it for the embedded database)"
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        assert settings.database_url is not None
+        pool: AsyncConnectionPool = AsyncConnectionPool(
+            settings.database_url,
+            min_size=1,
+            max_size=settings.db_pool_size,
+            kwargs={"autocommit": True},
+            timeout=10,
+            open=False,
+        )
+        await pool.open(wait=False)
+        redis = (
+            aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
+            if settings.redis_url
+            else None
+        )
+        app.state.manager = JobManager(pool=pool, redis=redis, settings=settings, resolver=resolver)
+        try:
+            yield
+        finally:
+            if redis is not None:
+                await redis.aclose()
+            await pool.close()
+
+    app = FastAPI(
+        title="crawljobs",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "jobs", "description": "Single crawl jobs."},
+            {"name": "batches", "description": "Batches of up to 50,000 URLs."},
+            {
+                "name": "legacy",
+                "description": "The `/functions/v1` contract of the system crawljobs replaces.",
+            },
+            {"name": "health", "description": "Liveness and readiness, open without a key."},
+        ],
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(ServerTimingMiddleware)
+    for module in (health, jobs, batches, legacy):
+        app.include_router(module.router)
+    return app

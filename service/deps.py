@@ -1,0 +1,63 @@
+"""Dependencies of the routes, as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from crawljobs import store
+from crawljobs.exceptions import InvalidRequest, Unauthorized
+from crawljobs.keys import hash_key
+from crawljobs.manager import JobManager
+
+bearer_scheme = HTTPBearer(auto_error=False, description="An API key made with `crawljobs keys create NAME`.")
+apikey_scheme = APIKeyHeader(name="apikey", auto_error=False, description="The legacy header; same keys.")
+
+
+def get_manager(request: Request) -> JobManager:
+    manager: JobManager = request.app.state.manager
+    return manager
+
+
+ManagerDep = Annotated[JobManager, Depends(get_manager)]
+
+
+async def get_tenant(
+    manager: ManagerDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    apikey: Annotated[str | None, Depends(apikey_scheme)],
+) -> str:
+    """The tenant of the request's API key; the Bearer key is tried first, then the legacy header."""
+    candidates = [c for c in (bearer.credentials if bearer else None, apikey) if c]
+    if not candidates:
+        raise Unauthorized()
+    async with manager.pool.connection() as conn:
+        for key in candidates:
+            tenant = await store.find_tenant_by_key(conn, key_hash=hash_key(key))
+            if tenant is not None:
+                return tenant
+    raise Unauthorized("the API key is not valid")
+
+
+TenantDep = Annotated[str, Depends(get_tenant)]
+
+
+def get_idempotency_key(
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Send the same key again to get the original response back instead of a new submission.",
+        ),
+    ] = None,
+) -> str | None:
+    if idempotency_key is None:
+        return None
+    if not 1 <= len(idempotency_key) <= 255 or not idempotency_key.isprintable():
+        raise InvalidRequest("Idempotency-Key must be 1 to 255 printable characters", field="Idempotency-Key")
+    return idempotency_key
+
+
+IdempotencyKeyDep = Annotated[str | None, Depends(get_idempotency_key)]

@@ -1,0 +1,128 @@
+"""Every error leaves the service as JSON: ``{"success": false, "code": ..., "error": ..., "details": ...}``.
+
+``success`` and ``error`` keep the legacy clients' checks working; ``code`` is stable for programs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from crawljobs.exceptions import (
+    BatchAlreadyExists,
+    BatchTooLarge,
+    CrawlJobsError,
+    DatabaseUnavailable,
+    IdempotencyConflict,
+    InvalidRequest,
+    NotFound,
+    RequestTooLarge,
+    Unauthorized,
+)
+
+logger = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: tuple[tuple[type[CrawlJobsError], int], ...] = (
+    (BatchTooLarge, 413),
+    (RequestTooLarge, 413),
+    (InvalidRequest, 422),
+    (NotFound, 404),
+    (BatchAlreadyExists, 409),
+    (IdempotencyConflict, 409),
+    (Unauthorized, 401),
+    (DatabaseUnavailable, 503),
+)
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+}
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"success": False, "code": code, "error": message}
+    if details:
+        body["details"] = details
+    return body
+
+
+def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
+
+
+def status_for(exc: CrawlJobsError) -> int:
+    for kind, status in STATUS_BY_ERROR:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or (str(loc[0]) if loc else "body")
+
+
+async def _crawljobs_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CrawlJobsError)
+    status = status_for(exc)
+    if status == 500:
+        logger.exception("unexpected crawljobs error", exc_info=exc)
+    return error_response(status, exc.code, exc.message, exc.details or None)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = []
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        field = _field_path(loc)
+        if err.get("type") == "json_invalid":
+            field = "body"
+        details.append({"field": field, "message": err.get("msg", "invalid"), "type": err.get("type")})
+    if details and details[0]["type"] == "json_invalid":
+        message = "the request body is not valid JSON"
+    elif details:
+        message = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
+    else:
+        message = "the request is not valid"
+    return error_response(422, "validation_error", message, details)
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = HTTP_CODES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail))
+
+
+async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
+    logger.error("database unavailable: %s", exc)
+    return error_response(503, "database_unavailable", "the database cannot be reached; try again shortly")
+
+
+async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unexpected error", exc_info=exc)
+    return error_response(500, "internal_error", "an unexpected error occurred")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(CrawlJobsError, _crawljobs_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(psycopg.OperationalError, _database_error)
+    app.add_exception_handler(PoolTimeout, _database_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,60 @@
+"""/v1/jobs: submit one URL, read a job and its HTML."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response
+
+from crawljobs.exceptions import NotFound
+from service import render
+from service.deps import IdempotencyKeyDep, ManagerDep, TenantDep
+from service.routes.common import ERRORS, NOT_FOUND, SUBMIT_ERRORS, parse_job_id
+from service.schemas import JobCreate, JobOut
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.post("", status_code=201, response_model=JobOut, responses={**ERRORS, **SUBMIT_ERRORS})
+async def submit_job(
+    body: JobCreate, manager: ManagerDep, tenant: TenantDep, idempotency_key: IdempotencyKeyDep
+) -> Any:
+    """Submit one URL. It is committed, then dispatched ahead of any batch's jobs."""
+    submission = await manager.submit_job(
+        tenant=tenant,
+        url=body.url,
+        render=body.render,
+        premium=body.premium,
+        ultra_premium=body.ultra_premium,
+        max_retries=body.max_retries,
+        idempotency_key=idempotency_key,
+    )
+    return JSONResponse(render.job(submission.job), status_code=200 if submission.replayed else 201)
+
+
+@router.get("/{job_id}", response_model=JobOut, responses={**ERRORS, **NOT_FOUND})
+async def get_job(
+    job_id: str,
+    manager: ManagerDep,
+    tenant: TenantDep,
+    include_html: Annotated[bool, Query(description="Include the fetched HTML.")] = False,
+) -> Any:
+    """A job with every fetch attempt, and its HTML if asked."""
+    found = await manager.get_job(tenant=tenant, job_id=parse_job_id(job_id), with_html=include_html)
+    return JSONResponse(render.job(found, with_html=include_html))
+
+
+@router.get(
+    "/{job_id}/html",
+    response_class=Response,
+    responses={200: {"content": {"text/html": {}}}, **ERRORS, **NOT_FOUND},
+)
+async def get_job_html(job_id: str, manager: ManagerDep, tenant: TenantDep) -> Response:
+    """The fetched HTML of a completed job, as it was received."""
+    found = await manager.get_job(
+        tenant=tenant, job_id=parse_job_id(job_id), with_html=True, with_attempts=False
+    )
+    if found.html is None:
+        raise NotFound(f"job {found.id} has no HTML (status {found.status})")
+    return Response(found.html, media_type=found.content_type or "text/html; charset=utf-8")

@@ -1,0 +1,269 @@
+"""Request bodies (validated strictly: a wrong type is a 422 naming the field) and documented responses."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+BATCH_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+BatchIdField = Annotated[StrictStr, Field(pattern=BATCH_ID_PATTERN, description="1 to 128 of A-Za-z0-9._:-")]
+RetriesField = Annotated[StrictInt, Field(ge=0, le=20, description="Retries after the first attempt.")]
+EXAMPLE_URL = "https://www.example.com/products/123"
+
+
+# -- /v1 ---------------------------------------------------------------------------------------------
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"url": EXAMPLE_URL, "render": True, "premium": False}]},
+    )
+    url: StrictStr = Field(description="http or https, at most 8 KB.")
+    render: StrictBool = Field(default=False, description="Start with the headless browser.")
+    premium: StrictBool = Field(default=False, description="Start at the premium proxy tier.")
+    ultra_premium: StrictBool = Field(default=False, description="Start at the ultra-premium proxy tier.")
+    max_retries: RetriesField | None = None
+
+
+class BatchCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "urls": ["https://example.com/page1", "https://example.com/page2"],
+                    "render": False,
+                    "batch_id": "catalog-2026-11-29",
+                }
+            ]
+        },
+    )
+    urls: list[Any] = Field(
+        min_length=1, description="Up to the batch limit (default 50,000). Bad ones are reported by index."
+    )
+    render: StrictBool = False
+    premium: StrictBool = False
+    ultra_premium: StrictBool = False
+    max_retries: RetriesField | None = None
+    batch_id: BatchIdField | None = None
+
+
+class Failure(BaseModel):
+    index: int
+    url: str
+    reason: str
+
+
+class BatchCreated(BaseModel):
+    batch_id: str
+    total: int
+    accepted: int
+    rejected: int
+    failures: list[Failure]
+    job_ids: list[str | None] = Field(description="One per submitted URL, in order; null where refused.")
+    dispatched: bool
+
+
+class AttemptOut(BaseModel):
+    attempt: int
+    method: str
+    started_at: str
+    duration_ms: int | None
+    http_status: int | None
+    outcome: str
+    error: str | None
+    worker: str | None
+
+
+class JobOut(BaseModel):
+    id: str
+    url: str
+    status: str
+    batch_id: str | None
+    render: bool
+    premium: bool
+    ultra_premium: bool
+    attempt: int
+    max_attempts: int
+    max_retries: int
+    created_at: str
+    updated_at: str
+    started_at: str | None
+    completed_at: str | None
+    dispatched: bool
+    html_length: int | None
+    processing_time_ms: int | None
+    success_method: str | None
+    http_status: int | None
+    final_url: str | None
+    content_type: str | None
+    error_message: str | None
+    cost: float
+    attempts: list[AttemptOut] | None = None
+    html: str | None = None
+
+
+class Counts(BaseModel):
+    pending: int
+    processing: int
+    completed: int
+    error: int
+    cancelled: int
+    total: int
+
+
+class BatchOut(BaseModel):
+    batch_id: str
+    created_at: str
+    last_updated: str
+    render: bool
+    premium: bool
+    ultra_premium: bool
+    counts: Counts
+    progress: int = Field(description="Percent of jobs in a final state, rounded down.")
+
+
+class BatchDetail(BatchOut):
+    jobs: list[JobOut]
+    limit: int
+    offset: int
+
+
+class BatchList(BaseModel):
+    batches: list[BatchOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class RetryResult(BaseModel):
+    batch_id: str
+    retried: int
+
+
+class ErrorOut(BaseModel):
+    success: bool = False
+    code: str
+    error: str
+    details: Any = None
+
+
+# -- /functions/v1 (the legacy contract) -----------------------------------------------------------
+
+
+class LegacySubmitJob(BaseModel):
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [{"url": EXAMPLE_URL, "premium": False, "ultraPremium": True, "render": True}]
+        },
+    )
+    url: StrictStr
+    premium: StrictBool = False
+    ultraPremium: StrictBool = False
+    render: StrictBool = False
+    maxRetries: RetriesField | None = None
+
+
+class LegacySubmitBatch(BaseModel):
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "urls": ["https://example.com/page1", "https://example.com/page2"],
+                    "premium": False,
+                    "ultraPremium": True,
+                    "render": True,
+                    "batchId": "optional-custom-batch-id",
+                }
+            ]
+        },
+    )
+    urls: list[Any] = Field(min_length=1)
+    premium: StrictBool = False
+    ultraPremium: StrictBool = False
+    render: StrictBool = False
+    batchId: BatchIdField | None = None
+    maxRetries: RetriesField | None = None
+
+
+class LegacyRetryFailed(BaseModel):
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"batchId": "batch-67890"}]})
+    batchId: BatchIdField
+
+
+class LegacySubmitted(BaseModel):
+    success: bool
+    jobId: str
+    status: str
+    message: str
+
+
+class LegacyBatchSubmitted(BaseModel):
+    success: bool
+    batchId: str
+    total: int
+    successCount: int
+    failedCount: int
+    failures: list[Failure]
+
+
+class LegacyJob(BaseModel):
+    id: str
+    url: str
+    status: str
+    created_at: str
+    updated_at: str
+    completed_at: str | None
+    html_length: int | None
+    processing_time_ms: int | None
+    success_method: str | None
+
+
+class LegacyJobResult(BaseModel):
+    success: bool
+    job: LegacyJob
+    html: str | None
+
+
+class LegacyCounts(BaseModel):
+    pending: int
+    processing: int
+    completed: int
+    error: int
+    total: int
+
+
+class LegacyBatchStatus(BaseModel):
+    success: bool
+    counts: LegacyCounts
+    progress: int
+    urls: list[LegacyJob]
+
+
+class LegacyBatchSummary(BaseModel):
+    batch_id: str
+    total: int
+    pending: int
+    processing: int
+    completed: int
+    error: int
+    progress: int
+    created_at: str
+    last_updated: str
+
+
+class LegacyBatchList(BaseModel):
+    batches: list[LegacyBatchSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class LegacyRetried(BaseModel):
+    success: bool
+    count: int
+    message: str
