@@ -69,7 +69,7 @@ class JobManager:
 
     # -- dispatch --------------------------------------------------------------------------------
 
-    async def dispatch(self, ids: Sequence[uuid.UUID], *, priority: bool) -> bool:
+    async def dispatch(self, ids: Sequence[uuid.UUID | str], *, priority: bool) -> bool:
         """Push job ids to Redis; on failure mark them undispatched. True when the push succeeded."""
         if not ids:
             return True
@@ -218,6 +218,7 @@ class JobManager:
             )
         batch_id = batch_id or new_batch_id()
         ids = new_job_ids(len(check.accepted))
+        id_texts = [str(job_id) for job_id in ids]
         job_ids: list[uuid.UUID | None] = [None] * len(urls)
         for job_id, (index, _url) in zip(ids, check.accepted, strict=True):
             job_ids[index] = job_id
@@ -244,7 +245,8 @@ class JobManager:
                     tenant=tenant,
                     batch_id=batch_id,
                     jobs=[
-                        (job_id, index, url) for job_id, (index, url) in zip(ids, check.accepted, strict=True)
+                        (text, index, url)
+                        for text, (index, url) in zip(id_texts, check.accepted, strict=True)
                     ],
                     render=render,
                     premium=premium,
@@ -260,7 +262,7 @@ class JobManager:
                 if replay is not None:
                     return replay
             raise
-        if not await self.dispatch(ids, priority=False):
+        if not await self.dispatch(id_texts, priority=False):
             submission = BatchSubmission(
                 batch_id=batch_id,
                 total=len(urls),

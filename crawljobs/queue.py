@@ -34,9 +34,9 @@ class QueueKeys:
         return (self.priority, self.bulk)
 
 
-def encode_message(job_id: uuid.UUID) -> str:
+def encode_message(job_id: uuid.UUID | str) -> str:
     """A job message: the job id's canonical text."""
-    return str(job_id)
+    return job_id if isinstance(job_id, str) else str(job_id)
 
 
 def decode_message(raw: bytes | str) -> uuid.UUID | None:
@@ -48,7 +48,7 @@ def decode_message(raw: bytes | str) -> uuid.UUID | None:
         return None
 
 
-def chunks(ids: Sequence[uuid.UUID], size: int = PUSH_CHUNK) -> list[list[str]]:
+def chunks(ids: Sequence[uuid.UUID | str], size: int = PUSH_CHUNK) -> list[list[str]]:
     """Messages for ``ids`` in RPUSH-sized chunks."""
     messages = [encode_message(job_id) for job_id in ids]
     return [messages[i : i + size] for i in range(0, len(messages), size)]

@@ -27,6 +27,7 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import re
@@ -341,6 +342,7 @@ def _valid_punycode(label: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=4096)
 def _canonical_host(raw_host: str) -> tuple[str, str, IPAddress | None]:
     """(host as written in the URL, bare host, address if it is an IP literal) or UrlRejected."""
     if not raw_host:
@@ -439,21 +441,25 @@ def _normalize(raw: object, max_length: int) -> tuple[str, str, IPAddress | None
     m = _FAST_URL.fullmatch(raw)
     if m is not None:
         scheme, host, port, path, query = m.groups()
-        last_label = host[host.rfind(".") + 1 :]
-        if (
-            len(host) <= 253
-            and last_label[0] not in "0123456789"
-            and "xn--" not in host
-            and ("%" not in raw or _BAD_PERCENT.search(raw) is None)
-        ):
+        addr: IPAddress | None = None
+        plain = len(host) <= 253 and "xn--" not in host
+        if plain and host[host.rfind(".") + 1] in "0123456789":
+            # An IP literal: fine as it is only when already canonical (127.0.0.1, not 0x7f.1).
+            try:
+                host_text, _bare, addr = _canonical_host(host)
+            except UrlRejected:
+                plain = False
+            else:
+                plain = host_text == host
+        if plain and ("%" not in raw or _BAD_PERCENT.search(raw) is None):
             if port is None:
                 if path:
-                    return raw, host, None
-                return f"{scheme}://{host}/{query or ''}", host, None
+                    return raw, host, addr
+                return f"{scheme}://{host}/{query or ''}", host, addr
             number = int(port)
             if 0 < number <= 65535:
                 netloc = host if number == _DEFAULT_PORTS[scheme] else f"{host}:{number}"
-                return f"{scheme}://{netloc}{path or '/'}{query or ''}", host, None
+                return f"{scheme}://{netloc}{path or '/'}{query or ''}", host, addr
     return _normalize_slowly(raw, max_length)
 
 
@@ -727,10 +733,20 @@ async def check_urls(
     """
     outcome: list[str | tuple[str, str]] = []  # normalised URL, or (raw, reason)
     to_resolve: dict[str, list[int]] = {}
+    verdicts: dict[str, bool | str] = {}  # host -> no look-up needed / needs one / the refusal
     for index, raw in enumerate(raw_urls):
         try:
             url, host, addr = _normalize(raw, max_length)
-            if not _check_host(host, addr, policy):
+            verdict = verdicts.get(host)
+            if verdict is None:
+                try:
+                    verdict = _check_host(host, addr, policy)
+                except UrlRejected as exc:
+                    verdict = exc.message
+                verdicts[host] = verdict
+            if isinstance(verdict, str):
+                raise UrlRejected(verdict)
+            if not verdict:
                 to_resolve.setdefault(host, []).append(index)
         except UrlRejected as exc:
             outcome.append((_raw_text(raw), exc.message))

@@ -46,12 +46,7 @@ SELECT * FROM crawl_batches WHERE tenant = %(tenant)s AND idempotency_key = %(id
 -- mark_undispatched --
 -- After a failed push to Redis: these pending jobs were not dispatched after all.
 UPDATE crawl_jobs SET dispatched_at = NULL
-WHERE id = ANY(%(ids)s) AND status = 'pending';
-
--- mark_dispatched --
--- After a successful push to Redis.
-UPDATE crawl_jobs SET dispatched_at = now()
-WHERE id = ANY(%(ids)s) AND status = 'pending';
+WHERE id = ANY(%(ids)s::uuid[]) AND status = 'pending';
 
 -- get_job --
 -- One job of a tenant, with its HTML.
