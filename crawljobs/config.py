@@ -50,13 +50,27 @@ class Settings(BaseSettings):
 
     # Jobs.
     max_retries: int = Field(default=3, ge=0, le=100)
-    lease_seconds: int = Field(default=60, ge=5)
+    lease_seconds: int = Field(default=60, ge=2)
+
+    # The sweeper.
+    sweep_interval_seconds: float = Field(default=2.0, gt=0)
+    dispatch_stale_seconds: int = Field(default=30, ge=1)
 
     # Fetching (used by the workers).
     premium_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     ultra_premium_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     browser_executable: str | None = None
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    ladder: str | None = None
+    ladder_ceiling: str | None = None
+    method_costs: str | None = None
+    explore_rate: float = Field(default=0.1, ge=0, le=1)
+    worker_concurrency: int = Field(default=64, ge=1, le=2000)
+    browser_concurrency: int = Field(default=4, ge=1, le=64)
+    per_domain_concurrency: int = Field(default=16, ge=1, le=1000)
+    download_delay: float = Field(default=0.0, ge=0)
+    download_timeout: float = Field(default=30.0, gt=0)
+    autothrottle: bool = False
 
     @field_validator("allowed_networks", "premium_proxies", "ultra_premium_proxies", mode="before")
     @classmethod

@@ -205,3 +205,94 @@ async def count_batches(conn: AsyncConnection[Any], *, tenant: str) -> int:
 async def retry_failed_jobs(conn: AsyncConnection[Any], *, tenant: str, batch_id: str) -> list[uuid.UUID]:
     rows = await _all(conn, "retry_failed_jobs", {"tenant": tenant, "batch_id": batch_id})
     return [row["id"] for row in rows]
+
+
+# -- workers -----------------------------------------------------------------------------------------
+
+NOTIFY_CHANNEL = "crawljobs_jobs"
+# NOTIFY payloads must stay under 8000 bytes: 36-character ids joined by commas.
+_NOTIFY_IDS = 200
+
+
+async def claim_jobs(
+    conn: AsyncConnection[Any], *, ids: Sequence[uuid.UUID | str], worker: str, lease_seconds: int
+) -> list[Row]:
+    params = {"ids": [str(i) for i in ids], "worker": worker, "lease_seconds": lease_seconds}
+    return await _all(conn, "claim_jobs", params)
+
+
+async def claim_pending_jobs(
+    conn: AsyncConnection[Any],
+    *,
+    worker: str,
+    lease_seconds: int,
+    limit: int,
+    tenant: str | None = None,
+    batch_id: str | None = None,
+) -> list[Row]:
+    params = {
+        "worker": worker,
+        "lease_seconds": lease_seconds,
+        "limit": limit,
+        "tenant": tenant,
+        "batch_id": batch_id,
+    }
+    return await _all(conn, "claim_pending_jobs", params)
+
+
+async def renew_leases(conn: AsyncConnection[Any], *, worker: str, lease_seconds: int) -> list[Row]:
+    return await _all(conn, "renew_leases", {"worker": worker, "lease_seconds": lease_seconds})
+
+
+async def next_attempt(
+    conn: AsyncConnection[Any], *, job_id: uuid.UUID, attempt: int, worker: str, lease_seconds: int
+) -> int | None:
+    """The new attempt number, or None when this worker no longer holds the job (fenced)."""
+    params = {"id": job_id, "attempt": attempt, "worker": worker, "lease_seconds": lease_seconds}
+    row = await _one(conn, "next_attempt", params)
+    return int(row["attempt"]) if row else None
+
+
+async def finish_jobs(
+    conn: AsyncConnection[Any], *, results: Sequence[dict[str, Any]], attempts: Sequence[dict[str, Any]]
+) -> list[uuid.UUID]:
+    """Write results (fenced) and attempts in one transaction, then NOTIFY the ids that were written.
+
+    Returns the ids whose result was written; a result whose fence failed (lease lost, cancelled) is skipped.
+    """
+    written: list[uuid.UUID] = []
+    async with conn.transaction(), conn.cursor() as cur:
+        if attempts:
+            await cur.executemany(query("insert_attempt"), attempts)
+        for result in results:
+            await cur.execute(query("finish_job"), result)
+            row = await cur.fetchone()
+            if row is not None:
+                written.append(row[0])
+        for start in range(0, len(written), _NOTIFY_IDS):
+            payload = ",".join(str(i) for i in written[start : start + _NOTIFY_IDS])
+            await cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, payload))
+    return written
+
+
+async def release_jobs(
+    conn: AsyncConnection[Any], *, worker: str, ids: Sequence[uuid.UUID | str]
+) -> list[Row]:
+    return await _all(conn, "release_jobs", {"worker": worker, "ids": [str(i) for i in ids]})
+
+
+async def reclaim_expired_leases(conn: AsyncConnection[Any], *, limit: int) -> list[Row]:
+    return await _all(conn, "reclaim_expired_leases", {"limit": limit})
+
+
+async def claim_undispatched(conn: AsyncConnection[Any], *, limit: int) -> list[Row]:
+    return await _all(conn, "claim_undispatched", {"limit": limit})
+
+
+async def claim_stale_dispatched(conn: AsyncConnection[Any], *, limit: int, stale_seconds: int) -> list[Row]:
+    return await _all(conn, "claim_stale_dispatched", {"limit": limit, "stale_seconds": stale_seconds})
+
+
+async def count_pending_dispatched(conn: AsyncConnection[Any]) -> int:
+    row = await _one(conn, "count_pending_dispatched", {})
+    return int(row["count"]) if row else 0

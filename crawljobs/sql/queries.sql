@@ -118,3 +118,112 @@ SET status = 'pending', max_attempts = attempt + max_retries + 1, error_message 
     updated_at = now()
 WHERE tenant = %(tenant)s AND batch_id = %(batch_id)s AND status = 'error'
 RETURNING id;
+
+-- claim_jobs --
+-- Claim dispatched jobs that are still pending (rule 2); ids whose claim fails are simply not returned.
+UPDATE crawl_jobs
+SET status = 'processing', attempt = attempt + 1, lease_owner = %(worker)s,
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+    started_at = coalesce(started_at, now()), updated_at = now()
+WHERE id = ANY(%(ids)s::uuid[]) AND status = 'pending'
+RETURNING id, tenant, batch_id, url, render, premium, ultra_premium, attempt, max_attempts, max_retries;
+
+-- claim_pending_jobs --
+-- Claim up to `limit` pending jobs straight from the table (single jobs first), skipping locked rows.
+UPDATE crawl_jobs
+SET status = 'processing', attempt = attempt + 1, lease_owner = %(worker)s,
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+    started_at = coalesce(started_at, now()), updated_at = now()
+WHERE id IN (
+    SELECT id FROM crawl_jobs
+    WHERE status = 'pending'
+      AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+      AND (%(batch_id)s::text IS NULL OR batch_id = %(batch_id)s::text)
+    ORDER BY priority DESC, created_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, tenant, batch_id, url, render, premium, ultra_premium, attempt, max_attempts, max_retries;
+
+-- renew_leases --
+-- The heartbeat: extend the lease of every job this worker holds, in one statement (rule 4).
+UPDATE crawl_jobs SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+WHERE status = 'processing' AND lease_owner = %(worker)s
+RETURNING id, attempt;
+
+-- next_attempt --
+-- Start another fetch of a job this worker holds (a retry or an escalation); fenced by the attempt (rule 3).
+UPDATE crawl_jobs SET attempt = attempt + 1, updated_at = now(),
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'processing' AND lease_owner = %(worker)s
+RETURNING attempt;
+
+-- finish_job --
+-- Write a job's result (completed or error), fenced by (id, attempt, owner); a stale worker changes nothing.
+UPDATE crawl_jobs
+SET status = %(status)s, html = %(html)s, html_length = %(html_length)s,
+    processing_time_ms = %(processing_time_ms)s, success_method = %(success_method)s,
+    http_status = %(http_status)s, final_url = %(final_url)s, content_type = %(content_type)s,
+    error_message = %(error_message)s, cost = cost + %(cost)s, completed_at = now(), updated_at = now(),
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'processing' AND lease_owner = %(worker)s
+RETURNING id;
+
+-- insert_attempt --
+-- Record one fetch attempt.
+INSERT INTO crawl_attempts (job_id, attempt, method, worker, started_at, duration_ms, http_status, outcome, error)
+VALUES (%(job_id)s, %(attempt)s, %(method)s, %(worker)s, %(started_at)s, %(duration_ms)s, %(http_status)s,
+        %(outcome)s, %(error)s);
+
+-- release_jobs --
+-- A worker stopping: give back the jobs it holds (not started again here: pending, to be dispatched again).
+UPDATE crawl_jobs
+SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, dispatched_at = NULL, updated_at = now()
+WHERE status = 'processing' AND lease_owner = %(worker)s AND id = ANY(%(ids)s::uuid[])
+RETURNING id;
+
+-- reclaim_expired_leases --
+-- The sweeper: jobs whose worker stopped renewing go back to pending, or to error once attempts are spent.
+UPDATE crawl_jobs
+SET status = CASE WHEN attempt >= max_attempts THEN 'error' ELSE 'pending' END,
+    error_message = CASE WHEN attempt >= max_attempts
+                         THEN 'worker lost: lease expired after ' || attempt || ' attempts' END,
+    completed_at = CASE WHEN attempt >= max_attempts THEN now() END,
+    lease_owner = NULL, lease_expires_at = NULL, dispatched_at = NULL, updated_at = now()
+WHERE id IN (
+    SELECT id FROM crawl_jobs
+    WHERE status = 'processing' AND lease_expires_at < now()
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, status, priority;
+
+-- claim_undispatched --
+-- The sweeper: pending jobs never dispatched (or dispatched longer ago than `stale_seconds`), marked
+-- dispatched now; the caller pushes them to Redis and undoes the mark if the push fails.
+UPDATE crawl_jobs SET dispatched_at = now()
+WHERE id IN (
+    SELECT id FROM crawl_jobs
+    WHERE status = 'pending' AND dispatched_at IS NULL
+    ORDER BY created_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, priority;
+
+-- claim_stale_dispatched --
+-- The sweeper: pending jobs dispatched longer ago than `stale_seconds` (their message may be lost).
+UPDATE crawl_jobs SET dispatched_at = now()
+WHERE id IN (
+    SELECT id FROM crawl_jobs
+    WHERE status = 'pending' AND dispatched_at IS NOT NULL
+      AND dispatched_at < now() - make_interval(secs => %(stale_seconds)s)
+    ORDER BY dispatched_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, priority;
+
+-- count_pending_dispatched --
+-- How many pending jobs are marked dispatched (compared with the queue's length by the sweeper).
+SELECT count(*) FROM crawl_jobs WHERE status = 'pending' AND dispatched_at IS NOT NULL;

@@ -1,0 +1,149 @@
+"""The sweeper: the old cron, minus the minute.
+
+Every few seconds it
+- turns expired leases back into pending jobs (or into ``error``, "worker lost", once attempts are spent),
+- dispatches pending jobs that were never dispatched (Redis was down, or an API process died after commit),
+- dispatches again pending jobs dispatched long ago when Redis holds fewer messages than there are such jobs
+  (the messages were lost: FLUSHALL, a Redis restart without persistence).
+
+Each step claims its rows with ``FOR UPDATE SKIP LOCKED``, so any number of sweepers can run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from crawljobs import store
+from crawljobs.config import Settings
+from crawljobs.manager import PRIORITY_SINGLE, JobManager
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepReport:
+    reclaimed: int = 0
+    failed_lost: int = 0
+    dispatched: int = 0
+    redispatched: int = 0
+
+    @property
+    def busy(self) -> bool:
+        return any((self.reclaimed, self.failed_lost, self.dispatched, self.redispatched))
+
+
+class Sweeper:
+    def __init__(
+        self, manager: JobManager, *, batch_limit: int = 5000, stale_seconds: int | None = None
+    ) -> None:
+        self.manager = manager
+        self.batch_limit = batch_limit
+        self.stale_seconds = (
+            stale_seconds if stale_seconds is not None else manager.settings.dispatch_stale_seconds
+        )
+
+    async def _push(self, rows: list[dict[str, Any]]) -> bool:
+        urgent = [row["id"] for row in rows if row["priority"] >= PRIORITY_SINGLE]
+        bulk = [row["id"] for row in rows if row["priority"] < PRIORITY_SINGLE]
+        pushed = await self.manager.dispatch(urgent, priority=True)
+        return await self.manager.dispatch(bulk, priority=False) and pushed
+
+    async def sweep_once(self) -> SweepReport:
+        report = SweepReport()
+        pool = self.manager.pool
+        async with pool.connection() as conn:
+            reclaimed = await store.reclaim_expired_leases(conn, limit=self.batch_limit)
+        report.failed_lost = sum(1 for row in reclaimed if row["status"] == "error")
+        report.reclaimed = len(reclaimed) - report.failed_lost
+        if reclaimed:
+            logger.warning(
+                "reclaimed %d expired leases (%d jobs out of attempts)",
+                len(reclaimed),
+                report.failed_lost,
+                extra={"action": "reclaim"},
+            )
+
+        while True:  # never dispatched: all of them, in chunks
+            async with pool.connection() as conn:
+                rows = await store.claim_undispatched(conn, limit=self.batch_limit)
+            if not rows:
+                break
+            if not await self._push(rows):
+                return report  # Redis is down: they are marked undispatched again; next sweep
+            report.dispatched += len(rows)
+            if len(rows) < self.batch_limit:
+                break
+
+        missing = await self._missing_messages()
+        if missing > 0:
+            async with pool.connection() as conn:
+                rows = await store.claim_stale_dispatched(
+                    conn, limit=min(missing, self.batch_limit), stale_seconds=self.stale_seconds
+                )
+            if rows and await self._push(rows):
+                report.redispatched = len(rows)
+                logger.warning(
+                    "dispatched %d jobs again (their messages were lost)",
+                    len(rows),
+                    extra={"action": "redispatch"},
+                )
+        return report
+
+    async def _missing_messages(self) -> int:
+        """How many pending, dispatched jobs have no message in Redis (0 when Redis cannot say)."""
+        redis = self.manager.redis
+        if redis is None:
+            return 0
+        try:
+            keys = self.manager.keys
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.llen(keys.priority)
+                pipe.llen(keys.bulk)
+                lengths = await pipe.execute()
+        except Exception as exc:  # Redis down: nothing can be dispatched now anyway
+            logger.info("sweeper cannot read the queue length: %s", exc)
+            return 0
+        async with self.manager.pool.connection() as conn:
+            pending = await store.count_pending_dispatched(conn)
+        return pending - sum(int(n) for n in lengths)
+
+    async def run(self, stop: asyncio.Event, *, interval: float | None = None) -> None:
+        """Sweep until `stop` is set; sweep again at once while there is work."""
+        interval = interval if interval is not None else self.manager.settings.sweep_interval_seconds
+        while not stop.is_set():
+            try:
+                report = await self.sweep_once()
+            except Exception:
+                logger.exception("sweep failed; trying again", extra={"action": "sweep"})
+                report = SweepReport()
+            if report.busy and report.dispatched >= self.batch_limit:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
+async def run_sweeper(settings: Settings, stop: asyncio.Event) -> None:
+    """Open the database and Redis, sweep until `stop` is set, close them."""
+    import redis.asyncio as aioredis
+    from psycopg_pool import AsyncConnectionPool
+
+    assert settings.database_url is not None
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        settings.database_url, min_size=1, max_size=2, kwargs={"autocommit": True}, open=False
+    )
+    await pool.open(wait=True, timeout=30)
+    redis = (
+        aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
+        if settings.redis_url
+        else None
+    )
+    try:
+        await Sweeper(JobManager(pool=pool, redis=redis, settings=settings)).run(stop)
+    finally:
+        if redis is not None:
+            await redis.aclose()
+        await pool.close()

@@ -1,0 +1,204 @@
+"""Claim, fencing, heartbeat and the sweeper against real PostgreSQL and Redis (DESIGN rules 1-4, 6)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import psycopg
+import redis
+from psycopg_pool import AsyncConnectionPool
+
+from crawljobs import store
+from crawljobs.config import Settings
+from crawljobs.manager import JobManager
+from crawljobs.sweeper import Sweeper
+from tests.integration.conftest import fake_resolver
+
+
+def run(settings: Settings, body: Callable[[JobManager], Coroutine[Any, Any, Any]]) -> Any:
+    """Run `body` with a manager on the test's database and Redis."""
+
+    async def main() -> Any:
+        import redis.asyncio as aioredis
+
+        assert settings.database_url is not None
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            settings.database_url, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False
+        )
+        await pool.open()
+        client = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+        try:
+            return await body(JobManager(pool=pool, redis=client, settings=settings, resolver=fake_resolver))
+        finally:
+            if client is not None:
+                await client.aclose()
+            await pool.close()
+
+    return asyncio.run(main())
+
+
+async def _submit(manager: JobManager, n: int, tenant: str = "t") -> list[uuid.UUID]:
+    submission = await manager.submit_batch(
+        tenant=tenant, urls=[f"https://example.com/{uuid.uuid4()}" for _ in range(n)]
+    )
+    return [i for i in submission.job_ids if i is not None]
+
+
+def status_of(database_url: str, ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[str, int]]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT id, status, attempt FROM crawl_jobs WHERE id = ANY(%s)", (ids,)
+        ).fetchall()
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
+def test_claim_is_exclusive_and_duplicates_are_harmless(settings: Settings) -> None:
+    async def body(manager: JobManager) -> None:
+        ids = await _submit(manager, 3)
+        async with manager.pool.connection() as conn:
+            first = await store.claim_jobs(conn, ids=ids + ids, worker="w1", lease_seconds=30)
+            second = await store.claim_jobs(conn, ids=ids, worker="w2", lease_seconds=30)
+        assert sorted(r["id"] for r in first) == sorted(ids)
+        assert all(r["attempt"] == 1 for r in first)
+        assert second == []
+
+    run(settings, body)
+
+
+def test_writes_are_fenced_by_attempt_and_owner(settings: Settings, database_url: str) -> None:
+    def result(job_id: uuid.UUID, attempt: int, worker: str, html: str) -> dict[str, Any]:
+        return {
+            "id": job_id, "attempt": attempt, "worker": worker, "status": "completed", "html": html,
+            "html_length": len(html), "processing_time_ms": 5, "success_method": "http:direct",
+            "http_status": 200, "final_url": "https://example.com/", "content_type": "text/html", "error_message": None,
+            "cost": 1.0,
+        }  # fmt: skip
+
+    async def body(manager: JobManager) -> None:
+        (job_id,) = await _submit(manager, 1)
+        async with manager.pool.connection() as conn:
+            await store.claim_jobs(conn, ids=[job_id], worker="old", lease_seconds=1)
+            # The old worker's lease expires; the sweeper gives the job back; a new worker claims attempt 2.
+            await conn.execute("UPDATE crawl_jobs SET lease_expires_at = now() - interval '1 second'")
+            await Sweeper(manager).sweep_once()
+            claimed = await store.claim_jobs(conn, ids=[job_id], worker="new", lease_seconds=30)
+            assert claimed[0]["attempt"] == 2
+            stale = await store.finish_jobs(conn, results=[result(job_id, 1, "old", "stale")], attempts=[])
+            assert stale == []
+            assert (
+                await store.next_attempt(conn, job_id=job_id, attempt=1, worker="old", lease_seconds=30)
+                is None
+            )
+            fresh = await store.finish_jobs(conn, results=[result(job_id, 2, "new", "fresh")], attempts=[])
+            assert fresh == [job_id]
+            again = await store.finish_jobs(conn, results=[result(job_id, 2, "new", "twice")], attempts=[])
+            assert again == []  # completion is idempotent: done once
+
+    run(settings, body)
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT status, html, attempt FROM crawl_jobs WHERE html IS NOT NULL").fetchone()
+    assert row == ("completed", "fresh", 2)
+
+
+def test_heartbeat_renews_every_held_lease_in_one_statement(settings: Settings, database_url: str) -> None:
+    async def body(manager: JobManager) -> list[uuid.UUID]:
+        ids = await _submit(manager, 5)
+        async with manager.pool.connection() as conn:
+            await store.claim_jobs(conn, ids=ids, worker="w", lease_seconds=2)
+            renewed = await store.renew_leases(conn, worker="w", lease_seconds=300)
+            assert len(renewed) == 5
+            assert await store.renew_leases(conn, worker="someone-else", lease_seconds=300) == []
+        return ids
+
+    ids = run(settings, body)
+    with psycopg.connect(database_url) as conn:
+        left = conn.execute(
+            "SELECT min(lease_expires_at - now()) FROM crawl_jobs WHERE id = ANY(%s)", (ids,)
+        ).fetchone()
+    assert left is not None and left[0].total_seconds() > 250
+
+
+def test_sweeper_reclaims_expired_leases_and_fails_spent_ones(settings: Settings, database_url: str) -> None:
+    async def body(manager: JobManager) -> tuple[list[uuid.UUID], Any]:
+        ids = await _submit(manager, 2)
+        async with manager.pool.connection() as conn:
+            await store.claim_jobs(conn, ids=ids, worker="dead", lease_seconds=30)
+            await conn.execute(
+                "UPDATE crawl_jobs SET lease_expires_at = now() - interval '1 second' WHERE id = ANY(%s)",
+                (ids,),
+            )
+            await conn.execute("UPDATE crawl_jobs SET max_attempts = 1 WHERE id = %s", (ids[1],))
+        report = await Sweeper(manager).sweep_once()
+        return ids, report
+
+    ids, report = run(settings, body)
+    assert (report.reclaimed, report.failed_lost) == (1, 1)
+    assert report.dispatched == 1  # the reclaimed job is dispatched again in the same sweep
+    states = status_of(database_url, ids)
+    assert states[ids[0]] == ("pending", 1)
+    assert states[ids[1]] == ("error", 1)
+    with psycopg.connect(database_url) as conn:
+        message = conn.execute("SELECT error_message FROM crawl_jobs WHERE id = %s", (ids[1],)).fetchone()
+    assert message is not None and "worker lost" in message[0]
+
+
+def test_sweeper_dispatches_jobs_submitted_while_redis_was_down(
+    settings: Settings, database_url: str, redis_server_factory: Any
+) -> None:
+    server = redis_server_factory()
+    local = Settings(**{**settings.model_dump(), "redis_url": server.url})
+    server.stop()
+
+    async def submit_while_down(manager: JobManager) -> list[uuid.UUID]:
+        return await _submit(manager, 4)
+
+    ids = run(local, submit_while_down)
+    assert all(s == ("pending", 0) for s in status_of(database_url, ids).values())
+    restarted = redis_server_factory()
+    local = Settings(**{**settings.model_dump(), "redis_url": restarted.url})
+
+    async def sweep(manager: JobManager) -> int:
+        return (await Sweeper(manager).sweep_once()).dispatched
+
+    assert run(local, sweep) >= 4
+    queued = redis.Redis.from_url(restarted.url).lrange(f"{local.queue_prefix}:queue:bulk", 0, -1)
+    assert {uuid.UUID(m.decode()) for m in queued} >= set(ids)
+
+
+def test_sweeper_replaces_lost_messages_only(
+    settings: Settings, database_url: str, redis_client: Any
+) -> None:
+    async def body(manager: JobManager) -> tuple[int, int]:
+        ids = await _submit(manager, 3)
+        async with manager.pool.connection() as conn:
+            # Earlier tests' jobs share this database but not this Redis prefix: finish them.
+            await conn.execute("UPDATE crawl_jobs SET status = 'completed' WHERE NOT (id = ANY(%s))", (ids,))
+            await conn.execute(
+                "UPDATE crawl_jobs SET dispatched_at = now() - interval '1 hour' WHERE id = ANY(%s)", (ids,)
+            )
+        # All three messages are still queued: nothing to replace.
+        kept = (await Sweeper(manager, stale_seconds=60).sweep_once()).redispatched
+        redis_client.delete(f"{settings.queue_prefix}:queue:bulk")  # FLUSHALL, in small
+        replaced = (await Sweeper(manager, stale_seconds=60).sweep_once()).redispatched
+        return kept, replaced
+
+    kept, replaced = run(settings, body)
+    assert kept == 0
+    assert replaced == 3
+    assert redis_client.llen(f"{settings.queue_prefix}:queue:bulk") == 3
+
+
+def test_two_sweepers_at_once_dispatch_each_job_once(settings: Settings, redis_client: Any) -> None:
+    async def body(manager: JobManager) -> int:
+        ids = await _submit(manager, 50)
+        async with manager.pool.connection() as conn:
+            await conn.execute("UPDATE crawl_jobs SET dispatched_at = NULL WHERE id = ANY(%s)", (ids,))
+        redis_client.delete(f"{settings.queue_prefix}:queue:bulk")
+        reports = await asyncio.gather(*(Sweeper(manager, batch_limit=10).sweep_once() for _ in range(2)))
+        return sum(r.dispatched for r in reports)
+
+    assert run(settings, body) == 50
+    assert redis_client.llen(f"{settings.queue_prefix}:queue:bulk") == 50
