@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from crawljobs.config import Settings
+from crawljobs.exceptions import CrawlJobsError
 
 app = typer.Typer(help="crawljobs: a self-hosted asynchronous crawl-job system.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
@@ -33,7 +34,11 @@ def _database_url(settings: Settings, stack: ExitStack) -> str:
         return settings.database_url
     from crawljobs.embedded import start_postgres
 
-    server = stack.enter_context(start_postgres(settings.data_dir / "postgres"))
+    try:
+        server = stack.enter_context(start_postgres(settings.data_dir / "postgres"))
+    except CrawlJobsError as exc:
+        typer.echo(f"crawljobs: {exc.message}", err=True)
+        raise typer.Exit(1) from None
     return server.url
 
 
@@ -44,7 +49,12 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
 
     settings = _settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_up(settings, host=host or settings.api_host, port=port if port is not None else settings.api_port)
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    try:
+        run_up(settings, host=host or settings.api_host, port=port if port is not None else settings.api_port)
+    except CrawlJobsError as exc:
+        typer.echo(f"crawljobs: {exc.message}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -63,6 +73,49 @@ def api(host: HostOption = None, port: PortOption = None) -> None:
         port=port if port is not None else settings.api_port,
         log_level="info",
     )
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def worker(
+    ctx: typer.Context,
+    max_jobs: Annotated[
+        int | None, typer.Option(help="Process up to N pending jobs from the table, then exit.")
+    ] = None,
+) -> None:
+    """Run one crawl worker (`scrapy crawl crawl_jobs`): a daemon on the queue, or a bounded run."""
+    import os
+
+    from scrapy.cmdline import execute
+
+    os.environ.setdefault("SCRAPY_SETTINGS_MODULE", "crawlproject.settings")
+    argv = ["scrapy", "crawl", "crawl_jobs", *ctx.args]
+    if max_jobs is not None:
+        argv += ["-a", f"max_jobs={max_jobs}"]
+    execute(argv)
+
+
+@app.command()
+def sweeper() -> None:
+    """Run the sweeper: reclaim expired leases, dispatch undispatched jobs, replace lost messages."""
+    import asyncio
+    import signal
+
+    from crawljobs.sweeper import run_sweeper
+
+    settings = _settings()
+    if not settings.database_url:
+        typer.echo("crawljobs: CRAWLJOBS_DATABASE_URL is not set (or use `crawljobs up`)", err=True)
+        raise typer.Exit(2)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await run_sweeper(settings, stop)
+
+    asyncio.run(main())
 
 
 @app.command()

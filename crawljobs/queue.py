@@ -11,6 +11,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
 PRIORITY_KEY = "{prefix}:queue:priority"
 BULK_KEY = "{prefix}:queue:bulk"
 DOMAIN_METHOD_KEY = "{prefix}:domain-method"
@@ -52,3 +56,11 @@ def chunks(ids: Sequence[uuid.UUID | str], size: int = PUSH_CHUNK) -> list[list[
     """Messages for ``ids`` in RPUSH-sized chunks."""
     messages = [encode_message(job_id) for job_id in ids]
     return [messages[i : i + size] for i in range(0, len(messages), size)]
+
+
+def redis_client(url: str) -> aioredis.Redis:
+    """An asyncio Redis client that fails fast when Redis is down (redis-py 8 otherwise retries with backoff
+    for seconds on every call, which would hold up a submission that only needs to know Redis is down)."""
+    return aioredis.Redis.from_url(
+        url, socket_connect_timeout=2, socket_timeout=10, retry=Retry(NoBackoff(), 0), retry_on_error=[]
+    )

@@ -20,6 +20,7 @@ from typing import Any
 from crawljobs import store
 from crawljobs.config import Settings
 from crawljobs.manager import PRIORITY_SINGLE, JobManager
+from crawljobs.queue import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +129,6 @@ class Sweeper:
 
 async def run_sweeper(settings: Settings, stop: asyncio.Event) -> None:
     """Open the database and Redis, sweep until `stop` is set, close them."""
-    import redis.asyncio as aioredis
     from psycopg_pool import AsyncConnectionPool
 
     assert settings.database_url is not None
@@ -136,11 +136,7 @@ async def run_sweeper(settings: Settings, stop: asyncio.Event) -> None:
         settings.database_url, min_size=1, max_size=2, kwargs={"autocommit": True}, open=False
     )
     await pool.open(wait=True, timeout=30)
-    redis = (
-        aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
-        if settings.redis_url
-        else None
-    )
+    redis = redis_client(settings.redis_url) if settings.redis_url else None
     try:
         await Sweeper(JobManager(pool=pool, redis=redis, settings=settings)).run(stop)
     finally:

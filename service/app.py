@@ -6,13 +6,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
 from crawljobs import __version__
 from crawljobs.config import Settings
 from crawljobs.manager import JobManager
+from crawljobs.queue import redis_client
 from crawljobs.urls import Resolver, system_resolver
 from service.errors import install_error_handlers
 from service.limits import BodyLimitMiddleware
@@ -50,11 +50,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver = system_
             open=False,
         )
         await pool.open(wait=False)
-        redis = (
-            aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
-            if settings.redis_url
-            else None
-        )
+        redis = redis_client(settings.redis_url) if settings.redis_url else None
         app.state.manager = JobManager(pool=pool, redis=redis, settings=settings, resolver=resolver)
         try:
             yield

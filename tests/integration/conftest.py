@@ -1,0 +1,68 @@
+"""Fixtures for the API's integration tests: an app on real PostgreSQL and Redis, keys of two tenants."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from crawljobs.config import Settings
+from crawljobs.keys import create_key
+from service.app import create_app
+
+# Names the tests may use, with the addresses a fake resolver gives them. No test looks up a real name:
+# a DNS query would leave the machine.
+FAKE_DNS = {
+    "example.com": ["93.184.215.14"],
+    "www.example.com": ["93.184.215.14"],
+    "shop.example.org": ["93.184.215.15"],
+    "internal.example.com": ["10.1.2.3"],
+    "loopback.example.com": ["127.0.0.1"],
+    "mixed.example.com": ["93.184.215.16", "192.168.1.10"],
+}
+
+
+async def fake_resolver(host: str) -> list[str]:
+    try:
+        return FAKE_DNS[host]
+    except KeyError:
+        raise OSError(f"fake DNS: {host} does not resolve") from None
+
+
+def make_client(settings: Settings) -> TestClient:
+    return TestClient(create_app(settings, resolver=fake_resolver), raise_server_exceptions=False)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with make_client(settings) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def api_key(database_url: str) -> str:
+    return create_key(database_url, name="tenant-a")
+
+
+@pytest.fixture(scope="module")
+def other_api_key(database_url: str) -> str:
+    return create_key(database_url, name="tenant-b")
+
+
+@pytest.fixture
+def auth(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+@pytest.fixture
+def other_auth(other_api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {other_api_key}"}
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()

@@ -1,0 +1,278 @@
+"""The /functions/v1 contract of the legacy system, field by field (../shared/LEGACY-SYSTEM.md)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import psycopg
+from fastapi.testclient import TestClient
+
+ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+LEGACY_JOB_KEYS = {
+    "id",
+    "url",
+    "status",
+    "created_at",
+    "updated_at",
+    "completed_at",
+    "html_length",
+    "processing_time_ms",
+    "success_method",
+}
+
+
+def complete_job(database_url: str, job_id: str, html: str = "<html>done</html>") -> None:
+    """Finish a job as a worker's pipeline would (the workers are a later issue)."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            """UPDATE crawl_jobs SET status = 'completed', html = %s, html_length = length(%s),
+                   processing_time_ms = 1234, success_method = 'http:direct', completed_at = now(),
+                   updated_at = now(), attempt = 1
+               WHERE id = %s""",
+            (html, html, job_id),
+        )
+
+
+def fail_job(database_url: str, job_id: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            """UPDATE crawl_jobs SET status = 'error', error_message = 'HTTP 500', attempt = max_attempts,
+                   updated_at = now() WHERE id = %s""",
+            (job_id,),
+        )
+
+
+def test_submit_crawl_job_shape(client: TestClient, auth: dict[str, str]) -> None:
+    response = client.post(
+        "/functions/v1/submit-crawl-job",
+        json={
+            "url": "https://www.example.com/web/browse",
+            "premium": False,
+            "ultraPremium": True,
+            "render": True,
+        },
+        headers=auth,
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"success", "jobId", "status", "message"}
+    assert body["success"] is True
+    assert uuid.UUID(body["jobId"])
+    assert body["status"] == "pending"
+    assert body["message"] == "Job submitted successfully"
+
+
+def test_get_crawl_job_shape_pending_and_completed(
+    client: TestClient, auth: dict[str, str], database_url: str
+) -> None:
+    job_id = client.post(
+        "/functions/v1/submit-crawl-job", json={"url": "https://example.com/a"}, headers=auth
+    ).json()["jobId"]
+
+    body = client.get("/functions/v1/get-crawl-job", params={"jobId": job_id}, headers=auth).json()
+    assert set(body) == {"success", "job", "html"}
+    assert body["success"] is True
+    assert set(body["job"]) == LEGACY_JOB_KEYS
+    assert body["job"]["id"] == job_id
+    assert body["job"]["url"] == "https://example.com/a"
+    assert body["job"]["status"] == "pending"
+    assert ISO.match(body["job"]["created_at"]) and ISO.match(body["job"]["updated_at"])
+    assert body["job"]["completed_at"] is None
+    assert body["html"] is None
+
+    complete_job(database_url, job_id)
+    body = client.get("/functions/v1/get-crawl-job", params={"jobId": job_id}, headers=auth).json()
+    assert body["job"]["status"] == "completed"
+    assert ISO.match(body["job"]["completed_at"])
+    assert body["job"]["html_length"] == len("<html>done</html>")
+    assert body["job"]["processing_time_ms"] == 1234
+    assert body["job"]["success_method"] == "http:direct"
+    assert body["html"] == "<html>done</html>"
+
+
+def test_submit_batch_shape_and_per_url_failures(client: TestClient, auth: dict[str, str]) -> None:
+    urls = [
+        "https://example.com/page1",
+        "ftp://example.com/file",
+        "https://example.com/page2",
+        "http://10.0.0.1/admin",
+        42,
+        "not a url",
+        "https://www.example.com/product123",
+    ]
+    response = client.post(
+        "/functions/v1/submit-crawl-jobs-batch",
+        json={
+            "urls": urls,
+            "premium": False,
+            "ultraPremium": True,
+            "render": True,
+            "batchId": "legacy-shape-1",
+        },
+        headers=auth,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"success", "batchId", "total", "successCount", "failedCount", "failures"}
+    assert body["success"] is True
+    assert body["batchId"] == "legacy-shape-1"
+    assert body["total"] == 7
+    assert body["successCount"] == 3
+    assert body["failedCount"] == 4
+    assert [f["index"] for f in body["failures"]] == [1, 3, 4, 5]
+    for failure in body["failures"]:
+        assert set(failure) == {"index", "url", "reason"}
+        assert failure["reason"]
+    assert "private" in body["failures"][1]["reason"]
+
+
+def test_generated_batch_id(client: TestClient, auth: dict[str, str]) -> None:
+    body = client.post(
+        "/functions/v1/submit-crawl-jobs-batch", json={"urls": ["https://example.com/x"]}, headers=auth
+    ).json()
+    assert re.match(r"^batch-[0-9a-f]{16}$", body["batchId"])
+
+
+def test_get_crawl_jobs_batch_counts_progress_and_urls(
+    client: TestClient, auth: dict[str, str], database_url: str
+) -> None:
+    urls = ["https://example.com/1", "https://example.com/2", "https://example.com/3"]
+    client.post(
+        "/functions/v1/submit-crawl-jobs-batch", json={"urls": urls, "batchId": "legacy-counts"}, headers=auth
+    )
+    body = client.get(
+        "/functions/v1/get-crawl-jobs-batch", params={"batchId": "legacy-counts"}, headers=auth
+    ).json()
+    assert set(body) == {"success", "counts", "progress", "urls"}
+    assert body["counts"] == {"pending": 3, "processing": 0, "completed": 0, "error": 0, "total": 3}
+    assert body["progress"] == 0
+    assert [u["url"] for u in body["urls"]] == urls
+    assert all(set(u) == LEGACY_JOB_KEYS for u in body["urls"])
+
+    complete_job(database_url, body["urls"][0]["id"])
+    body = client.get(
+        "/functions/v1/get-crawl-jobs-batch", params={"batchId": "legacy-counts"}, headers=auth
+    ).json()
+    assert body["counts"] == {"pending": 2, "processing": 0, "completed": 1, "error": 0, "total": 3}
+    assert body["progress"] == 33
+
+    fail_job(database_url, body["urls"][1]["id"])
+    complete_job(database_url, body["urls"][2]["id"])
+    body = client.get(
+        "/functions/v1/get-crawl-jobs-batch", params={"batchId": "legacy-counts"}, headers=auth
+    ).json()
+    assert body["counts"] == {"pending": 0, "processing": 0, "completed": 2, "error": 1, "total": 3}
+    assert body["progress"] == 100
+
+
+def test_list_crawl_job_batches_shape_and_paging(client: TestClient, auth: dict[str, str]) -> None:
+    for n in range(3):
+        client.post(
+            "/functions/v1/submit-crawl-jobs-batch",
+            json={"urls": [f"https://example.com/l{n}/{i}" for i in range(n + 1)], "batchId": f"list-{n}"},
+            headers=auth,
+        )
+    body = client.get(
+        "/functions/v1/list-crawl-job-batches", params={"limit": 2, "offset": 0}, headers=auth
+    ).json()
+    assert set(body) == {"batches", "total", "limit", "offset"}
+    assert body["limit"] == 2 and body["offset"] == 0
+    assert body["total"] >= 3
+    assert len(body["batches"]) == 2
+    newest = body["batches"][0]
+    assert set(newest) == {
+        "batch_id",
+        "total",
+        "pending",
+        "processing",
+        "completed",
+        "error",
+        "progress",
+        "created_at",
+        "last_updated",
+    }
+    assert newest["batch_id"] == "list-2"
+    assert newest["total"] == 3 and newest["pending"] == 3 and newest["progress"] == 0
+    assert ISO.match(newest["created_at"]) and ISO.match(newest["last_updated"])
+
+    page2 = client.get(
+        "/functions/v1/list-crawl-job-batches", params={"limit": 2, "offset": 2}, headers=auth
+    ).json()
+    assert page2["offset"] == 2
+    assert {b["batch_id"] for b in page2["batches"]}.isdisjoint({b["batch_id"] for b in body["batches"]})
+
+    defaults = client.get("/functions/v1/list-crawl-job-batches", headers=auth).json()
+    assert defaults["limit"] == 25 and defaults["offset"] == 0
+
+
+def test_retry_failed_batch_jobs(
+    client: TestClient, auth: dict[str, str], database_url: str, redis_client, settings
+) -> None:
+    urls = [f"https://example.com/r{i}" for i in range(3)]
+    client.post(
+        "/functions/v1/submit-crawl-jobs-batch", json={"urls": urls, "batchId": "legacy-retry"}, headers=auth
+    )
+    jobs = client.get(
+        "/functions/v1/get-crawl-jobs-batch", params={"batchId": "legacy-retry"}, headers=auth
+    ).json()
+    ids = [u["id"] for u in jobs["urls"]]
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "INSERT INTO crawl_attempts (job_id, attempt, method, outcome, error) VALUES (%s, 1, 'http:direct', 'error', 'HTTP 500')",
+            (ids[0],),
+        )
+    fail_job(database_url, ids[0])
+    fail_job(database_url, ids[1])
+    redis_client.delete(f"{settings.queue_prefix}:queue:bulk")
+
+    body = client.post(
+        "/functions/v1/retry-failed-batch-jobs", json={"batchId": "legacy-retry"}, headers=auth
+    ).json()
+    assert body == {"success": True, "count": 2, "message": "Reset 2 failed jobs to pending status"}
+
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT id::text, status, attempt, max_attempts, error_message FROM crawl_jobs WHERE id = ANY(%s::uuid[])",
+            (ids[:2],),
+        ).fetchall()
+        attempts = conn.execute("SELECT count(*) FROM crawl_attempts WHERE job_id = %s", (ids[0],)).fetchone()
+    for _id, status, attempt, max_attempts, error_message in rows:
+        assert status == "pending"
+        assert error_message is None
+        assert max_attempts > attempt  # a fresh retry budget
+    assert attempts == (1,)  # the history stays
+    queued = {m.decode() for m in redis_client.lrange(f"{settings.queue_prefix}:queue:bulk", 0, -1)}
+    assert queued == set(ids[:2])
+
+    again = client.post(
+        "/functions/v1/retry-failed-batch-jobs", json={"batchId": "legacy-retry"}, headers=auth
+    ).json()
+    assert again["count"] == 0
+
+
+def test_legacy_errors(client: TestClient, auth: dict[str, str]) -> None:
+    missing = client.get("/functions/v1/get-crawl-job", headers=auth)
+    assert missing.status_code == 422
+    assert missing.json()["success"] is False
+    assert "jobId" in missing.json()["error"]
+
+    unknown = client.get("/functions/v1/get-crawl-job", params={"jobId": str(uuid.uuid4())}, headers=auth)
+    assert unknown.status_code == 404
+    assert unknown.json()["code"] == "job_not_found"
+
+    garbage = client.get("/functions/v1/get-crawl-job", params={"jobId": "not-a-uuid"}, headers=auth)
+    assert garbage.status_code == 404
+
+    no_batch = client.get("/functions/v1/get-crawl-jobs-batch", params={"batchId": "nope"}, headers=auth)
+    assert no_batch.status_code == 404
+    assert no_batch.json()["code"] == "batch_not_found"
+
+    retry_none = client.post("/functions/v1/retry-failed-batch-jobs", json={"batchId": "nope"}, headers=auth)
+    assert retry_none.status_code == 404
+
+    wrong_type = client.post(
+        "/functions/v1/submit-crawl-job", json={"url": "https://example.com", "render": "yes"}, headers=auth
+    )
+    assert wrong_type.status_code == 422
+    assert "render" in wrong_type.json()["error"]
