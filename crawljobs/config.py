@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     ladder_ceiling: str | None = None
     method_costs: str | None = None
     explore_rate: float = Field(default=0.1, ge=0, le=1)
+    domain_memory: bool = True
+    workers: int | None = Field(default=None, ge=0, le=256)
     worker_concurrency: int = Field(default=64, ge=1, le=2000)
     browser_concurrency: int = Field(default=4, ge=1, le=64)
     per_domain_concurrency: int = Field(default=16, ge=1, le=1000)

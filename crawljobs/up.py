@@ -13,6 +13,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -46,10 +47,11 @@ def child_commands(settings: Settings) -> list[list[str]]:
     """The long-running processes that ``up`` starts next to the API, each an argv list.
 
     They run with this process's environment, which by then names the database and Redis in use
-    (``CRAWLJOBS_DATABASE_URL``, ``CRAWLJOBS_REDIS_URL``). The worker (one per core) and the sweeper join here
-    when they exist, e.g. ``[sys.executable, "-m", "crawljobs.cli", "worker"]``.
+    (``CRAWLJOBS_DATABASE_URL``, ``CRAWLJOBS_REDIS_URL``): the sweeper, and one crawl worker per core
+    (``CRAWLJOBS_WORKERS`` to choose another number; one Scrapy process is CPU-bound on one core).
     """
-    return []
+    cli = [sys.executable, "-m", "crawljobs.cli"]
+    return [[*cli, "sweeper"]] + [[*cli, "worker"] for _ in range(settings.workers or os.cpu_count() or 1)]
 
 
 def run_up(settings: Settings, *, host: str, port: int) -> None:

@@ -26,6 +26,7 @@ from crawljobs.exceptions import (
     RequestTooLarge,
     Unauthorized,
 )
+from crawljobs.processing import ProcessingFailed
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ STATUS_BY_ERROR: tuple[tuple[type[CrawlJobsError], int], ...] = (
     (IdempotencyConflict, 409),
     (Unauthorized, 401),
     (DatabaseUnavailable, 503),
+    (ProcessingFailed, 503),
 )
 
 HTTP_CODES = {

@@ -143,6 +143,18 @@ class RetryResult(BaseModel):
     retried: int
 
 
+class ProcessRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"batch_size": 5}]})
+    batch_size: StrictInt = Field(default=5, ge=1, le=1000)
+
+
+class ProcessResult(BaseModel):
+    processed: int
+    completed: int
+    failed: int
+    message: str
+
+
 class ErrorOut(BaseModel):
     success: bool = False
     code: str
@@ -266,4 +278,15 @@ class LegacyBatchList(BaseModel):
 class LegacyRetried(BaseModel):
     success: bool
     count: int
+    message: str
+
+
+class LegacyProcess(BaseModel):
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"batchSize": 5}]})
+    batchSize: StrictInt = Field(default=5, ge=1, le=1000)
+
+
+class LegacyProcessed(BaseModel):
+    success: bool
+    processed: int
     message: str

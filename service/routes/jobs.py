@@ -8,10 +8,11 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
 from crawljobs.exceptions import NotFound
+from crawljobs.processing import process_pending
 from service import render
 from service.deps import IdempotencyKeyDep, ManagerDep, TenantDep
 from service.routes.common import ERRORS, NOT_FOUND, SUBMIT_ERRORS, parse_job_id
-from service.schemas import JobCreate, JobOut
+from service.schemas import JobCreate, JobOut, ProcessRequest, ProcessResult
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -31,6 +32,20 @@ async def submit_job(
         idempotency_key=idempotency_key,
     )
     return JSONResponse(render.job(submission.job), status_code=200 if submission.replayed else 201)
+
+
+@router.post("/process", response_model=ProcessResult, responses=ERRORS)
+async def process_jobs(body: ProcessRequest, manager: ManagerDep, tenant: TenantDep) -> Any:
+    """Process up to `batch_size` of the tenant's pending jobs now (a bounded worker run) and report."""
+    summary = await process_pending(manager.settings, batch_size=body.batch_size, tenant=tenant)
+    return JSONResponse(
+        {
+            "processed": summary.processed,
+            "completed": summary.completed,
+            "failed": summary.failed,
+            "message": summary.message,
+        }
+    )
 
 
 @router.get("/{job_id}", response_model=JobOut, responses={**ERRORS, **NOT_FOUND})

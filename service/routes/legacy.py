@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
+from crawljobs.processing import process_pending
 from service import render
 from service.deps import IdempotencyKeyDep, ManagerDep, TenantDep
 from service.routes.common import ERRORS, NOT_FOUND, SUBMIT_ERRORS, parse_job_id
@@ -18,6 +19,8 @@ from service.schemas import (
     LegacyBatchStatus,
     LegacyBatchSubmitted,
     LegacyJobResult,
+    LegacyProcess,
+    LegacyProcessed,
     LegacyRetried,
     LegacyRetryFailed,
     LegacySubmitBatch,
@@ -131,3 +134,10 @@ async def retry_failed_batch_jobs(body: LegacyRetryFailed, manager: ManagerDep, 
     return JSONResponse(
         {"success": True, "count": count, "message": f"Reset {count} failed jobs to pending status"}
     )
+
+
+@router.post("/process-crawl-jobs", response_model=LegacyProcessed, responses=ERRORS)
+async def process_crawl_jobs(body: LegacyProcess, manager: ManagerDep, tenant: TenantDep) -> Any:
+    """Process up to `batchSize` of the tenant's pending jobs now (a bounded worker run) and report."""
+    summary = await process_pending(manager.settings, batch_size=body.batchSize, tenant=tenant)
+    return JSONResponse({"success": True, "processed": summary.processed, "message": summary.message})

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import redis
 
+from crawljobs.config import Settings
 from tests.acceptance.proxies import TestProxy, start_proxy
 from tests.acceptance.site import TestSite, start_site
+from tests.acceptance.system import System, running_system
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +42,54 @@ def premium_proxy() -> Iterator[TestProxy]:
 def ultra_proxy() -> Iterator[TestProxy]:
     with start_proxy("ultra", username="ultra-user", password=secrets.token_hex(8)) as proxy:
         yield proxy
+
+
+def system_settings_for(
+    database_url: str, redis_url: str, premium: TestProxy, ultra: TestProxy, **overrides: Any
+) -> Settings:
+    """Settings of a system under test: loopback allowed (127.0.0.1 only), both proxy tiers, short leases."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "queue_prefix": f"cjacc:{secrets.token_hex(4)}",
+        "allowed_networks": ["127.0.0.1/32"],
+        "premium_proxies": [premium.url],
+        "ultra_premium_proxies": [ultra.url],
+        "lease_seconds": 4,
+        "sweep_interval_seconds": 0.5,
+        "dispatch_stale_seconds": 5,
+        "max_body_bytes": 1024 * 1024,
+        "download_timeout": 20.0,
+        "explore_rate": 0.0,
+        "domain_memory": False,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def drop_prefix(redis_url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.unlink(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def system(
+    database_url: str,
+    redis_url: str,
+    premium_proxy: TestProxy,
+    ultra_proxy: TestProxy,
+    site: TestSite,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[System]:
+    """One worker and one sweeper for a test module (domain memory off: every test page is on 127.0.0.1)."""
+    settings = system_settings_for(database_url, redis_url, premium_proxy, ultra_proxy)
+    with running_system(settings, tmp_path_factory.mktemp("logs")) as running:
+        running.start_worker()
+        running.start_sweeper()
+        yield running
+    drop_prefix(redis_url, settings.queue_prefix)

@@ -1,0 +1,282 @@
+"""Downloader middlewares of the crawl worker.
+
+- ``FetchMethodMiddleware`` applies a request's current method: a proxy of its tier for the http engine, a
+  Playwright context (one per proxy) for the browser engine.
+- ``NetworkGuardMiddleware`` refuses targets the network rules forbid before anything is sent: literal
+  addresses, and for proxied and browser requests the resolved host (direct http requests are checked by
+  ``GuardedResolver`` on the very address they connect to). Redirects pass through it again.
+- ``JobRetryMiddleware`` decides, after each attempt, whether the job is done, retried (backoff), escalated
+  to the next method, or failed; it records every attempt and starts each new one through the fenced store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+from scrapy import Request
+from scrapy.crawler import Crawler
+from scrapy.exceptions import IgnoreRequest
+from scrapy.http import Response, TextResponse
+
+from crawljobs.exceptions import UrlRejected
+from crawljobs.urls import NetworkPolicy, parse_ip_literal, resolve_and_check
+from crawlproject.blocks import detect_block
+from crawlproject.context import ClaimedJob, WorkerContext
+from crawlproject.items import JobResult, failure_result
+from crawlproject.ladder import DomainMemory, FetchPlan
+from crawlproject.methods import Method
+from crawlproject.retrying import classify, decide
+
+logger = logging.getLogger(__name__)
+
+
+class AddressForbidden(IgnoreRequest):
+    """The target address is refused by the network rules."""
+
+
+def current_method(request: Request) -> Method:
+    method: Method = request.meta["ladder"][request.meta["method_index"]]
+    return method
+
+
+class FetchMethodMiddleware:
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self.plan = FetchPlan.from_settings(WorkerContext.of(crawler).settings)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> FetchMethodMiddleware:
+        return cls(crawler)
+
+    def process_request(self, request: Request) -> None:
+        if "job" not in request.meta:
+            return None
+        method = current_method(request)
+        meta = request.meta
+        meta["crawljobs_started"] = time.monotonic()
+        meta["crawljobs_started_at"] = datetime.now(UTC)
+        proxy = self.plan.pools[method.tier].pick() if method.tier != "direct" else None
+        meta["crawljobs_proxy"] = proxy
+        if method.engine == "http":
+            meta.pop("playwright", None)
+            if proxy is None:
+                meta.pop("proxy", None)
+                request.headers.pop(b"Proxy-Authorization", None)
+            else:
+                meta["proxy"] = proxy
+            return None
+        meta.pop("proxy", None)
+        request.headers.pop(b"Proxy-Authorization", None)
+        meta["playwright"] = True
+        meta["playwright_page_goto_kwargs"] = {"wait_until": "load"}
+        if proxy is None:
+            meta["playwright_context"] = "direct"
+        else:
+            parts = urlsplit(proxy)
+            meta["playwright_context"] = f"{method.tier}-{parts.hostname}-{parts.port}"
+            meta["playwright_context_kwargs"] = {
+                "proxy": {
+                    "server": f"{parts.scheme}://{parts.hostname}:{parts.port}",
+                    "username": parts.username or "",
+                    "password": parts.password or "",
+                }
+            }
+        return None
+
+
+class NetworkGuardMiddleware:
+    def __init__(self, crawler: Crawler) -> None:
+        self.policy = NetworkPolicy.from_settings(WorkerContext.of(crawler).settings)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> NetworkGuardMiddleware:
+        return cls(crawler)
+
+    async def process_request(self, request: Request) -> None:
+        host = urlsplit(request.url).hostname or ""
+        literal = parse_ip_literal(host)
+        if literal is not None:
+            reason = self.policy.refusal(literal)
+            if reason is not None:
+                raise AddressForbidden(reason)
+            return None
+        if request.meta.get("proxy") or request.meta.get("playwright"):
+            try:
+                await resolve_and_check(host, self.policy)
+            except UrlRejected as exc:
+                raise AddressForbidden(exc.message) from None
+        return None
+
+
+class JobRetryMiddleware:
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self.context = WorkerContext.of(crawler)
+        self.plan = FetchPlan.from_settings(self.context.settings)
+        self.max_body_bytes = self.context.settings.max_body_bytes
+        self._memory: DomainMemory | None = None
+        self.rng = random.Random()
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> JobRetryMiddleware:
+        return cls(crawler)
+
+    async def memory(self) -> DomainMemory:
+        if self._memory is None:
+            manager = await self.context.manager()
+            self._memory = DomainMemory(
+                self.context.redis, manager.keys, self.plan, enabled=self.context.settings.domain_memory
+            )
+        return self._memory
+
+    def _record(
+        self, request: Request, job: ClaimedJob, *, status: int | None, outcome: str, error: str | None
+    ) -> None:
+        method = current_method(request)
+        started = request.meta.get("crawljobs_started", time.monotonic())
+        job.cost += self.plan.cost(method)
+        job.attempts.append(
+            {
+                "job_id": job.id,
+                "attempt": job.attempt,
+                "method": method.name,
+                "worker": self.context.worker_id,
+                "started_at": request.meta.get("crawljobs_started_at", datetime.now(UTC)),
+                "duration_ms": int((time.monotonic() - started) * 1000),
+                "http_status": status,
+                "outcome": outcome,
+                "error": error,
+            }
+        )
+        stats = self.crawler.stats
+        if stats is not None:
+            stats.inc_value(f"crawljobs/attempts/{method.name}/{outcome}")
+        proxy = request.meta.get("crawljobs_proxy")
+        if proxy is not None:
+            self.plan.pools[method.tier].report(proxy, ok=outcome in ("ok", "permanent"))
+
+    async def process_response(self, request: Request, response: Response) -> Request | Response:
+        job: ClaimedJob | None = request.meta.get("job")
+        if job is None:
+            return response
+        raw_type = response.headers.get(b"Content-Type")
+        content_type = raw_type.decode("latin-1") if raw_type else None
+        block = detect_block(
+            status=response.status,
+            headers={
+                k.decode("latin-1"): v[0].decode("latin-1") for k, v in response.headers.items() if v and v[0]
+            },
+            body=response.body,
+            content_type=content_type,
+            rendered=current_method(request).engine == "browser",
+        )
+        outcome, reason = classify(status=response.status, exception=None, block_reason=block)
+        html: str | None = None
+        if outcome == "ok":
+            if not isinstance(response, TextResponse):
+                outcome, reason = (
+                    "permanent",
+                    f"content of type {content_type or 'unknown'} cannot be stored as text",
+                )
+            else:
+                html = response.text.replace("\x00", "")
+        retry_after = response.headers.get(b"Retry-After")
+        return await self._after_attempt(
+            request,
+            job,
+            outcome=outcome,
+            reason=reason,
+            status=response.status,
+            retry_after=retry_after.decode("latin-1") if retry_after else None,
+            response=response,
+            html=html,
+            content_type=content_type,
+        )
+
+    async def process_exception(self, request: Request, exception: Exception) -> Request | Response | None:
+        job: ClaimedJob | None = request.meta.get("job")
+        if job is None:
+            return None
+        too_large = "maxsize" in str(exception).lower() or "DOWNLOAD_MAXSIZE" in str(exception)
+        if isinstance(exception, AddressForbidden):
+            outcome, reason = "permanent", f"refused by the network rules: {exception}"
+        else:
+            outcome, reason = classify(
+                status=None, exception=exception, block_reason=None, body_too_large=too_large
+            )
+            if too_large:
+                reason = f"the page is larger than CRAWLJOBS_MAX_BODY_BYTES ({self.max_body_bytes} bytes)"
+        result = await self._after_attempt(request, job, outcome=outcome, reason=reason, status=None)
+        return result if isinstance(result, Request) else None
+
+    async def _after_attempt(
+        self,
+        request: Request,
+        job: ClaimedJob,
+        *,
+        outcome: str,
+        reason: str,
+        status: int | None,
+        retry_after: str | None = None,
+        response: Response | None = None,
+        html: str | None = None,
+        content_type: str | None = None,
+    ) -> Request | Response:
+        self._record(request, job, status=status, outcome=outcome, error=None if outcome == "ok" else reason)
+        ladder: list[Method] = request.meta["ladder"]
+        index: int = request.meta["method_index"]
+        target = self._escalation_target(ladder, index, reason)
+        decision = decide(
+            outcome=outcome,
+            reason=reason,
+            attempt=job.attempt - job.escalations,
+            max_attempts=job.max_attempts,
+            can_escalate=target is not None,
+            retry_after=retry_after,
+            rng=self.rng,
+        )
+        if decision.action in ("escalate", "retry"):
+            if decision.action == "escalate":
+                assert target is not None
+                job.escalations += 1
+                index = target
+            elif decision.delay > 0:
+                await asyncio.sleep(decision.delay)
+            if not await self.context.next_attempt(job):
+                raise IgnoreRequest(f"job {job.id} is no longer held by this worker")
+            meta = {**request.meta, "method_index": index}
+            meta.pop("redirect_times", None)
+            meta.pop("redirect_urls", None)
+            return request.replace(url=job.url, meta=meta, dont_filter=True)
+        method = ladder[index]
+        if decision.action == "done" and response is not None:
+            request.meta["crawljobs_result"] = JobResult(
+                job=job,
+                status="completed",
+                html=html,
+                http_status=status,
+                final_url=response.url,
+                content_type=content_type,
+                success_method=method.name,
+                attempts=job.attempts,
+            )
+            if not (job.render or job.premium or job.ultra_premium):
+                await (await self.memory()).remember(job.url, method)
+        else:
+            request.meta["crawljobs_result"] = failure_result(job, decision.reason, http_status=status)
+        if response is not None:
+            return response
+        raise IgnoreRequest(decision.reason)
+
+    @staticmethod
+    def _escalation_target(ladder: list[Method], index: int, reason: str) -> int | None:
+        """The next method up; for a page that needs JavaScript, the next browser method."""
+        for candidate in range(index + 1, len(ladder)):
+            if "javascript" not in reason.lower() or ladder[candidate].engine == "browser":
+                return candidate
+        return None

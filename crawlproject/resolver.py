@@ -1,0 +1,55 @@
+"""Scrapy's DNS resolver with the network rules (DESIGN rule 7) applied to every answer.
+
+Scrapy's downloader connects to the address this resolver returns, so the address checked is the address
+used: a second lookup (DNS rebinding) cannot slip a private address in. Redirects are resolved here too.
+Proxy hosts from the configuration are exempt: the operator chose them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from scrapy.crawler import Crawler
+from scrapy.resolver import CachingThreadedResolver
+from twisted.internet.defer import Deferred
+from twisted.internet.error import DNSLookupError
+
+from crawljobs.config import Settings
+from crawljobs.urls import NetworkPolicy
+
+
+class AddressRefused(DNSLookupError):
+    """The host resolves to an address the network rules refuse."""
+
+
+class GuardedResolver(CachingThreadedResolver):
+    policy: NetworkPolicy = NetworkPolicy()
+    exempt: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, reactor: Any) -> GuardedResolver:
+        resolver: GuardedResolver = super().from_crawler(crawler, reactor)
+        settings = Settings()
+        resolver.policy = NetworkPolicy.from_settings(settings)
+        resolver.exempt = frozenset(
+            host
+            for proxy in (*settings.premium_proxies, *settings.ultra_premium_proxies)
+            if (host := urlsplit(proxy).hostname)
+        )
+        return resolver
+
+    def getHostByName(self, name: str, timeout: Sequence[int] = ()) -> Deferred[str]:
+        deferred = super().getHostByName(name, timeout)
+        if name in self.exempt:
+            return deferred
+        deferred.addCallback(self._check, name)
+        return deferred
+
+    def _check(self, address: str, name: str) -> str:
+        reason = self.policy.refusal(ipaddress.ip_address(address))
+        if reason is not None:
+            raise AddressRefused(f"host {name} resolves to a refused address: {reason}")
+        return address

@@ -1,0 +1,83 @@
+"""Scrapy settings of the crawl worker, derived from the one crawljobs settings object (never retyped)."""
+
+from __future__ import annotations
+
+import shutil
+
+from crawljobs.config import Settings
+
+_settings = Settings()
+
+BOT_NAME = "crawlproject"
+SPIDER_MODULES = ["crawlproject.spiders"]
+NEWSPIDER_MODULE = "crawlproject.spiders"
+
+TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
+DOWNLOAD_HANDLERS = {
+    "http": "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler",
+    "https": "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler",
+}
+
+# scrapy-redis: its key convention; its idle-time feeding is replaced by the spider's own start().
+REDIS_URL = _settings.redis_url or "redis://127.0.0.1:6379"
+REDIS_START_URLS_KEY = f"{_settings.queue_prefix}:queue:bulk"
+SCHEDULER_IDLE_BEFORE_CLOSE = 0
+
+DOWNLOADER_MIDDLEWARES = {
+    "crawlproject.middlewares.FetchMethodMiddleware": 100,
+    "crawlproject.middlewares.NetworkGuardMiddleware": 110,
+    "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
+    "crawlproject.middlewares.JobRetryMiddleware": 550,
+}
+ITEM_PIPELINES = {"crawlproject.pipelines.ResultPipeline": 300}
+EXTENSIONS = {
+    "crawlproject.extensions.WorkerLifecycle": 0,
+    "scrapy.extensions.telnet.TelnetConsole": None,
+}
+DNS_RESOLVER = "crawlproject.resolver.GuardedResolver"
+
+# Politeness and throughput: one process per core, concurrency inside it.
+CONCURRENT_REQUESTS = _settings.worker_concurrency
+CONCURRENT_REQUESTS_PER_DOMAIN = _settings.per_domain_concurrency
+CRAWLJOBS_MAX_IN_FLIGHT = _settings.worker_concurrency * 2
+DOWNLOAD_DELAY = _settings.download_delay
+AUTOTHROTTLE_ENABLED = _settings.autothrottle
+DOWNLOAD_TIMEOUT = _settings.download_timeout
+DOWNLOAD_MAXSIZE = _settings.max_body_bytes
+DOWNLOAD_WARNSIZE = 0
+ROBOTSTXT_OBEY = False
+COOKIES_ENABLED = False
+REDIRECT_MAX_TIMES = 10
+HTTPERROR_ALLOW_ALL = True
+
+USER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
+DEFAULT_REQUEST_HEADERS = {
+    "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8",
+    "Accept-Language": "en-US,en;q=0.9",
+}
+
+# The browser: Debian's Chromium (or CRAWLJOBS_BROWSER_EXECUTABLE), bounded, pages always closed.
+PLAYWRIGHT_BROWSER_TYPE = "chromium"
+_executable = _settings.browser_executable or shutil.which("chromium") or shutil.which("chromium-browser")
+PLAYWRIGHT_LAUNCH_OPTIONS = {
+    "headless": True,
+    "args": [
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+    ],
+    **({"executable_path": _executable} if _executable else {}),
+}
+PLAYWRIGHT_MAX_CONTEXTS = 8
+PLAYWRIGHT_MAX_PAGES_PER_CONTEXT = _settings.browser_concurrency
+PLAYWRIGHT_DEFAULT_NAVIGATION_TIMEOUT = _settings.download_timeout * 1000
+PLAYWRIGHT_ABORT_REQUEST = "crawlproject.browser.refuse_forbidden_request"
+PLAYWRIGHT_PROCESS_REQUEST_HEADERS = None
+
+LOG_LEVEL = "INFO"
+STATS_DUMP = True

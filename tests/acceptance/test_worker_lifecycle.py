@@ -1,0 +1,142 @@
+"""Workers killed for real, drained, fed duplicates, and run in their bounded modes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from crawljobs.config import Settings
+from tests.acceptance.conftest import drop_prefix, system_settings_for
+from tests.acceptance.proxies import TestProxy
+from tests.acceptance.site import TestSite
+from tests.acceptance.system import ROOT, System, running_system, worker_env
+
+pytestmark = pytest.mark.acceptance
+
+
+@pytest.fixture
+def fresh(
+    database_url: str,
+    redis_url: str,
+    premium_proxy: TestProxy,
+    ultra_proxy: TestProxy,
+    site: TestSite,
+    tmp_path: Path,
+) -> Iterator[System]:
+    """A system with no process started yet, on its own queue prefix."""
+    settings = system_settings_for(database_url, redis_url, premium_proxy, ultra_proxy)
+    with running_system(settings, tmp_path) as running:
+        yield running
+    drop_prefix(redis_url, settings.queue_prefix)
+
+
+def held_by(settings: Settings, ids: list) -> int:
+    assert settings.database_url is not None
+    with psycopg.connect(settings.database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM crawl_jobs WHERE id = ANY(%s) AND status = 'processing'", (ids,)
+        ).fetchone()
+    return row[0] if row else 0
+
+
+def test_sigkill_mid_job_completes_through_lease_expiry(fresh: System, site: TestSite) -> None:
+    worker = fresh.start_worker()
+    ids = fresh.submit_batch([site.url(f"/slow?delay=6&n={i}") for i in range(3)])
+    deadline = time.monotonic() + 30
+    while held_by(fresh.settings, ids) < 3:
+        assert time.monotonic() < deadline, fresh.logs_text()
+        time.sleep(0.1)
+    worker.signal(signal.SIGKILL)
+    worker.wait(10)
+    killed_at = time.monotonic()
+    # A new worker and the sweeper: the leases expire, the jobs go back to pending and are done again.
+    fresh.start_sweeper()
+    fresh.start_worker()
+    jobs = fresh.wait_final(ids, timeout=90)
+    assert [j["status"] for j in jobs] == ["completed"] * 3, [j["error_message"] for j in jobs]
+    assert all(j["attempt"] == 2 for j in jobs)
+    recovery = time.monotonic() - killed_at
+    assert recovery > fresh.settings.lease_seconds - 1  # not before the lease ran out
+
+
+def test_sigterm_drains_cleanly_and_exits_zero(fresh: System, site: TestSite) -> None:
+    worker = fresh.start_worker()
+    ids = fresh.submit_batch([site.url(f"/slow?delay=1&n={i}") for i in range(4)])
+    deadline = time.monotonic() + 30
+    while held_by(fresh.settings, ids) == 0:
+        assert time.monotonic() < deadline, fresh.logs_text()
+        time.sleep(0.05)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(60) == 0, worker.output()[-3000:]
+    # Every job is finished or given back: none is left held by the stopped worker.
+    assert held_by(fresh.settings, ids) == 0
+    fresh.start_sweeper()
+    fresh.start_worker()
+    jobs = fresh.wait_final(ids, timeout=60)
+    assert [j["status"] for j in jobs] == ["completed"] * 4
+
+
+def test_the_same_job_dispatched_twice_completes_once(fresh: System, site: TestSite) -> None:
+    job_id = fresh.submit(site.url("/ok/twice"))
+    client = redis.Redis.from_url(fresh.settings.redis_url or "")
+    for _ in range(3):
+        client.rpush(f"{fresh.settings.queue_prefix}:queue:priority", str(job_id))
+    client.rpush(
+        f"{fresh.settings.queue_prefix}:queue:priority", "not-a-job-id", '{"url": "http://127.0.0.2/"}'
+    )
+    client.close()
+    fresh.start_worker()
+    (job,) = fresh.wait_final([job_id])
+    time.sleep(1)
+    job = fresh.job(job_id)
+    assert job["status"] == "completed"
+    assert job["attempt"] == 1
+    assert len(job["attempts"]) == 1
+    assert len(site.hits("/ok/twice")) == 1
+
+
+def test_max_jobs_mode_processes_n_and_exits(fresh: System, site: TestSite) -> None:
+    ids = fresh.submit_batch([site.url(f"/ok/m{i}") for i in range(5)] + [site.url("/notfound")])
+    result = subprocess.run(
+        [sys.executable, "-m", "scrapy", "crawl", "crawl_jobs", "-a", "max_jobs=6"],
+        env=worker_env(fresh.settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Processed 6 jobs (5 completed, 1 failed)" in result.stdout
+    assert [j["status"] for j in fresh.wait_final(ids, timeout=5)] == ["completed"] * 5 + ["error"]
+
+
+def test_url_mode_makes_a_batch_and_crawls_it(fresh: System, site: TestSite, tmp_path: Path) -> None:
+    listing = tmp_path / "urls.txt"
+    listing.write_text(f"{site.url('/ok/u1')}\n{site.url('/ok/u2')}\nftp://refused.example/\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "scrapy", "crawl", "crawl_jobs", "-a", f"urls={listing}"],
+        env=worker_env(fresh.settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Processed 2 jobs (2 completed, 0 failed)" in result.stdout
+    single = subprocess.run(
+        [sys.executable, "-m", "scrapy", "crawl", "crawl_jobs", "-a", f"url={site.url('/ok/u3')}"],
+        env=worker_env(fresh.settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "Processed 1 jobs (1 completed, 0 failed)" in single.stdout, single.stderr[-3000:]
