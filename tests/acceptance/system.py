@@ -88,6 +88,7 @@ class System:
     def __init__(self, settings: Settings, logs: Path) -> None:
         self.settings = settings
         self.logs = logs
+        logs.mkdir(parents=True, exist_ok=True)
         self.processes: list[Process] = []
 
     def start_worker(self, *args: str, **env: str) -> Process:
