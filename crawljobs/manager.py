@@ -106,6 +106,7 @@ class JobManager:
         render: bool = False,
         premium: bool = False,
         ultra_premium: bool = False,
+        obey_robots: bool = False,
         max_retries: int | None = None,
         idempotency_key: str | None = None,
     ) -> JobSubmission:
@@ -133,6 +134,7 @@ class JobManager:
                     render=render,
                     premium=premium,
                     ultra_premium=ultra_premium,
+                    obey_robots=obey_robots,
                     max_retries=self._max_retries(max_retries),
                     priority=PRIORITY_SINGLE,
                     idempotency_key=idempotency_key,
@@ -169,6 +171,7 @@ class JobManager:
         render: bool = False,
         premium: bool = False,
         ultra_premium: bool = False,
+        obey_robots: bool = False,
         max_retries: int | None = None,
         batch_id: str | None = None,
         idempotency_key: str | None = None,
@@ -184,6 +187,7 @@ class JobManager:
                 "render": render,
                 "premium": premium,
                 "ultra_premium": ultra_premium,
+                "obey_robots": obey_robots,
                 "max_retries": retries,
                 "batch_id": batch_id,
             }
@@ -235,6 +239,7 @@ class JobManager:
                     render=render,
                     premium=premium,
                     ultra_premium=ultra_premium,
+                    obey_robots=obey_robots,
                     max_retries=retries,
                     idempotency_key=idempotency_key,
                     request_hash=fingerprint,
@@ -251,6 +256,7 @@ class JobManager:
                     render=render,
                     premium=premium,
                     ultra_premium=ultra_premium,
+                    obey_robots=obey_robots,
                     max_retries=retries,
                     dispatched_at=datetime.now(UTC),
                 )

@@ -38,6 +38,7 @@ class Job:
     render: bool
     premium: bool
     ultra_premium: bool
+    obey_robots: bool
     attempt: int
     max_retries: int
     max_attempts: int

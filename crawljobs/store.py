@@ -50,6 +50,7 @@ async def insert_job(
     render: bool,
     premium: bool,
     ultra_premium: bool,
+    obey_robots: bool,
     max_retries: int,
     priority: int,
     idempotency_key: str | None,
@@ -62,6 +63,7 @@ async def insert_job(
         "render": render,
         "premium": premium,
         "ultra_premium": ultra_premium,
+        "obey_robots": obey_robots,
         "max_retries": max_retries,
         "priority": priority,
         "idempotency_key": idempotency_key,
@@ -91,6 +93,7 @@ async def insert_batch(
     render: bool,
     premium: bool,
     ultra_premium: bool,
+    obey_robots: bool,
     max_retries: int,
     idempotency_key: str | None,
     request_hash: str,
@@ -104,6 +107,7 @@ async def insert_batch(
         "render": render,
         "premium": premium,
         "ultra_premium": ultra_premium,
+        "obey_robots": obey_robots,
         "max_retries": max_retries,
         "idempotency_key": idempotency_key,
         "request_hash": request_hash,
@@ -135,6 +139,7 @@ async def copy_jobs(
     render: bool,
     premium: bool,
     ultra_premium: bool,
+    obey_robots: bool,
     max_retries: int,
     dispatched_at: datetime | None,
 ) -> None:
@@ -142,7 +147,7 @@ async def copy_jobs(
 
     The rows are written as one buffer in COPY's text format: per-row calls cost more than the COPY itself.
     """
-    flags = "\t".join("t" if flag else "f" for flag in (render, premium, ultra_premium))
+    flags = "\t".join("t" if flag else "f" for flag in (render, premium, ultra_premium, obey_robots))
     shared = f"\t{copy_text(tenant)}\t{copy_text(batch_id)}\t"
     stamp = dispatched_at.isoformat() if dispatched_at else "\\N"
     tail = f"\t{flags}\t{max_retries}\t{max_retries + 1}\t{stamp}\n"

@@ -43,6 +43,7 @@ class ClaimedJob:
     render: bool
     premium: bool
     ultra_premium: bool
+    obey_robots: bool
     attempt: int
     max_attempts: int
     max_retries: int
@@ -61,6 +62,7 @@ class ClaimedJob:
             render=row["render"],
             premium=row["premium"],
             ultra_premium=row["ultra_premium"],
+            obey_robots=row["obey_robots"],
             attempt=row["attempt"],
             max_attempts=row["max_attempts"],
             max_retries=row["max_retries"],

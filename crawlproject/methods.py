@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, cast, get_args
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from crawljobs.exceptions import CrawlJobsError
@@ -69,7 +69,7 @@ class Method:
                 f"unknown fetch method {text!r} (a method is engine:tier, "
                 f"engines {', '.join(ENGINES)}; tiers {', '.join(TIERS)})"
             )
-        return cls(cast(Engine, engine), cast(Tier, tier))
+        return cls(engine, tier)
 
 
 DEFAULT_ORDER: tuple[Method, ...] = (
@@ -97,10 +97,11 @@ def _items(text: str) -> list[str]:
 
 
 def _parse_order(text: str | None) -> tuple[Method, ...]:
-    if text is None or not text.strip():
+    items = _items(text or "")
+    if not items:
         return DEFAULT_ORDER
     order: list[Method] = []
-    for item in _items(text):
+    for item in items:
         try:
             method = Method.parse(item)
         except ValueError as exc:

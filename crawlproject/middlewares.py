@@ -30,7 +30,7 @@ from crawlproject.context import ClaimedJob, WorkerContext
 from crawlproject.items import JobResult, failure_result
 from crawlproject.ladder import DomainMemory, FetchPlan
 from crawlproject.methods import Method
-from crawlproject.retrying import classify, decide
+from crawlproject.retrying import Outcome, classify, decide
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +175,7 @@ class JobRetryMiddleware:
             content_type=content_type,
             rendered=current_method(request).engine == "browser",
         )
+        outcome: Outcome
         outcome, reason = classify(status=response.status, exception=None, block_reason=block)
         html: str | None = None
         if outcome == "ok":
@@ -203,8 +204,11 @@ class JobRetryMiddleware:
         if job is None:
             return None
         too_large = "maxsize" in str(exception).lower() or "DOWNLOAD_MAXSIZE" in str(exception)
+        outcome: Outcome
         if isinstance(exception, AddressForbidden):
             outcome, reason = "permanent", f"refused by the network rules: {exception}"
+        elif isinstance(exception, IgnoreRequest) and "robots.txt" in str(exception):
+            outcome, reason = "permanent", "forbidden by the site's robots.txt"
         else:
             outcome, reason = classify(
                 status=None, exception=exception, block_reason=None, body_too_large=too_large
@@ -219,7 +223,7 @@ class JobRetryMiddleware:
         request: Request,
         job: ClaimedJob,
         *,
-        outcome: str,
+        outcome: Outcome,
         reason: str,
         status: int | None,
         retry_after: str | None = None,

@@ -89,6 +89,7 @@ def job(item: Job, *, with_attempts: bool = True, with_html: bool = False) -> di
         "render": item.render,
         "premium": item.premium,
         "ultra_premium": item.ultra_premium,
+        "obey_robots": item.obey_robots,
         "attempt": item.attempt,
         "max_attempts": item.max_attempts,
         "max_retries": item.max_retries,

@@ -24,6 +24,7 @@ class JobCreate(BaseModel):
     render: StrictBool = Field(default=False, description="Start with the headless browser.")
     premium: StrictBool = Field(default=False, description="Start at the premium proxy tier.")
     ultra_premium: StrictBool = Field(default=False, description="Start at the ultra-premium proxy tier.")
+    obey_robots: StrictBool = Field(default=False, description="Obey the site's robots.txt.")
     max_retries: RetriesField | None = None
 
 
@@ -46,6 +47,7 @@ class BatchCreate(BaseModel):
     render: StrictBool = False
     premium: StrictBool = False
     ultra_premium: StrictBool = False
+    obey_robots: StrictBool = False
     max_retries: RetriesField | None = None
     batch_id: BatchIdField | None = None
 
@@ -85,6 +87,7 @@ class JobOut(BaseModel):
     render: bool
     premium: bool
     ultra_premium: bool
+    obey_robots: bool
     attempt: int
     max_attempts: int
     max_retries: int
@@ -176,6 +179,7 @@ class LegacySubmitJob(BaseModel):
     premium: StrictBool = False
     ultraPremium: StrictBool = False
     render: StrictBool = False
+    obeyRobots: StrictBool = False
     maxRetries: RetriesField | None = None
 
 
@@ -198,6 +202,7 @@ class LegacySubmitBatch(BaseModel):
     premium: StrictBool = False
     ultraPremium: StrictBool = False
     render: StrictBool = False
+    obeyRobots: StrictBool = False
     batchId: BatchIdField | None = None
     maxRetries: RetriesField | None = None
 

@@ -13,9 +13,9 @@ SELECT count(*) FROM api_keys WHERE revoked_at IS NULL;
 
 -- insert_job --
 -- Insert one job (a single submission) and return it.
-INSERT INTO crawl_jobs (id, tenant, url, render, premium, ultra_premium, priority, max_retries, max_attempts,
-                        dispatched_at, idempotency_key)
-VALUES (%(id)s, %(tenant)s, %(url)s, %(render)s, %(premium)s, %(ultra_premium)s, %(priority)s,
+INSERT INTO crawl_jobs (id, tenant, url, render, premium, ultra_premium, obey_robots, priority, max_retries,
+                        max_attempts, dispatched_at, idempotency_key)
+VALUES (%(id)s, %(tenant)s, %(url)s, %(render)s, %(premium)s, %(ultra_premium)s, %(obey_robots)s, %(priority)s,
         %(max_retries)s, %(max_retries)s + 1, now(), %(idempotency_key)s)
 RETURNING *;
 
@@ -25,15 +25,15 @@ SELECT * FROM crawl_jobs WHERE tenant = %(tenant)s AND idempotency_key = %(idemp
 
 -- insert_batch --
 -- Insert a batch row; its jobs follow by COPY in the same transaction.
-INSERT INTO crawl_batches (tenant, batch_id, total, render, premium, ultra_premium, max_retries,
+INSERT INTO crawl_batches (tenant, batch_id, total, render, premium, ultra_premium, obey_robots, max_retries,
                            idempotency_key, request_hash, response)
-VALUES (%(tenant)s, %(batch_id)s, %(total)s, %(render)s, %(premium)s, %(ultra_premium)s, %(max_retries)s,
-        %(idempotency_key)s, %(request_hash)s, %(response)s);
+VALUES (%(tenant)s, %(batch_id)s, %(total)s, %(render)s, %(premium)s, %(ultra_premium)s, %(obey_robots)s,
+        %(max_retries)s, %(idempotency_key)s, %(request_hash)s, %(response)s);
 
 -- copy_jobs --
 -- COPY target for a batch's jobs (rows written by the store).
-COPY crawl_jobs (id, tenant, batch_id, batch_index, url, render, premium, ultra_premium, max_retries,
-                 max_attempts, dispatched_at) FROM STDIN;
+COPY crawl_jobs (id, tenant, batch_id, batch_index, url, render, premium, ultra_premium, obey_robots,
+                 max_retries, max_attempts, dispatched_at) FROM STDIN;
 
 -- find_batch --
 -- One batch of a tenant.
@@ -54,7 +54,7 @@ SELECT * FROM crawl_jobs WHERE tenant = %(tenant)s AND id = %(id)s;
 
 -- get_job_meta --
 -- One job of a tenant, without its HTML.
-SELECT id, tenant, batch_id, batch_index, url, status, render, premium, ultra_premium, priority, attempt,
+SELECT id, tenant, batch_id, batch_index, url, status, render, premium, ultra_premium, obey_robots, priority, attempt,
        max_retries, max_attempts, lease_owner, lease_expires_at, dispatched_at, created_at, updated_at,
        started_at, completed_at, NULL::text AS html, html_length, processing_time_ms, success_method,
        http_status, final_url, content_type, error_message, cost, idempotency_key
@@ -77,7 +77,7 @@ WHERE tenant = %(tenant)s AND batch_id = %(batch_id)s ORDER BY batch_index;
 
 -- batch_jobs --
 -- A page of a batch's jobs (without HTML) in submission order, optionally of one status.
-SELECT id, tenant, batch_id, batch_index, url, status, render, premium, ultra_premium, priority, attempt,
+SELECT id, tenant, batch_id, batch_index, url, status, render, premium, ultra_premium, obey_robots, priority, attempt,
        max_retries, max_attempts, lease_owner, lease_expires_at, dispatched_at, created_at, updated_at,
        started_at, completed_at, NULL::text AS html, html_length, processing_time_ms, success_method,
        http_status, final_url, content_type, error_message, cost, idempotency_key
@@ -126,7 +126,7 @@ SET status = 'processing', attempt = attempt + 1, lease_owner = %(worker)s,
     lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
     started_at = coalesce(started_at, now()), updated_at = now()
 WHERE id = ANY(%(ids)s::uuid[]) AND status = 'pending'
-RETURNING id, tenant, batch_id, url, render, premium, ultra_premium, attempt, max_attempts, max_retries;
+RETURNING id, tenant, batch_id, url, render, premium, ultra_premium, obey_robots, attempt, max_attempts, max_retries;
 
 -- claim_pending_jobs --
 -- Claim up to `limit` pending jobs straight from the table (single jobs first), skipping locked rows.
@@ -143,7 +143,7 @@ WHERE id IN (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, tenant, batch_id, url, render, premium, ultra_premium, attempt, max_attempts, max_retries;
+RETURNING id, tenant, batch_id, url, render, premium, ultra_premium, obey_robots, attempt, max_attempts, max_retries;
 
 -- renew_leases --
 -- The heartbeat: extend the lease of every job this worker holds, in one statement (rule 4).

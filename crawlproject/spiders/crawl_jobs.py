@@ -180,7 +180,9 @@ class CrawlJobsSpider(RedisSpider):
         out: list[Request | JobResult] = []
         for job, method in zip(jobs, remembered, strict=True):
             try:
-                ladder, index = self.plan.start(job, remembered=method, explore=random.random() < 0.1)
+                ladder, index = self.plan.start(
+                    job, remembered=method, explore=random.random() < self.plan.explore_rate
+                )
             except NoMethodAvailable as exc:
                 out.append(failure_result(job, str(exc)))
                 continue
@@ -198,6 +200,7 @@ class CrawlJobsSpider(RedisSpider):
                 "ladder": ladder,
                 "method_index": index,
                 "dont_retry": True,
+                "dont_obey_robotstxt": not job.obey_robots,
             },
         )
 

@@ -30,6 +30,7 @@ async def submit_batch(
         render=body.render,
         premium=body.premium,
         ultra_premium=body.ultra_premium,
+        obey_robots=body.obey_robots,
         max_retries=body.max_retries,
         batch_id=body.batch_id,
         idempotency_key=idempotency_key,

@@ -28,6 +28,7 @@ async def submit_job(
         render=body.render,
         premium=body.premium,
         ultra_premium=body.ultra_premium,
+        obey_robots=body.obey_robots,
         max_retries=body.max_retries,
         idempotency_key=idempotency_key,
     )

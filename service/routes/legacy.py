@@ -45,6 +45,7 @@ async def submit_crawl_job(
         render=body.render,
         premium=body.premium,
         ultra_premium=body.ultraPremium,
+        obey_robots=body.obeyRobots,
         max_retries=body.maxRetries,
         idempotency_key=idempotency_key,
     )
@@ -71,6 +72,7 @@ async def submit_crawl_jobs_batch(
         render=body.render,
         premium=body.premium,
         ultra_premium=body.ultraPremium,
+        obey_robots=body.obeyRobots,
         max_retries=body.maxRetries,
         batch_id=body.batchId,
         idempotency_key=idempotency_key,

@@ -38,6 +38,7 @@ Pages (any method; HEAD answers the headers without the body; an unknown path is
 ``/binary``                 200 image/png, a real 1x1 PNG (:data:`PNG_BYTES`).
 ``/pdf``                    200 application/pdf, a real one-page PDF (:data:`PDF_BYTES`).
 ``/empty``                  200 text/html with an empty body.
+``/robots.txt``             disallows ``/private/`` to every agent
 ``/captcha``                200 with a reCAPTCHA widget (``class="g-recaptcha"``, script ``/recaptcha/api.js``,
                             served by the site itself as a stub).
 
@@ -761,6 +762,8 @@ class TestSite:
             return Response(200, b"")
         if path == "/captcha":
             return Response(200, _CAPTCHA)
+        if path == "/robots.txt":
+            return Response(200, b"User-agent: *\nDisallow: /private/\n", content_type="text/plain")
         if path == "/recaptcha/api.js":
             return Response(200, b"/* reCAPTCHA stub of the test site */\n", content_type="text/javascript")
         return _error_page(404, "There is nothing here.")
