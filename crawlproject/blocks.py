@@ -2,32 +2,35 @@
 
 ``detect_block`` answers None or a short reason:
 
-- ``"signature: <name>"``: a header or page signature matched. *Challenge* signatures are markers that only
-  bot-protection pages carry (Cloudflare's ``_cf_chl_opt`` and "Just a moment..." title, PerimeterX's
-  ``px-captcha``, DataDome's ``captcha-delivery.com``, Incapsula's block iframe, Akamai's "You don't have
-  permission to access"...): they count on any page. *Small-page* signatures are words an ordinary page may
-  carry too (a reCAPTCHA widget on a contact form, "access denied" in an article, "bot detection" in a
-  footer): they count only on a small page, one with under ``small_page_chars`` characters of visible text.
-  The bare word "captcha" is no signature at all: a footer link to a captcha policy blocks nothing.
+- ``"signature: <name>"``: a header or page signature matched. *Challenge* signatures are markers only
+  bot-protection pages carry (Cloudflare's ``cf-mitigated: challenge`` header, ``_cf_chl_opt`` and "Just a
+  moment..." title, PerimeterX's ``px-captcha``, DataDome's ``captcha-delivery.com``, Incapsula's block
+  iframe, Akamai's "Access Denied" title...): they count on any page. *Small-page* signatures are words and
+  phrases an ordinary page may carry too (a reCAPTCHA widget on a contact form, "access denied" in an
+  article, a help page quoting "You don't have permission to access"): they count only on a small page, one
+  with under ``small_page_chars`` (1000) characters of visible text, as block pages are. The bare word
+  "captcha" is no signature at all: a footer link to a captcha policy blocks nothing.
 - ``"needs javascript"``: a small page that asks for JavaScript ("Please enable JavaScript", "You need to
-  enable JavaScript to run this app"), or a page with no visible text, links or media, only scripts (an app
-  shell). Its own reason because it escalates to a browser engine, not to a proxy tier. Never said of a
+  enable JavaScript to run this app"), or a 2xx page with no visible text, links or media, only scripts (an
+  app shell). Its own reason because it escalates to a browser engine, not to a proxy tier. Never said of a
   rendered page (``rendered=True``): that one has had its JavaScript.
-- ``"status <code>"``: a status that means "not you" (``status_codes``: 401, 403, 406, 407, 451).
-- ``"empty body"``: a 2xx HTML page with nothing in it: no visible text (under ``min_text_chars``), no links,
-  images, media or forms. Kept that strict on purpose: a false "empty" climbs the whole ladder and fails a
-  job whose page was fine, a false "not empty" stores a page whose length shows what it is.
+- ``"status <code>"``: a status that means "not you" (``status_codes``: 401, 403, 406, 407, 451), when no
+  signature says more.
+- ``"empty body"``: a 2xx HTML page with nothing in it: no visible text (under ``min_text_chars``, 1), no
+  links, images, media or forms. Kept that strict on purpose: a false "empty" climbs the whole ladder and
+  fails a job whose page was fine; a false "not empty" stores a page whose length shows what it is.
 
 429 and 503 (``challenge_status_codes``) are rate limits and outages, retried with backoff, unless the page
 carries a signature (Cloudflare and others serve challenges with them). Other statuses (3xx, 404, 500...) are
-never blocks: ``retrying.classify`` decides about them. Binary content (images, PDF, archives) is blocked by
-status only.
+never blocks: ``retrying.classify`` decides about them. Binary content (images, PDF, archives, or no content
+type and binary bytes) is blocked by status only.
 
-Speed: this runs on every page. Only the first ``scan_bytes`` of the body are read, lowercased once. A
-signature names *needles*, literal lowercase strings one of which any match contains; the page is searched
-for the needles (``str.find``, a fast scan), and a signature's regex runs only on the few hundred characters
-around a needle it found. Title signatures run on the ``<title>`` only. Small-page signatures are looked for
-only in bodies that fit in the window. (One combined case-insensitive regex over 64 KB took 29 ms a page.)
+Speed (it runs on every page): only the first ``scan_bytes`` (64 KB) of the body are read, lowercased once.
+A page signature names *needles*, lowercase literals one of which each of its matches contains; the page is
+searched for the needles with ``str.find``, and the signature's regex runs only on the 128 characters either
+side of a needle found. Title signatures read the ``<title>`` only. Small-page signatures are looked for only
+on small pages, and counting visible text stops at the limit, so an ordinary page pays for three needle
+searches and its first few KB of text. (One combined case-insensitive regex took 29 ms on a 100 KB page.)
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ SignatureKind = Literal["challenge", "small_page", "javascript"]
 SignatureScope = Literal["page", "title"]
 
 # How far around a needle a signature's match may reach.
-_REACH = 256
-# How many occurrences of one needle are tried before giving up (common words on long pages).
+_REACH = 128
+# How many occurrences of one needle are looked around before the rest of the text is searched whole.
 _MAX_OCCURRENCES = 64
 # Where the <title> is looked for.
 _TITLE_WINDOW = 8192
@@ -52,9 +55,9 @@ _TITLE_WINDOW = 8192
 class Signature:
     """A named case-insensitive pattern of page text.
 
-    ``needles``: lowercase literals, one of which every match of ``pattern`` contains, no match longer than
-    a few hundred characters around it (for ``scope="page"``; a title is matched whole). ``kind``: see the
-    module docstring.
+    ``needles`` (for ``scope="page"``): lowercase literals, one of which every match of ``pattern`` contains,
+    no match reaching further than 128 characters either side of it. A ``scope="title"`` signature is
+    matched against the page's ``<title>`` text. ``kind``: see the module docstring.
     """
 
     name: str
@@ -111,22 +114,20 @@ DEFAULT_SIGNATURES: tuple[Signature, ...] = (
     signature("perimeterx captcha", r"px-captcha", needles=("captcha",)),
     signature("datadome captcha", r"captcha-delivery\.com", needles=("captcha",)),
     # Incapsula injects a _Incapsula_Resource *script* into ordinary pages; its block page is an iframe.
-    signature(
-        "incapsula block",
-        r"<iframe[^>]{0,200}_incapsula_resource",
-        r"incapsula incident id",
-        needles=("incapsula",),
-    ),
+    signature("incapsula block", r"<iframe[^>]{0,100}_incapsula_resource", needles=("_incapsula_resource",)),
     signature("akamai access denied", r"^\s*access denied\s*$", scope="title"),
+    signature("distil interruption", r"^\s*pardon our interruption", scope="title"),
+    signature("distil interruption", r"distil_r_captcha", needles=("captcha",)),
+    # --- Phrases of block pages, which an article or a help page may quote: on small pages only. ---
+    literal("incapsula block", "incapsula incident id", kind="small_page"),
     signature(
         "akamai access denied",
         r"you don(?:'|&#39;|&#x27;|&rsquo;|\u2019)t have permission to access",
         needles=("have permission to access",),
+        kind="small_page",
     ),
-    signature("distil interruption", r"^\s*pardon our interruption", scope="title"),
-    signature("distil interruption", r"distil_r_captcha", needles=("captcha",)),
-    literal("google unusual traffic", "our systems have detected unusual traffic"),
-    # --- Words that block only on a small page. ---
+    literal("google unusual traffic", "our systems have detected unusual traffic", kind="small_page"),
+    # --- Words that an ordinary page may carry too: on small pages only. ---
     signature(
         "captcha",
         r"g-recaptcha",
@@ -179,25 +180,17 @@ DEFAULT_HEADER_SIGNATURES: tuple[HeaderSignature, ...] = (
 _SUBSTANCE = re.compile(
     r"<(?:a|img|picture|video|audio|iframe|embed|object|svg|canvas|form|input|button|select|textarea)\b"
 )
-_HIDDEN = re.compile(
-    r"<(script|style|noscript|template|head)\b[^>]*>.*?</\1\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL
-)
+# What a reader does not see (in lowercase HTML): elements with invisible content, comments; then any tag.
+_HIDDEN = re.compile(r"<(script|style|noscript|template|head)\b[^>]*>.*?</\1\s*>|<!--.*?-->", re.DOTALL)
+_OPEN_HIDDEN = re.compile(r"<(?:script|style|noscript|template|head)\b|<!--")
 _TAG = re.compile(r"<[^>]*>")
+_SPACES = " \t\n\r\x0b\x0c\xa0"
+# The first piece of a body that visible_chars with a limit counts; it grows fourfold while short of it.
+_FIRST_PIECE = 4096
 _TITLE = re.compile(r"<title\b[^>]*>([^<]{0,500})")
 _BINARY_MAGIC = (b"%PDF", b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"PK\x03\x04", b"\x1f\x8b", b"RIFF", b"OggS")
 
 _ContentKind = Literal["html", "text", "binary", "unknown"]
-
-
-@dataclass(frozen=True)
-class _Scan:
-    """What the signatures found in one page. ``undecided``: small-page signatures whose needle occurs too
-    often to check every occurrence; they are decided only if the page turns out small."""
-
-    challenge: Signature | None = None
-    small_page: Signature | None = None
-    javascript: Signature | None = None
-    undecided: tuple[Signature, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -211,74 +204,70 @@ class BlockRules:
     small_page_chars: int = 1000
     min_text_chars: int = 1
     scan_bytes: int = 64 * 1024
-    _title_signatures: tuple[Signature, ...] = field(init=False, repr=False, compare=False)
-    _page_signatures: tuple[Signature, ...] = field(init=False, repr=False, compare=False)
+    _challenges: tuple[Signature, ...] = field(init=False, repr=False, compare=False)
+    _small_pages: tuple[Signature, ...] = field(init=False, repr=False, compare=False)
+    _javascript: tuple[Signature, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.scan_bytes < 1024:
             raise ValueError("scan_bytes must be at least 1024")
         if self.small_page_chars < 0 or self.min_text_chars < 0:
             raise ValueError("small_page_chars and min_text_chars must be >= 0")
-        # Challenges first: a page that has one is that block, whatever else it says.
-        by_kind = sorted(self.signatures, key=lambda sig: sig.kind != "challenge")
-        object.__setattr__(self, "_title_signatures", tuple(s for s in by_kind if s.scope == "title"))
-        object.__setattr__(self, "_page_signatures", tuple(s for s in by_kind if s.scope == "page"))
+        for name, kind in (
+            ("_challenges", "challenge"),
+            ("_small_pages", "small_page"),
+            ("_javascript", "javascript"),
+        ):
+            object.__setattr__(self, name, tuple(sig for sig in self.signatures if sig.kind == kind))
 
-    def scan(self, text: str, *, small_candidates: bool) -> _Scan:
-        """The signatures found in ``text`` (lowercase), the small-page ones only if ``small_candidates``."""
-        small_page: Signature | None = None
-        javascript: Signature | None = None
-        undecided: list[Signature] = []
-        title_match = _TITLE.search(text, 0, _TITLE_WINDOW)
-        if title_match is not None:
-            title = title_match.group(1)
-            for sig in self._title_signatures:
-                if sig.kind != "challenge" and not small_candidates:
-                    break
-                if sig.pattern.search(title):
-                    if sig.kind == "challenge":
-                        return _Scan(challenge=sig)
-                    if sig.kind == "small_page":
-                        small_page = small_page or sig
-                    else:
-                        javascript = javascript or sig
-        first: dict[str, int] = {}
-        for sig in self._page_signatures:
-            if sig.kind != "challenge" and not small_candidates:
-                break
-            if (sig.kind == "small_page" and small_page) or (sig.kind == "javascript" and javascript):
-                continue
-            for needle in sig.needles:
-                position = first.get(needle)
-                if position is None:
-                    position = first[needle] = text.find(needle)
-                if position < 0:
-                    continue
-                near = _matches_near(sig.pattern, text, needle, position)
-                if near is None and sig.kind != "challenge":
-                    undecided.append(sig)
-                    break
-                if near:
-                    if sig.kind == "challenge":
-                        return _Scan(challenge=sig)
-                    if sig.kind == "small_page":
-                        small_page = sig
-                    else:
-                        javascript = sig
-                    break
-        return _Scan(small_page=small_page, javascript=javascript, undecided=tuple(undecided))
+    def find_challenge(self, text: str) -> Signature | None:
+        """The first challenge signature found in ``text`` (lowercase), or None."""
+        return _first_match(self._challenges, text)
+
+    def find_small_page(self, text: str, *, javascript: bool) -> Signature | None:
+        """The first small-page signature found in ``text`` (lowercase), else (if ``javascript``) the first
+        javascript one, or None. Meant for small pages only."""
+        found = _first_match(self._small_pages, text)
+        if found is None and javascript:
+            found = _first_match(self._javascript, text)
+        return found
 
 
-def _matches_near(pattern: re.Pattern[str], text: str, needle: str, position: int) -> bool | None:
-    """Whether ``pattern`` matches around an occurrence of ``needle`` from ``position`` on; None if the
-    needle occurs too often to look at every occurrence."""
+def _title_of(text: str) -> str | None:
+    match = _TITLE.search(text, 0, _TITLE_WINDOW)
+    return match.group(1) if match else None
+
+
+def _first_match(signatures: tuple[Signature, ...], text: str) -> Signature | None:
+    title: str | None = None
+    title_read = False
+    positions: dict[str, int] = {}
+    for sig in signatures:
+        if sig.scope == "title":
+            if not title_read:
+                title, title_read = _title_of(text), True
+            if title is not None and sig.pattern.search(title):
+                return sig
+            continue
+        for needle in sig.needles:
+            position = positions.get(needle)
+            if position is None:
+                position = positions[needle] = text.find(needle)
+            if position >= 0 and _matches_near(sig.pattern, text, needle, position):
+                return sig
+    return None
+
+
+def _matches_near(pattern: re.Pattern[str], text: str, needle: str, position: int) -> bool:
+    """Whether ``pattern`` matches around an occurrence of ``needle``, the first at ``position``. A needle
+    that occurs too often to look around every occurrence has the rest of the text searched."""
     for _ in range(_MAX_OCCURRENCES):
         if pattern.search(text, max(0, position - _REACH), position + len(needle) + _REACH):
             return True
         position = text.find(needle, position + 1)
         if position < 0:
             return False
-    return None
+    return pattern.search(text, max(0, position - _REACH)) is not None
 
 
 DEFAULT_RULES = BlockRules()
@@ -311,11 +300,38 @@ def _content_kind(content_type: str | None, window: bytes | str) -> _ContentKind
     return "binary"
 
 
-def visible_chars(html: str) -> int:
-    """How many non-space characters of ``html`` a reader sees: no head, scripts, styles,
-    noscript, templates, comments or tags."""
-    text = _TAG.sub(" ", _HIDDEN.sub(" ", html))
-    return sum(len(word) for word in text.split())
+def _visible_in(html: str, *, cut: bool) -> int:
+    text = _HIDDEN.sub("", html.lower())
+    if cut:
+        # The piece ends inside the page: drop an element or tag it opens without closing.
+        unclosed = _OPEN_HIDDEN.search(text)
+        if unclosed is not None:
+            text = text[: unclosed.start()]
+        last_open = text.rfind("<")
+        if last_open > text.rfind(">"):
+            text = text[:last_open]
+    text = _TAG.sub("", text)
+    return len(text) - sum(text.count(space) for space in _SPACES)
+
+
+def visible_chars(html: str, limit: int | None = None) -> int:
+    """How many non-space characters of ``html`` a reader sees: none of the head, scripts, styles, noscript,
+    templates, comments or tags.
+
+    With ``limit``, counting may stop once it is reached (the answer is then ``>= limit``): it starts at
+    ``<body>`` with the first 4 KB and reads more only while short of the limit, so an ordinary page costs
+    little.
+    """
+    if limit is None:
+        return _visible_in(html, cut=False)
+    start = max(html.find("<body"), html.find("<BODY"), 0)
+    size = _FIRST_PIECE
+    while True:
+        end = start + size
+        count = _visible_in(html[start:end], cut=end < len(html))
+        if count >= limit or end >= len(html):
+            return count
+        size *= 4
 
 
 def detect_block(
@@ -348,39 +364,28 @@ def detect_block(
     if kind == "binary":
         return f"status {status}" if blocked_status else None
     text = (window.decode("utf-8", "replace") if isinstance(window, bytes) else window).lower()
-    # Only a body that fits in the window can be judged small or empty.
-    whole = len(body) <= rules.scan_bytes
 
-    found = rules.scan(text, small_candidates=whole)
-    if found.challenge is not None:
-        return f"signature: {found.challenge.name}"
-    undecided = [sig for sig in found.undecided if sig.kind == "small_page" or not rendered]
+    challenge = rules.find_challenge(text)
+    if challenge is not None:
+        return f"signature: {challenge.name}"
+
+    # Only a body that fits in the window can be judged small or empty. Counting stops once the page is
+    # known not to be small, so an ordinary page costs the first thousand characters of text.
     chars: int | None = None
-    if found.small_page is not None or (found.javascript is not None and not rendered) or undecided:
-        chars = visible_chars(text)
+    if len(body) <= rules.scan_bytes:
+        chars = visible_chars(text, max(rules.small_page_chars, rules.min_text_chars))
         if chars < rules.small_page_chars:
-            small_page = found.small_page or next(
-                (s for s in undecided if s.kind == "small_page" and s.pattern.search(text)), None
-            )
-            if small_page is not None:
-                return f"signature: {small_page.name}"
-            if not rendered and (
-                found.javascript is not None
-                or any(s.kind == "javascript" and s.pattern.search(text) for s in undecided)
-            ):
-                return "needs javascript"
+            found = rules.find_small_page(text, javascript=not rendered)
+            if found is not None:
+                return "needs javascript" if found.kind == "javascript" else f"signature: {found.name}"
 
     if blocked_status:
         return f"status {status}"
-    if not success or status in (204, 205) or not whole or kind == "text":
+    if chars is None or not success or status in (204, 205) or kind == "text":
         return None
     if not text.strip():
         return "empty body"
-    if _SUBSTANCE.search(text):
-        return None
-    if chars is None:
-        chars = visible_chars(text)
-    if chars >= rules.min_text_chars:
+    if chars >= rules.min_text_chars or _SUBSTANCE.search(text):
         return None
     if not rendered and "<script" in text:
         return "needs javascript"

@@ -94,7 +94,7 @@ class FetchPlan:
         ladder = ladder_for(
             self.config, render=job.render, premium=job.premium, ultra_premium=job.ultra_premium
         )
-        return ladder, start_index(ladder, remembered, explore=explore)
+        return ladder, start_index(ladder, remembered, explore=explore, order=self.config.order)
 
     def cost(self, method: Method) -> float:
         return float(self.config.costs.get(method.name, 0.0))

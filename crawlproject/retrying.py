@@ -106,7 +106,7 @@ _PERMANENT_MESSAGES: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 _TRANSIENT_MESSAGES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"temporary failure in name resolution|\[errno -3\]|servfail"), "DNS lookup failed"),
-    (re.compile(r"timed? ?out|timeout"), "timeout"),
+    (re.compile(r"timed?[ _]?out"), "timeout"),
     (
         re.compile(r"connection (?:was )?(?:refused|reset|lost|closed|aborted)|err_connection"),
         "connection failed",

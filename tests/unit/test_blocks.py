@@ -25,11 +25,17 @@ PNG = (
 
 
 def detect(
-    body: bytes | str, status: int = 200, content_type: str | None = HTML, **kwargs: object
+    body: bytes | str,
+    status: int = 200,
+    content_type: str | None = HTML,
+    *,
+    headers: dict[str, str] | None = None,
+    rules: BlockRules = DEFAULT_RULES,
+    rendered: bool = False,
 ) -> str | None:
     return detect_block(
-        status=status, headers=kwargs.pop("headers", None), body=body, content_type=content_type, **kwargs
-    )  # type: ignore[arg-type]
+        status=status, headers=headers, body=body, content_type=content_type, rules=rules, rendered=rendered
+    )
 
 
 def page(title: str, body: str, head: str = "") -> str:
