@@ -24,6 +24,8 @@ from crawljobs import store
 from crawljobs.config import Settings
 from crawljobs.manager import JobManager
 from crawljobs.queue import redis_client
+from crawljobs.urls import NetworkPolicy
+from crawlproject.egress import EgressGuard
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +83,7 @@ class WorkerContext:
         self._manager: JobManager | None = None
         self._open_lock = asyncio.Lock()
         self._heartbeat: asyncio.Task[None] | None = None
+        self._egress: EgressGuard | None = None
 
     @classmethod
     def of(cls, crawler: Crawler) -> WorkerContext:
@@ -108,6 +111,8 @@ class WorkerContext:
                 self._pool = pool
                 self._redis = redis_client(self.settings.redis_url) if self.settings.redis_url else None
                 self._manager = JobManager(pool=pool, redis=self._redis, settings=self.settings)
+                # The browser's direct tier connects through this proxy, which checks every address.
+                self._egress = await EgressGuard(NetworkPolicy.from_settings(self.settings)).start()
                 self._heartbeat = asyncio.get_running_loop().create_task(
                     self._renew_forever(), name="crawljobs-heartbeat"
                 )
@@ -117,6 +122,11 @@ class WorkerContext:
     def pool(self) -> AsyncConnectionPool[Any]:
         assert self._pool is not None, "WorkerContext.manager() opens the pool first"
         return self._pool
+
+    @property
+    def egress(self) -> EgressGuard | None:
+        """The egress guard of the browser (opened by ``manager()``), or None before that."""
+        return self._egress
 
     @property
     def redis(self) -> aioredis.Redis | None:
@@ -209,6 +219,8 @@ class WorkerContext:
         try:
             await self.release_all()
         finally:
+            if self._egress is not None:
+                await self._egress.close()
             if self._redis is not None:
                 await self._redis.aclose()
             if self._pool is not None:

@@ -27,9 +27,10 @@ from crawljobs.exceptions import UrlRejected
 from crawljobs.urls import NetworkPolicy, parse_ip_literal, resolve_and_check
 from crawlproject.blocks import detect_block
 from crawlproject.context import ClaimedJob, WorkerContext
+from crawlproject.egress import REFUSED_HEADER
 from crawlproject.items import JobResult, failure_result
 from crawlproject.ladder import DomainMemory, FetchPlan
-from crawlproject.methods import Method
+from crawlproject.methods import Method, next_method
 from crawlproject.retrying import Outcome, classify, decide
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ def current_method(request: Request) -> Method:
 class FetchMethodMiddleware:
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
-        self.plan = FetchPlan.from_settings(WorkerContext.of(crawler).settings)
+        self.context = WorkerContext.of(crawler)
+        self.plan = FetchPlan.from_settings(self.context.settings)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> FetchMethodMiddleware:
@@ -75,7 +77,13 @@ class FetchMethodMiddleware:
         meta["playwright"] = True
         meta["playwright_page_goto_kwargs"] = {"wait_until": "load"}
         if proxy is None:
-            meta["playwright_context"] = "direct"
+            # Direct: through the egress guard, which checks every connection Chromium opens (redirect hops
+            # included, which Playwright's request interception never sees) on the address it connects to.
+            guard = self.context.egress
+            if guard is None:  # WorkerContext.manager() starts it before any request: fail closed anyway
+                raise AddressForbidden("the browser's egress guard is not running")
+            meta["playwright_context"] = "direct-guarded"
+            meta["playwright_context_kwargs"] = {"proxy": guard.playwright_proxy}
         else:
             parts = urlsplit(proxy)
             meta["playwright_context"] = f"{method.tier}-{parts.hostname}-{parts.port}"
@@ -177,6 +185,11 @@ class JobRetryMiddleware:
         )
         outcome: Outcome
         outcome, reason = classify(status=response.status, exception=None, block_reason=block)
+        method = current_method(request)
+        if method.engine == "browser" and method.tier == "direct" and response.headers.get(REFUSED_HEADER):
+            # The egress guard refused what the browser asked for (a redirect, say): not a block to climb.
+            text = " ".join(response.text.split()) if isinstance(response, TextResponse) else ""
+            outcome, reason = "permanent", text[:300] or "refused by the network rules"
         html: str | None = None
         if outcome == "ok":
             if not isinstance(response, TextResponse):
@@ -203,7 +216,7 @@ class JobRetryMiddleware:
         job: ClaimedJob | None = request.meta.get("job")
         if job is None:
             return None
-        too_large = "maxsize" in str(exception).lower() or "DOWNLOAD_MAXSIZE" in str(exception)
+        too_large = "download max size" in str(exception)  # Scrapy's DOWNLOAD_MAXSIZE message
         outcome: Outcome
         if isinstance(exception, AddressForbidden):
             outcome, reason = "permanent", f"refused by the network rules: {exception}"
@@ -280,7 +293,4 @@ class JobRetryMiddleware:
     @staticmethod
     def _escalation_target(ladder: list[Method], index: int, reason: str) -> int | None:
         """The next method up; for a page that needs JavaScript, the next browser method."""
-        for candidate in range(index + 1, len(ladder)):
-            if "javascript" not in reason.lower() or ladder[candidate].engine == "browser":
-                return candidate
-        return None
+        return next_method(ladder, index, engine="browser" if "javascript" in reason.lower() else None)

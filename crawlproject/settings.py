@@ -70,6 +70,8 @@ PLAYWRIGHT_LAUNCH_OPTIONS = {
         "--no-first-run",
         "--disable-gpu",
         "--disable-dev-shm-usage",
+        # WebRTC does not go through proxies: keep it from reaching anything but through one.
+        "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
     ],
     **({"executable_path": _executable} if _executable else {}),
 }

@@ -161,3 +161,28 @@ def test_a_batch_completes(system: System, site: TestSite) -> None:
     ids = system.submit_batch([site.url(f"/ok/b{i}") for i in range(50)])
     jobs = system.wait_final(ids)
     assert [j["status"] for j in jobs] == ["completed"] * 50
+
+
+def test_browser_redirect_to_a_forbidden_address_is_refused(
+    system: System, site: TestSite, forbidden_site: TestSite
+) -> None:
+    target = forbidden_site.url("/ok/browser-redirect")
+    (job,) = system.wait_final(
+        [system.submit(site.url(f"/redirect-to?url={target}"), render=True)], timeout=90
+    )
+    assert forbidden_site.hits() == []
+    assert job["status"] == "error", job["html"]
+    assert "network rules" in job["error_message"]
+    assert [a["method"] for a in job["attempts"]] == ["browser:direct"]  # refused, not climbed
+
+
+def test_robots_txt_is_obeyed_only_when_the_job_asks(system: System, site: TestSite) -> None:
+    obeying = system.submit(site.url("/private/page"), obey_robots=True)
+    ignoring = system.submit(site.url("/private/other"))
+    jobs = {j["id"]: j for j in system.wait_final([obeying, ignoring])}
+    assert jobs[obeying]["status"] == "error"
+    assert "robots.txt" in jobs[obeying]["error_message"]
+    assert jobs[obeying]["obey_robots"] is True
+    assert site.hits("/private/page") == []
+    assert jobs[ignoring]["status"] == "error"  # fetched: the site has no such page (404)
+    assert jobs[ignoring]["http_status"] == 404
