@@ -33,7 +33,7 @@ from crawljobs.exceptions import (
 from crawljobs.ids import new_job_id, new_job_ids
 from crawljobs.models import Attempt, Batch, BatchCounts, BatchSubmission, Job, JobSubmission, Rejection
 from crawljobs.queue import QueueKeys, chunks
-from crawljobs.urls import NetworkPolicy, Resolver, check_urls, system_resolver
+from crawljobs.urls import NetworkPolicy, Resolver, UrlCheck, check_urls, system_resolver
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,16 @@ class JobManager:
 
     # -- submission ------------------------------------------------------------------------------
 
+    async def check_urls(self, urls: Sequence[object]) -> UrlCheck:
+        """Normalise and check submitted URLs under this deployment's network rules and limits."""
+        return await check_urls(
+            urls,
+            self.policy,
+            max_length=self.settings.max_url_length,
+            resolver=self.resolver,
+            dns_timeout=self.settings.dns_timeout_seconds,
+        )
+
     def _max_retries(self, max_retries: int | None) -> int:
         return self.settings.max_retries if max_retries is None else max_retries
 
@@ -115,13 +125,7 @@ class JobManager:
             replay = await self._replay_job(tenant=tenant, idempotency_key=idempotency_key)
             if replay is not None:
                 return replay
-        check = await check_urls(
-            [url],
-            self.policy,
-            max_length=self.settings.max_url_length,
-            resolver=self.resolver,
-            dns_timeout=self.settings.dns_timeout_seconds,
-        )
+        check = await self.check_urls([url])
         if check.rejected:
             raise UrlRejected(check.rejected[0][2], field="url")
         try:
@@ -207,13 +211,7 @@ class JobManager:
             async with self.pool.connection() as conn:
                 if await store.find_batch(conn, tenant=tenant, batch_id=batch_id) is not None:
                     raise BatchAlreadyExists(f"batch {batch_id!r} already exists", batch_id=batch_id)
-        check = await check_urls(
-            urls,
-            self.policy,
-            max_length=self.settings.max_url_length,
-            resolver=self.resolver,
-            dns_timeout=self.settings.dns_timeout_seconds,
-        )
+        check = await self.check_urls(urls)
         failures = tuple(Rejection(index, raw, reason) for index, raw, reason in check.rejected)
         if not check.accepted:
             raise NoValidUrls(

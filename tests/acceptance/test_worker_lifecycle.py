@@ -38,6 +38,16 @@ def fresh(
     drop_prefix(redis_url, settings.queue_prefix)
 
 
+def crawl(settings: Settings, *spider_args: str) -> subprocess.CompletedProcess[str]:
+    """`scrapy crawl crawl_jobs -a ...` run to its end, as an operator would."""
+    argv = [sys.executable, "-m", "scrapy", "crawl", "crawl_jobs"]
+    for arg in spider_args:
+        argv += ["-a", arg]
+    return subprocess.run(
+        argv, env=worker_env(settings), cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
 def held_by(settings: Settings, ids: list) -> int:
     assert settings.database_url is not None
     with psycopg.connect(settings.database_url) as conn:
@@ -105,14 +115,7 @@ def test_the_same_job_dispatched_twice_completes_once(fresh: System, site: TestS
 
 def test_max_jobs_mode_processes_n_and_exits(fresh: System, site: TestSite) -> None:
     ids = fresh.submit_batch([site.url(f"/ok/m{i}") for i in range(5)] + [site.url("/notfound")])
-    result = subprocess.run(
-        [sys.executable, "-m", "scrapy", "crawl", "crawl_jobs", "-a", "max_jobs=6"],
-        env=worker_env(fresh.settings),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = crawl(fresh.settings, "max_jobs=6")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Processed 6 jobs (5 completed, 1 failed)" in result.stdout
     assert [j["status"] for j in fresh.wait_final(ids, timeout=5)] == ["completed"] * 5 + ["error"]
@@ -121,22 +124,8 @@ def test_max_jobs_mode_processes_n_and_exits(fresh: System, site: TestSite) -> N
 def test_url_mode_makes_a_batch_and_crawls_it(fresh: System, site: TestSite, tmp_path: Path) -> None:
     listing = tmp_path / "urls.txt"
     listing.write_text(f"{site.url('/ok/u1')}\n{site.url('/ok/u2')}\nftp://refused.example/\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "scrapy", "crawl", "crawl_jobs", "-a", f"urls={listing}"],
-        env=worker_env(fresh.settings),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = crawl(fresh.settings, f"urls={listing}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Processed 2 jobs (2 completed, 0 failed)" in result.stdout
-    single = subprocess.run(
-        [sys.executable, "-m", "scrapy", "crawl", "crawl_jobs", "-a", f"url={site.url('/ok/u3')}"],
-        env=worker_env(fresh.settings),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    single = crawl(fresh.settings, f"url={site.url('/ok/u3')}")
     assert "Processed 1 jobs (1 completed, 0 failed)" in single.stdout, single.stderr[-3000:]
