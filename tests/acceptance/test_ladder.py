@@ -77,7 +77,8 @@ def test_render_flag_starts_in_the_browser(system: System, site: TestSite) -> No
     (job,) = system.wait_final([system.submit(site.url("/ok/render"), render=True)], timeout=90)
     assert job["status"] == "completed", job["error_message"]
     assert job["success_method"] == "browser:direct"
-    assert "HeadlessChrome" not in site.hits("/ok/render")[-1].user_agent or True
+    assert [a["method"] for a in job["attempts"]] == ["browser:direct"]
+    assert "ok-page:render" in job["html"]
 
 
 def test_429_then_success_honours_retry_after(system: System, site: TestSite) -> None:

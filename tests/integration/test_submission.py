@@ -46,7 +46,6 @@ def test_private_targets_refused_at_submit(
 
 
 def test_allowed_network_lets_loopback_in(settings: Settings, auth: dict[str, str]) -> None:
-    allowed = settings.model_copy(update={"allowed_networks": ["127.0.0.1/32"]})
     allowed = Settings(**{**settings.model_dump(), "allowed_networks": ["127.0.0.1/32"]})
     with make_client(allowed) as client:
         assert client.post("/v1/jobs", json={"url": "http://127.0.0.1:9/"}, headers=auth).status_code == 201
