@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     # The sweeper.
     sweep_interval_seconds: float = Field(default=2.0, gt=0)
     dispatch_stale_seconds: int = Field(default=30, ge=1)
+    # Retention: seconds after a job finished when the sweeper drops its HTML (metadata kept); 0 keeps it.
+    result_ttl: int = Field(default=7 * 24 * 3600, ge=0)
 
     # Fetching (used by the workers).
     premium_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -12,7 +12,7 @@ import json
 import logging
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -356,6 +356,71 @@ class JobManager:
             ids = await store.retry_failed_jobs(conn, tenant=tenant, batch_id=batch_id)
         await self.dispatch(ids, priority=False)
         return len(ids)
+
+    # -- cancel and export -----------------------------------------------------------------------
+
+    async def cancel_job(self, *, tenant: str, job_id: uuid.UUID) -> Job:
+        """Cancel a pending or processing job and return it; a final job is returned unchanged (idempotent).
+
+        A worker fetching the job finds its fence gone (the status is no longer 'processing'): its result is
+        never written.
+        """
+        async with self.pool.connection() as conn:
+            cancelled = await store.cancel_job(conn, tenant=tenant, job_id=job_id)
+        if cancelled:
+            logger.info("job %s cancelled", job_id, extra={"action": "cancel", "job_id": str(job_id)})
+        return await self.get_job(tenant=tenant, job_id=job_id)
+
+    async def cancel_batch(self, *, tenant: str, batch_id: str) -> int:
+        """Cancel every pending or processing job of a batch; how many were cancelled."""
+        async with self.pool.connection() as conn:
+            if await store.find_batch(conn, tenant=tenant, batch_id=batch_id) is None:
+                raise BatchNotFound(f"batch {batch_id!r} not found")
+            ids = await store.cancel_batch_jobs(conn, tenant=tenant, batch_id=batch_id)
+        logger.info(
+            "batch %s: %d jobs cancelled",
+            batch_id,
+            len(ids),
+            extra={"action": "cancel_batch", "batch_id": batch_id},
+        )
+        return len(ids)
+
+    async def export_batch(
+        self, *, tenant: str, batch_id: str, with_html: bool, page_size: int = 100
+    ) -> AsyncIterator[list[tuple[int, Job]]]:
+        """A batch's jobs as pages of (index in the submitted list, job), in submission order.
+
+        Pages are read by keyset on the batch index, each on a connection taken only for that query: a
+        50,000-job batch never sits in memory, and a slow reader holds no connection. Check that the batch
+        exists first (``get_batch``): an unknown batch yields nothing.
+        """
+        after = -1
+        while True:
+            async with self.pool.connection() as conn:
+                rows = await store.export_batch_jobs(
+                    conn,
+                    tenant=tenant,
+                    batch_id=batch_id,
+                    with_html=with_html,
+                    limit=page_size,
+                    after_index=after,
+                )
+            if not rows:
+                return
+            yield [(row["batch_index"], Job.from_row(row)) for row in rows]
+            if len(rows) < page_size:
+                return
+            after = rows[-1]["batch_index"]
+
+    async def export_batch_page(
+        self, *, tenant: str, batch_id: str, limit: int, offset: int
+    ) -> list[tuple[int, Job]]:
+        """One page of a batch's jobs with their HTML, as (index in the submitted list, job)."""
+        async with self.pool.connection() as conn:
+            rows = await store.export_batch_jobs(
+                conn, tenant=tenant, batch_id=batch_id, with_html=True, limit=limit, offset=offset
+            )
+        return [(row["batch_index"], Job.from_row(row)) for row in rows]
 
 
 def _stored_response(submission: BatchSubmission) -> dict[str, Any]:

@@ -301,3 +301,59 @@ async def claim_stale_dispatched(conn: AsyncConnection[Any], *, limit: int, stal
 async def count_pending_dispatched(conn: AsyncConnection[Any]) -> int:
     row = await _one(conn, "count_pending_dispatched", {})
     return int(row["count"]) if row else 0
+
+
+# -- cancel, export, retention -------------------------------------------------------------------------
+
+
+async def _notify(cur: psycopg.AsyncCursor[Any], ids: Sequence[uuid.UUID]) -> None:
+    """One NOTIFY per chunk of ids, sent with the caller's transaction (waiters wake after its commit)."""
+    for start in range(0, len(ids), _NOTIFY_IDS):
+        payload = ",".join(str(i) for i in ids[start : start + _NOTIFY_IDS])
+        await cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, payload))
+
+
+async def cancel_job(conn: AsyncConnection[Any], *, tenant: str, job_id: uuid.UUID) -> bool:
+    """Cancel a pending or processing job and NOTIFY it; False when there was nothing to cancel."""
+    async with conn.transaction(), conn.cursor() as cur:
+        await cur.execute(query("cancel_job"), {"tenant": tenant, "id": job_id})
+        ids = [row[0] for row in await cur.fetchall()]
+        await _notify(cur, ids)
+    return bool(ids)
+
+
+async def cancel_batch_jobs(conn: AsyncConnection[Any], *, tenant: str, batch_id: str) -> list[uuid.UUID]:
+    """Cancel every pending or processing job of a batch in one transaction and NOTIFY their ids."""
+    async with conn.transaction(), conn.cursor() as cur:
+        await cur.execute(query("cancel_batch_jobs"), {"tenant": tenant, "batch_id": batch_id})
+        ids = [row[0] for row in await cur.fetchall()]
+        await _notify(cur, ids)
+    return ids
+
+
+async def export_batch_jobs(
+    conn: AsyncConnection[Any],
+    *,
+    tenant: str,
+    batch_id: str,
+    with_html: bool,
+    limit: int,
+    after_index: int = -1,
+    offset: int = 0,
+) -> list[Row]:
+    """A page of a batch's jobs in submission order: by keyset (`after_index`) or by `offset`."""
+    params = {
+        "tenant": tenant,
+        "batch_id": batch_id,
+        "with_html": with_html,
+        "after_index": after_index,
+        "limit": limit,
+        "offset": offset,
+    }
+    return await _all(conn, "export_batch_jobs", params)
+
+
+async def purge_expired_html(conn: AsyncConnection[Any], *, ttl_seconds: int, limit: int) -> int:
+    """Drop the HTML of up to `limit` jobs finished more than `ttl_seconds` ago; how many were purged."""
+    rows = await _all(conn, "purge_expired_html", {"ttl_seconds": ttl_seconds, "limit": limit})
+    return len(rows)

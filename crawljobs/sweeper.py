@@ -4,7 +4,8 @@ Every few seconds it
 - turns expired leases back into pending jobs (or into ``error``, "worker lost", once attempts are spent),
 - dispatches pending jobs that were never dispatched (Redis was down, or an API process died after commit),
 - dispatches again pending jobs dispatched long ago when Redis holds fewer messages than there are such jobs
-  (the messages were lost: FLUSHALL, a Redis restart without persistence).
+  (the messages were lost: FLUSHALL, a Redis restart without persistence),
+- drops the HTML of jobs finished longer ago than ``CRAWLJOBS_RESULT_TTL`` (their metadata stays).
 
 Each step claims its rows with ``FOR UPDATE SKIP LOCKED``, so any number of sweepers can run at once.
 """
@@ -24,6 +25,11 @@ from crawljobs.queue import redis_client
 
 logger = logging.getLogger(__name__)
 
+# Retention purges this many jobs per statement, and at most this many statements per sweep: a large backlog
+# (a first deployment, a TTL made shorter) is worked off over several sweeps without delaying the rest.
+PURGE_CHUNK = 1000
+PURGE_CHUNKS_PER_SWEEP = 10
+
 
 @dataclass
 class SweepReport:
@@ -31,10 +37,11 @@ class SweepReport:
     failed_lost: int = 0
     dispatched: int = 0
     redispatched: int = 0
+    purged: int = 0  # jobs whose HTML was dropped by retention (CRAWLJOBS_RESULT_TTL)
 
     @property
     def busy(self) -> bool:
-        return any((self.reclaimed, self.failed_lost, self.dispatched, self.redispatched))
+        return any((self.reclaimed, self.failed_lost, self.dispatched, self.redispatched, self.purged))
 
 
 class Sweeper:
@@ -46,6 +53,7 @@ class Sweeper:
         self.stale_seconds = (
             stale_seconds if stale_seconds is not None else manager.settings.dispatch_stale_seconds
         )
+        self.purge_limit = min(batch_limit, PURGE_CHUNK)
 
     async def _push(self, rows: list[dict[str, Any]]) -> bool:
         urgent = [row["id"] for row in rows if row["priority"] >= PRIORITY_SINGLE]
@@ -67,6 +75,7 @@ class Sweeper:
                 report.failed_lost,
                 extra={"action": "reclaim"},
             )
+        report.purged = await self._purge_expired_html()
 
         while True:  # never dispatched: all of them, in chunks
             async with pool.connection() as conn:
@@ -93,6 +102,24 @@ class Sweeper:
                     extra={"action": "redispatch"},
                 )
         return report
+
+    async def _purge_expired_html(self) -> int:
+        """Retention: drop expired HTML in chunks, at most `PURGE_CHUNKS_PER_SWEEP` chunks per sweep."""
+        ttl = self.manager.settings.result_ttl
+        if ttl <= 0:
+            return 0
+        purged = 0
+        for _ in range(PURGE_CHUNKS_PER_SWEEP):
+            async with self.manager.pool.connection() as conn:
+                count = await store.purge_expired_html(conn, ttl_seconds=ttl, limit=self.purge_limit)
+            purged += count
+            if count < self.purge_limit:
+                break
+        if purged:
+            logger.info(
+                "dropped the HTML of %d jobs finished over %d s ago", purged, ttl, extra={"action": "purge"}
+            )
+        return purged
 
     async def _missing_messages(self) -> int:
         """How many pending, dispatched jobs have no message in Redis (0 when Redis cannot say)."""
@@ -121,7 +148,10 @@ class Sweeper:
             except Exception:
                 logger.exception("sweep failed; trying again", extra={"action": "sweep"})
                 report = SweepReport()
-            if report.busy and report.dispatched >= self.batch_limit:
+            if report.busy and (
+                report.dispatched >= self.batch_limit
+                or report.purged >= self.purge_limit * PURGE_CHUNKS_PER_SWEEP
+            ):
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -163,3 +167,71 @@ def legacy_batch_submission(submission: BatchSubmission) -> dict[str, Any]:
         "failedCount": submission.failed_count,
         "failures": failures(submission),
     }
+
+
+# -- export ------------------------------------------------------------------------------------------
+
+# The columns of a batch's CSV export (metadata only), in order.
+EXPORT_CSV_FIELDS = (
+    "index",
+    "id",
+    "url",
+    "status",
+    "success_method",
+    "http_status",
+    "html_length",
+    "processing_time_ms",
+    "final_url",
+    "error_message",
+    "created_at",
+    "completed_at",
+    "cost",
+    "attempt",
+)
+
+
+def exported_job(index: int, item: Job) -> dict[str, Any]:
+    """A job of an NDJSON or JSON export: the REST job body with its HTML and its index in the batch."""
+    return {"index": index, **job(item, with_attempts=False, with_html=True)}
+
+
+def export_csv_row(index: int, item: Job) -> tuple[Any, ...]:
+    """A job's row of a CSV export (empty cells for nulls), in the order of EXPORT_CSV_FIELDS."""
+    return (
+        index,
+        str(item.id),
+        item.url,
+        item.status,
+        item.success_method,
+        item.http_status,
+        item.html_length,
+        item.processing_time_ms,
+        item.final_url,
+        item.error_message,
+        timestamp(item.created_at),
+        timestamp(item.completed_at),
+        item.cost,
+        item.attempt,
+    )
+
+
+async def ndjson_lines(pages: AsyncIterator[list[tuple[int, Job]]]) -> AsyncIterator[bytes]:
+    """An export as NDJSON: one JSON object per job and line, a page of jobs per chunk."""
+    async for page in pages:
+        yield "".join(
+            json.dumps(exported_job(index, item), ensure_ascii=False, separators=(",", ":")) + "\n"
+            for index, item in page
+        ).encode()
+
+
+async def csv_lines(pages: AsyncIterator[list[tuple[int, Job]]]) -> AsyncIterator[bytes]:
+    """An export as CSV: a header row, then one row per job, a page of jobs per chunk."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(EXPORT_CSV_FIELDS)
+    yield buffer.getvalue().encode()
+    async for page in pages:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerows(export_csv_row(index, item) for index, item in page)
+        yield buffer.getvalue().encode()

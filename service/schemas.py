@@ -146,6 +146,25 @@ class RetryResult(BaseModel):
     retried: int
 
 
+class CancelResult(BaseModel):
+    batch_id: str
+    cancelled: int = Field(
+        description="Jobs cancelled now (pending or processing); final jobs are left alone."
+    )
+
+
+class ExportedJob(JobOut):
+    index: int = Field(description="The job's index in the submitted list.")
+
+
+class BatchExportPage(BaseModel):
+    batch_id: str
+    total: int
+    limit: int
+    offset: int
+    jobs: list[ExportedJob]
+
+
 class ProcessRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"batch_size": 5}]})
     batch_size: StrictInt = Field(default=5, ge=1, le=1000)

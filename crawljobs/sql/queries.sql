@@ -227,3 +227,44 @@ RETURNING id, priority;
 -- count_pending_dispatched --
 -- How many pending jobs are marked dispatched (compared with the queue's length by the sweeper).
 SELECT count(*) FROM crawl_jobs WHERE status = 'pending' AND dispatched_at IS NOT NULL;
+
+-- cancel_job --
+-- Cancel one of a tenant's jobs if it is not final yet (a worker fetching it finds its fence gone).
+UPDATE crawl_jobs
+SET status = 'cancelled', error_message = 'cancelled', completed_at = now(), updated_at = now(),
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE tenant = %(tenant)s AND id = %(id)s AND status IN ('pending', 'processing')
+RETURNING id;
+
+-- cancel_batch_jobs --
+-- Cancel every job of a tenant's batch that is not final yet; final jobs are left as they are.
+UPDATE crawl_jobs
+SET status = 'cancelled', error_message = 'cancelled', completed_at = now(), updated_at = now(),
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE tenant = %(tenant)s AND batch_id = %(batch_id)s AND status IN ('pending', 'processing')
+RETURNING id;
+
+-- export_batch_jobs --
+-- A page of a batch's jobs in submission order after `after_index` (keyset), with the HTML if asked.
+SELECT id, tenant, batch_id, batch_index, url, status, render, premium, ultra_premium, obey_robots, priority, attempt,
+       max_retries, max_attempts, lease_owner, lease_expires_at, dispatched_at, created_at, updated_at,
+       started_at, completed_at, CASE WHEN %(with_html)s THEN html END AS html, html_length, processing_time_ms,
+       success_method, http_status, final_url, content_type, error_message, cost, idempotency_key, html_purged_at
+FROM crawl_jobs
+WHERE tenant = %(tenant)s AND batch_id = %(batch_id)s AND batch_index > %(after_index)s
+ORDER BY batch_index
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- purge_expired_html --
+-- Retention: drop the HTML (metadata kept) of up to `limit` jobs finished more than `ttl_seconds` ago.
+-- (ids as an array: the update finds each row by its primary key, never by scanning the table.)
+UPDATE crawl_jobs SET html = NULL, html_purged_at = now()
+WHERE id = ANY(ARRAY(
+    SELECT id FROM crawl_jobs
+    WHERE html IS NOT NULL AND completed_at IS NOT NULL
+      AND completed_at < now() - make_interval(secs => %(ttl_seconds)s)
+    ORDER BY completed_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+))
+RETURNING id;

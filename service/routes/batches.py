@@ -1,22 +1,44 @@
-"""/v1/batches: submit many URLs, follow a batch, list batches, retry its failed jobs."""
+"""/v1/batches: submit many URLs, follow a batch, list batches, retry its failed jobs, cancel, export."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from service import render
 from service.deps import IdempotencyKeyDep, ManagerDep, TenantDep
 from service.routes.common import ERRORS, NOT_FOUND, SUBMIT_ERRORS
-from service.schemas import BATCH_ID_PATTERN, BatchCreate, BatchCreated, BatchDetail, BatchList, RetryResult
+from service.schemas import (
+    BATCH_ID_PATTERN,
+    BatchCreate,
+    BatchCreated,
+    BatchDetail,
+    BatchExportPage,
+    BatchList,
+    CancelResult,
+    RetryResult,
+)
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
 BatchIdPath = Annotated[str, Path(pattern=BATCH_ID_PATTERN)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
+ExportFormat = Annotated[
+    Literal["ndjson", "csv", "json"],
+    Query(
+        alias="format",
+        description="`ndjson` (streamed, with HTML), `csv` (streamed, metadata), `json` (paged).",
+    ),
+]
+ExportLimit = Annotated[
+    int, Query(ge=1, le=500, description="`json` only: jobs per page (each with its HTML).")
+]
+# Jobs per database read while streaming: with HTML (up to CRAWLJOBS_MAX_BODY_BYTES each) and without.
+EXPORT_PAGE_WITH_HTML = 100
+EXPORT_PAGE_METADATA = 1000
 
 
 @router.post("", status_code=201, response_model=BatchCreated, responses={**ERRORS, **SUBMIT_ERRORS})
@@ -71,3 +93,60 @@ async def retry_failed(batch_id: BatchIdPath, manager: ManagerDep, tenant: Tenan
     """Put the batch's failed jobs back to pending (their attempts stay recorded) and dispatch them."""
     count = await manager.retry_failed(tenant=tenant, batch_id=batch_id)
     return JSONResponse({"batch_id": batch_id, "retried": count})
+
+
+@router.post("/{batch_id}/cancel", response_model=CancelResult, responses={**ERRORS, **NOT_FOUND})
+async def cancel_batch(batch_id: BatchIdPath, manager: ManagerDep, tenant: TenantDep) -> Any:
+    """Cancel the batch's pending and processing jobs at once; its final jobs are left as they are."""
+    count = await manager.cancel_batch(tenant=tenant, batch_id=batch_id)
+    return JSONResponse({"batch_id": batch_id, "cancelled": count})
+
+
+@router.get(
+    "/{batch_id}/export",
+    response_model=BatchExportPage,
+    responses={
+        200: {"content": {"application/x-ndjson": {}, "text/csv": {}}},
+        **ERRORS,
+        **NOT_FOUND,
+    },
+)
+async def export_batch(
+    batch_id: BatchIdPath,
+    manager: ManagerDep,
+    tenant: TenantDep,
+    export_format: ExportFormat = "ndjson",
+    limit: ExportLimit = 100,
+    offset: Offset = 0,
+) -> Any:
+    """Every job of the batch in submission order, as a download.
+
+    `ndjson`: one job per line with its HTML, streamed. `csv`: the metadata of every job, streamed. `json`: a
+    page (`limit`, `offset`) of jobs with their HTML. Each job carries `index`, its place in the submitted list.
+    """
+    found = await manager.get_batch(tenant=tenant, batch_id=batch_id)  # 404 before any byte is sent
+    filename = batch_id.replace(":", "_")
+    if export_format == "json":
+        jobs = await manager.export_batch_page(tenant=tenant, batch_id=batch_id, limit=limit, offset=offset)
+        body = {
+            "batch_id": batch_id,
+            "total": found.counts.total,
+            "limit": limit,
+            "offset": offset,
+            "jobs": [render.exported_job(index, job) for index, job in jobs],
+        }
+        disposition = f'attachment; filename="{filename}-{offset}.json"'
+        return JSONResponse(body, headers={"Content-Disposition": disposition})
+    with_html = export_format == "ndjson"
+    pages = manager.export_batch(
+        tenant=tenant,
+        batch_id=batch_id,
+        with_html=with_html,
+        page_size=EXPORT_PAGE_WITH_HTML if with_html else EXPORT_PAGE_METADATA,
+    )
+    if with_html:
+        stream, media_type = render.ndjson_lines(pages), "application/x-ndjson"
+    else:
+        stream, media_type = render.csv_lines(pages), "text/csv; charset=utf-8"
+    disposition = f'attachment; filename="{filename}.{export_format}"'
+    return StreamingResponse(stream, media_type=media_type, headers={"Content-Disposition": disposition})

@@ -1,4 +1,4 @@
-"""/v1/jobs: submit one URL, read a job and its HTML."""
+"""/v1/jobs: submit one URL, read a job and its HTML, cancel it."""
 
 from __future__ import annotations
 
@@ -47,6 +47,17 @@ async def process_jobs(body: ProcessRequest, manager: ManagerDep, tenant: Tenant
             "message": summary.message,
         }
     )
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut, responses={**ERRORS, **NOT_FOUND})
+async def cancel_job(job_id: str, manager: ManagerDep, tenant: TenantDep) -> Any:
+    """Cancel a job: pending or processing, it ends `cancelled` at once (a fetch in flight is not written).
+
+    A job already final (completed, error, cancelled) is left as it is and returned unchanged, so cancelling
+    twice is harmless: the answer's `status` says how the job ended.
+    """
+    found = await manager.cancel_job(tenant=tenant, job_id=parse_job_id(job_id))
+    return JSONResponse(render.job(found))
 
 
 @router.get("/{job_id}", response_model=JobOut, responses={**ERRORS, **NOT_FOUND})
