@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from crawljobs.config import Settings
+from crawljobs.manager import JobManager
 from tests.acceptance.conftest import drop_prefix, system_settings_for
 from tests.acceptance.proxies import TestProxy
 from tests.acceptance.site import TestSite
@@ -129,3 +130,23 @@ def test_url_mode_makes_a_batch_and_crawls_it(fresh: System, site: TestSite, tmp
     assert "Processed 2 jobs (2 completed, 0 failed)" in result.stdout
     single = crawl(fresh.settings, f"url={site.url('/ok/u3')}")
     assert "Processed 1 jobs (1 completed, 0 failed)" in single.stdout, single.stderr[-3000:]
+
+
+def test_cancel_during_a_fetch_writes_no_result(fresh: System, site: TestSite) -> None:
+    fresh.start_worker()
+    job_id = fresh.submit(site.url("/slow?delay=3&n=cancel"))
+    deadline = time.monotonic() + 30
+    while held_by(fresh.settings, [job_id]) == 0:
+        assert time.monotonic() < deadline, fresh.logs_text()
+        time.sleep(0.05)
+
+    async def cancel(manager: JobManager) -> str:
+        return (await manager.cancel_job(tenant="acceptance", job_id=job_id)).status
+
+    assert fresh.with_manager(cancel) == "cancelled"
+    site.wait_for_hits("/slow?delay=3&n=cancel", 1, timeout=10)
+    time.sleep(4)  # the page has been fetched by now, and the worker has tried to write it
+    job = fresh.job(job_id)
+    assert job["status"] == "cancelled"
+    assert job["html"] is None
+    assert job["success_method"] is None
