@@ -258,22 +258,43 @@ async def next_attempt(
     return int(row["attempt"]) if row else None
 
 
-async def finish_jobs(
-    conn: AsyncConnection[Any], *, results: Sequence[dict[str, Any]], attempts: Sequence[dict[str, Any]]
-) -> list[uuid.UUID]:
-    """Write results (fenced) and attempts in one transaction, then NOTIFY the ids that were written.
+FINISH_COLUMNS = (
+    "id",
+    "attempt",
+    "status",
+    "html",
+    "html_length",
+    "processing_time_ms",
+    "success_method",
+    "http_status",
+    "final_url",
+    "content_type",
+    "error_message",
+    "cost",
+)
 
-    Returns the ids whose result was written; a result whose fence failed (lease lost, cancelled) is skipped.
+
+async def finish_jobs(
+    conn: AsyncConnection[Any],
+    *,
+    worker: str,
+    results: Sequence[dict[str, Any]],
+    attempts: Sequence[dict[str, Any]],
+) -> list[uuid.UUID]:
+    """Write results (fenced, in one statement) and attempts in one transaction, then NOTIFY the written ids.
+
+    ``results`` are dicts with the keys of FINISH_COLUMNS. Returns the ids whose result was written; a result
+    whose fence failed (the lease was lost, the job cancelled) is skipped.
     """
-    written: list[uuid.UUID] = []
+    params: dict[str, Any] = {name: [result[name] for result in results] for name in FINISH_COLUMNS}
+    params["worker"] = worker
     async with conn.transaction(), conn.cursor() as cur:
         if attempts:
             await cur.executemany(query("insert_attempt"), attempts)
-        for result in results:
-            await cur.execute(query("finish_job"), result)
-            row = await cur.fetchone()
-            if row is not None:
-                written.append(row[0])
+        written: list[uuid.UUID] = []
+        if results:
+            await cur.execute(query("finish_jobs"), params)
+            written = [row[0] for row in await cur.fetchall()]
         for start in range(0, len(written), _NOTIFY_IDS):
             payload = ",".join(str(i) for i in written[start : start + _NOTIFY_IDS])
             await cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, payload))

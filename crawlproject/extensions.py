@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from scrapy import signals
 from scrapy.crawler import Crawler
 
@@ -11,6 +13,8 @@ from crawlproject.context import WorkerContext
 class WorkerLifecycle:
     def __init__(self, crawler: Crawler) -> None:
         self.context = WorkerContext.of(crawler)
+        # Scrapy leaves the root logger at NOTSET, so every per-page DEBUG record is built and then dropped.
+        logging.getLogger("scrapy").setLevel(crawler.settings.get("LOG_LEVEL", "INFO"))
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
 

@@ -25,7 +25,7 @@ from scrapy.http import Response, TextResponse
 
 from crawljobs.exceptions import UrlRejected
 from crawljobs.urls import NetworkPolicy, parse_ip_literal, resolve_and_check
-from crawlproject.blocks import detect_block
+from crawlproject.blocks import DEFAULT_RULES, detect_block
 from crawlproject.context import ClaimedJob, WorkerContext
 from crawlproject.egress import REFUSED_HEADER
 from crawlproject.items import JobResult, failure_result
@@ -38,6 +38,19 @@ logger = logging.getLogger(__name__)
 
 class AddressForbidden(IgnoreRequest):
     """The target address is refused by the network rules."""
+
+
+# The headers the block rules read (decoding all of a response's headers for each page cost more).
+BLOCK_HEADERS = tuple({signature.header for signature in DEFAULT_RULES.header_signatures})
+
+
+def block_headers(response: Response) -> dict[str, str]:
+    found = {}
+    for name in BLOCK_HEADERS:
+        value = response.headers.get(name)
+        if value is not None:
+            found[name] = value.decode("latin-1")
+    return found
 
 
 def current_method(request: Request) -> Method:
@@ -176,9 +189,7 @@ class JobRetryMiddleware:
         content_type = raw_type.decode("latin-1") if raw_type else None
         block = detect_block(
             status=response.status,
-            headers={
-                k.decode("latin-1"): v[0].decode("latin-1") for k, v in response.headers.items() if v and v[0]
-            },
+            headers=block_headers(response),
             body=response.body,
             content_type=content_type,
             rendered=current_method(request).engine == "browser",

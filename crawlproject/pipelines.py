@@ -61,7 +61,6 @@ class ResultPipeline:
             {
                 "id": r.job.id,
                 "attempt": r.job.attempt,
-                "worker": worker,
                 "status": r.status,
                 "html": r.html,
                 "html_length": len(r.html) if r.html is not None else None,
@@ -81,7 +80,7 @@ class ResultPipeline:
         for delay in (0.5, 1, 2, 4, 8):
             try:
                 async with self.context.pool.connection() as conn:
-                    written = await store.finish_jobs(conn, results=results, attempts=attempts)
+                    written = await store.finish_jobs(conn, worker=worker, results=results, attempts=attempts)
                 break
             except Exception as exc:  # the database restarting: keep the results and try again
                 logger.warning("could not write %d results (%s); retrying", len(batch), exc)

@@ -34,6 +34,10 @@ EXTENSIONS = {
     "crawlproject.extensions.WorkerLifecycle": 0,
     "scrapy.extensions.telnet.TelnetConsole": None,
 }
+REMOTE_CONTROL_ENABLED = False
+# Each page yields exactly one item: Scrapy's default of 100 parallel item tasks per response was the
+# worker's largest single cost (bench/crawl.py, py-spy).
+CONCURRENT_ITEMS = 1
 DNS_RESOLVER = "crawlproject.resolver.GuardedResolver"
 
 # Politeness and throughput: one process per core, concurrency inside it.

@@ -158,16 +158,22 @@ UPDATE crawl_jobs SET attempt = attempt + 1, updated_at = now(),
 WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'processing' AND lease_owner = %(worker)s
 RETURNING attempt;
 
--- finish_job --
--- Write a job's result (completed or error), fenced by (id, attempt, owner); a stale worker changes nothing.
-UPDATE crawl_jobs
-SET status = %(status)s, html = %(html)s, html_length = %(html_length)s,
-    processing_time_ms = %(processing_time_ms)s, success_method = %(success_method)s,
-    http_status = %(http_status)s, final_url = %(final_url)s, content_type = %(content_type)s,
-    error_message = %(error_message)s, cost = cost + %(cost)s, completed_at = now(), updated_at = now(),
+-- finish_jobs --
+-- Write a batch of results (completed or error), each fenced by (id, attempt, owner): a stale worker's
+-- result, or one for a cancelled job, changes nothing. Returns the ids that were written.
+UPDATE crawl_jobs AS j
+SET status = r.status, html = r.html, html_length = r.html_length,
+    processing_time_ms = r.processing_time_ms, success_method = r.success_method,
+    http_status = r.http_status, final_url = r.final_url, content_type = r.content_type,
+    error_message = r.error_message, cost = j.cost + r.cost, completed_at = now(), updated_at = now(),
     lease_owner = NULL, lease_expires_at = NULL
-WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'processing' AND lease_owner = %(worker)s
-RETURNING id;
+FROM unnest(%(id)s::uuid[], %(attempt)s::int[], %(status)s::text[], %(html)s::text[], %(html_length)s::int[],
+            %(processing_time_ms)s::int[], %(success_method)s::text[], %(http_status)s::int[],
+            %(final_url)s::text[], %(content_type)s::text[], %(error_message)s::text[], %(cost)s::float8[])
+     AS r(id, attempt, status, html, html_length, processing_time_ms, success_method, http_status, final_url,
+          content_type, error_message, cost)
+WHERE j.id = r.id AND j.attempt = r.attempt AND j.status = 'processing' AND j.lease_owner = %(worker)s
+RETURNING j.id;
 
 -- insert_attempt --
 -- Record one fetch attempt.

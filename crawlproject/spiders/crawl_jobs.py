@@ -101,8 +101,8 @@ class CrawlJobsSpider(RedisSpider):
             source = self._from_table()
         else:
             source = self._from_urls()
-        async for job in source:
-            for out in await self._requests_for([job]):
+        async for jobs in source:
+            for out in await self._requests_for(jobs):
                 yield out
 
     async def _room(self) -> None:
@@ -111,7 +111,7 @@ class CrawlJobsSpider(RedisSpider):
         while len(self.context.held) >= self.max_in_flight or (engine is not None and engine.needs_backout()):  # noqa: ASYNC110
             await asyncio.sleep(0.02)
 
-    async def _from_queue(self) -> AsyncIterator[ClaimedJob]:
+    async def _from_queue(self) -> AsyncIterator[list[ClaimedJob]]:
         keys = (await self.context.manager()).keys
         redis = self.context.redis
         if redis is None:
@@ -136,10 +136,11 @@ class CrawlJobsSpider(RedisSpider):
             if len(ids) < len(raw):
                 logger.warning("dropped %d messages that are not job ids", len(raw) - len(ids))
             if ids:
-                for job in await self.context.claim(ids):
-                    yield job
+                jobs = await self.context.claim(ids)
+                if jobs:
+                    yield jobs
 
-    async def _from_table(self, *, batch_id: str | None = None) -> AsyncIterator[ClaimedJob]:
+    async def _from_table(self, *, batch_id: str | None = None) -> AsyncIterator[list[ClaimedJob]]:
         assert self.max_jobs is not None or batch_id is not None
         remaining = self.max_jobs if batch_id is None else None
         while remaining is None or remaining > 0:
@@ -150,10 +151,9 @@ class CrawlJobsSpider(RedisSpider):
                 return
             if remaining is not None:
                 remaining -= len(jobs)
-            for job in jobs:
-                yield job
+            yield jobs
 
-    async def _from_urls(self) -> AsyncIterator[ClaimedJob]:
+    async def _from_urls(self) -> AsyncIterator[list[ClaimedJob]]:
         manager = await self.context.manager()
         if self.one_url is not None:
             urls: list[object] = [self.one_url]
@@ -168,8 +168,8 @@ class CrawlJobsSpider(RedisSpider):
             logger.warning("refused %s: %s", failure.url, failure.reason)
         logger.info("batch %s: %d jobs", submission.batch_id, submission.success_count)
         while True:
-            async for job in self._from_table(batch_id=submission.batch_id):
-                yield job
+            async for jobs in self._from_table(batch_id=submission.batch_id):
+                yield jobs
             batch = await manager.get_batch(tenant=self.tenant, batch_id=submission.batch_id)
             if batch.counts.finished == batch.counts.total:
                 return
@@ -204,8 +204,8 @@ class CrawlJobsSpider(RedisSpider):
             },
         )
 
-    async def parse_page(self, response: Response) -> AsyncIterator[JobResult]:
-        yield response.meta["crawljobs_result"]
+    def parse_page(self, response: Response) -> list[JobResult]:
+        return [response.meta["crawljobs_result"]]
 
     async def on_error(self, failure: Failure) -> AsyncIterator[JobResult]:
         request = failure.request  # type: ignore[attr-defined]

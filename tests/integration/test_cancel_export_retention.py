@@ -137,7 +137,7 @@ def test_cancel_during_a_fetch_the_worker_writes_nothing(
                 conn, job_id=uuid.UUID(job["id"]), attempt=1, worker="w1", lease_seconds=30
             )
             written = await store.finish_jobs(
-                conn, results=[result(job["id"], 1, "w1", "<p>late</p>")], attempts=[]
+                conn, worker="w1", results=[result(job["id"], 1, "w1", "<p>late</p>")], attempts=[]
             )
         return renewed, retry, written
 

@@ -86,15 +86,21 @@ def test_writes_are_fenced_by_attempt_and_owner(settings: Settings, database_url
             await Sweeper(manager).sweep_once()
             claimed = await store.claim_jobs(conn, ids=[job_id], worker="new", lease_seconds=30)
             assert claimed[0]["attempt"] == 2
-            stale = await store.finish_jobs(conn, results=[result(job_id, 1, "old", "stale")], attempts=[])
+            stale = await store.finish_jobs(
+                conn, worker="old", results=[result(job_id, 1, "old", "stale")], attempts=[]
+            )
             assert stale == []
             assert (
                 await store.next_attempt(conn, job_id=job_id, attempt=1, worker="old", lease_seconds=30)
                 is None
             )
-            fresh = await store.finish_jobs(conn, results=[result(job_id, 2, "new", "fresh")], attempts=[])
+            fresh = await store.finish_jobs(
+                conn, worker="new", results=[result(job_id, 2, "new", "fresh")], attempts=[]
+            )
             assert fresh == [job_id]
-            again = await store.finish_jobs(conn, results=[result(job_id, 2, "new", "twice")], attempts=[])
+            again = await store.finish_jobs(
+                conn, worker="new", results=[result(job_id, 2, "new", "twice")], attempts=[]
+            )
             assert again == []  # completion is idempotent: done once
 
     run(settings, body)
