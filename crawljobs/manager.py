@@ -120,14 +120,25 @@ class JobManager:
         max_retries: int | None = None,
         idempotency_key: str | None = None,
     ) -> JobSubmission:
-        """Check one URL, commit its job, dispatch it on the priority list."""
-        if idempotency_key is not None:
-            replay = await self._replay_job(tenant=tenant, idempotency_key=idempotency_key)
-            if replay is not None:
-                return replay
+        """Check one URL, commit its job, dispatch it on the priority list.
+
+        The same Idempotency-Key with the same request answers the original job; with another request, 409.
+        """
         check = await self.check_urls([url])
         if check.rejected:
             raise UrlRejected(check.rejected[0][2], field="url")
+        wanted: dict[str, object] = {
+            "url": check.accepted[0][1],
+            "render": render,
+            "premium": premium,
+            "ultra_premium": ultra_premium,
+            "obey_robots": obey_robots,
+            "max_retries": self._max_retries(max_retries),
+        }
+        if idempotency_key is not None:
+            replay = await self._replay_job(tenant=tenant, idempotency_key=idempotency_key, wanted=wanted)
+            if replay is not None:
+                return replay
         try:
             async with self.pool.connection() as conn:
                 row = await store.insert_job(
@@ -146,7 +157,7 @@ class JobManager:
         except IdempotencyConflict:
             # Two requests with one key raced: the winner's job is the answer.
             assert idempotency_key is not None
-            replay = await self._replay_job(tenant=tenant, idempotency_key=idempotency_key)
+            replay = await self._replay_job(tenant=tenant, idempotency_key=idempotency_key, wanted=wanted)
             if replay is None:
                 raise
             return replay
@@ -156,13 +167,19 @@ class JobManager:
             job = dataclasses.replace(job, dispatched_at=None)
         return JobSubmission(job=job, dispatched=dispatched)
 
-    async def _replay_job(self, *, tenant: str, idempotency_key: str) -> JobSubmission | None:
+    async def _replay_job(
+        self, *, tenant: str, idempotency_key: str, wanted: dict[str, object]
+    ) -> JobSubmission | None:
         async with self.pool.connection() as conn:
             row = await store.find_job_by_idempotency_key(
                 conn, tenant=tenant, idempotency_key=idempotency_key
             )
         if row is None:
             return None
+        if any(row[name] != value for name, value in wanted.items()):
+            raise IdempotencyConflict(
+                "this Idempotency-Key was already used for a different job", job_id=str(row["id"])
+            )
         return JobSubmission(
             job=Job.from_row(row), dispatched=row["dispatched_at"] is not None, replayed=True
         )

@@ -213,3 +213,17 @@ def test_batch_of_many_urls_in_one_transaction(
         ).fetchone()
     assert count == (1,)  # one transaction wrote them all
     assert redis_client.llen(f"{allowed.queue_prefix}:queue:bulk") == 5000
+
+
+def test_single_job_idempotency_key_with_another_body_is_409(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    headers = {**auth, "Idempotency-Key": "single-conflict"}
+    assert client.post("/v1/jobs", json={"url": "https://example.com/a"}, headers=headers).status_code == 201
+    other = client.post("/v1/jobs", json={"url": "https://example.com/b"}, headers=headers)
+    assert other.status_code == 409
+    assert other.json()["code"] == "idempotency_conflict"
+    flags = client.post("/v1/jobs", json={"url": "https://example.com/a", "render": True}, headers=headers)
+    assert flags.status_code == 409
+    same = client.post("/v1/jobs", json={"url": "HTTPS://EXAMPLE.com/a"}, headers=headers)
+    assert same.status_code == 200  # the same request, spelled differently
