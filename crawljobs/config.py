@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(default=50_000, ge=1)
     max_url_length: int = Field(default=8192, ge=64)
     dns_timeout_seconds: float = Field(default=2.0, gt=0)
+    # The longest a wait route holds a request (a longer maxWaitTimeMs or timeout is cut to this).
+    max_wait_seconds: float = Field(default=300.0, gt=0)
 
     # Network rules: networks that fetched URLs may reach although they are not public.
     allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -378,3 +378,13 @@ async def purge_expired_html(conn: AsyncConnection[Any], *, ttl_seconds: int, li
     """Drop the HTML of up to `limit` jobs finished more than `ttl_seconds` ago; how many were purged."""
     rows = await _all(conn, "purge_expired_html", {"ttl_seconds": ttl_seconds, "limit": limit})
     return len(rows)
+
+
+async def get_jobs_meta(conn: AsyncConnection[Any], *, ids: Sequence[uuid.UUID]) -> list[Row]:
+    """Jobs by id without their HTML, whatever their tenant (the caller checks it)."""
+    return await _all(conn, "get_jobs_meta", {"ids": list(ids)})
+
+
+async def list_attempts_of_jobs(conn: AsyncConnection[Any], *, ids: Sequence[uuid.UUID]) -> list[Row]:
+    """The fetch attempts of several jobs, oldest first per job."""
+    return await _all(conn, "list_attempts_of_jobs", {"ids": list(ids)})

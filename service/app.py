@@ -16,8 +16,9 @@ from crawljobs.queue import redis_client
 from crawljobs.urls import Resolver, system_resolver
 from service.errors import install_error_handlers
 from service.limits import BodyLimitMiddleware
-from service.routes import batches, health, jobs, legacy
+from service.routes import batches, health, jobs, legacy, waiting
 from service.timing import ServerTimingMiddleware
+from service.waiting import CompletionHub, JobReader
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +53,14 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver = system_
         await pool.open(wait=False)
         redis = redis_client(settings.redis_url) if settings.redis_url else None
         app.state.manager = JobManager(pool=pool, redis=redis, settings=settings, resolver=resolver)
+        # One LISTEN connection for the whole process; waiters share the pool for their re-reads.
+        app.state.hub = hub = CompletionHub(settings.database_url)
+        app.state.job_reader = JobReader(pool)
+        await hub.start()
         try:
             yield
         finally:
+            await hub.stop()
             if redis is not None:
                 await redis.aclose()
             await pool.close()
@@ -71,6 +77,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver = system_
                 "name": "legacy",
                 "description": "The `/functions/v1` contract of the system crawljobs replaces.",
             },
+            {"name": "waiting", "description": "Wait for a job or a batch, or follow a batch's progress."},
             {"name": "health", "description": "Liveness and readiness, open without a key."},
         ],
     )
@@ -78,6 +85,6 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver = system_
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(ServerTimingMiddleware)
-    for module in (health, jobs, batches, legacy):
+    for module in (health, jobs, batches, legacy, waiting):
         app.include_router(module.router)
     return app

@@ -314,3 +314,38 @@ class LegacyProcessed(BaseModel):
     success: bool
     processed: int
     message: str
+
+
+# -- waiting ---------------------------------------------------------------------------------------
+
+
+class JobWaited(JobOut):
+    timed_out: bool = Field(description="True when the wait ended before the job was final.")
+    waited_ms: int
+
+
+class BatchWaited(BatchOut):
+    timed_out: bool = Field(description="True when the wait ended before every job was final.")
+    waited_ms: int
+
+
+class LegacyWaitForJob(BaseModel):
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [{"jobId": "uuid-here", "maxWaitTimeMs": 300000, "pollingIntervalMs": 5000}]
+        },
+    )
+    jobId: StrictStr
+    maxWaitTimeMs: float = Field(default=300_000, ge=0, description="Capped by CRAWLJOBS_MAX_WAIT_SECONDS.")
+    pollingIntervalMs: float | None = Field(
+        default=None, ge=0, description="Accepted and ignored: the wait is woken by the job's completion."
+    )
+
+
+class LegacyWaited(BaseModel):
+    success: bool
+    job: LegacyJob
+    waitTime: int
+    timedOut: bool | None = Field(default=None, description="Present (true) only when the wait timed out.")
+    message: str | None = Field(default=None, description="Present only when the wait timed out.")

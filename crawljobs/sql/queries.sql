@@ -274,3 +274,15 @@ WHERE id = ANY(ARRAY(
     FOR UPDATE SKIP LOCKED
 ))
 RETURNING id;
+
+-- get_jobs_meta --
+-- Jobs by id, of whatever tenant, without their HTML: the waiters' coalesced re-read (they check the tenant).
+SELECT id, tenant, batch_id, batch_index, url, status, render, premium, ultra_premium, obey_robots, priority, attempt,
+       max_retries, max_attempts, lease_owner, lease_expires_at, dispatched_at, created_at, updated_at,
+       started_at, completed_at, NULL::text AS html, html_length, processing_time_ms, success_method,
+       http_status, final_url, content_type, error_message, cost, idempotency_key
+FROM crawl_jobs WHERE id = ANY(%(ids)s::uuid[]);
+
+-- list_attempts_of_jobs --
+-- Every fetch attempt of the given jobs, oldest first per job.
+SELECT * FROM crawl_attempts WHERE job_id = ANY(%(ids)s::uuid[]) ORDER BY job_id, id;

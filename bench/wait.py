@@ -1,0 +1,182 @@
+"""From a job's completion to its waiter's answer, with 1 and with 1,000 concurrent waiters.
+
+    python -m bench.wait [--single 200] [--many 1000] [--rounds 3] [--pool-size 10]
+
+A real API process serves `GET /v1/jobs/{id}/wait`. The benchmark holds the waits open, then plays the worker:
+one transaction that sets the jobs completed and NOTIFYs their ids (200 per NOTIFY, as store.finish_jobs does).
+Each sample is the time from that commit returning to the waiter's response arriving in the client. Prints the
+median and the 99th percentile, and the database connections the API held while the waiters waited.
+Services: CRAWLJOBS_BENCH_DATABASE_URL and CRAWLJOBS_BENCH_REDIS_URL, else embedded ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+import httpx
+import psycopg
+
+from bench.common import api_process, median, scratch_database, services
+from crawljobs.store import NOTIFY_CHANNEL
+
+NOTIFY_IDS = 200
+# A request answered this fast found no backlog in the API.
+QUIET_SECONDS = 0.02
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def complete(conn: psycopg.Connection[tuple[Any, ...]], ids: list[str]) -> float:
+    """Finish the jobs and NOTIFY their ids in one transaction; the perf_counter when the commit returned."""
+    with conn.transaction():
+        conn.execute(
+            "UPDATE crawl_jobs SET status = 'completed', attempt = 1, completed_at = now(), updated_at = now(),"
+            " html = '<p>ok</p>', html_length = 9, success_method = 'http:direct' WHERE id = ANY(%s::uuid[])",
+            (ids,),
+        )
+        for start in range(0, len(ids), NOTIFY_IDS):
+            conn.execute(
+                "SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, ",".join(ids[start : start + NOTIFY_IDS]))
+            )
+    return time.perf_counter()
+
+
+def api_backends(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def submit(http: httpx.AsyncClient, count: int) -> list[str]:
+    urls = [f"http://127.0.0.1:8999/wait/{uuid.uuid4().hex}/{i}" for i in range(count)]
+    response = await http.post("/v1/batches", json={"urls": urls})
+    response.raise_for_status()
+    return [str(i) for i in response.json()["job_ids"]]
+
+
+async def held(http: httpx.AsyncClient, canary: str) -> None:
+    """Return once the API has taken in every wait sent before: a wait on a final job (the canary) is answered
+    quickly only when no request is queued ahead of it."""
+    deadline = time.perf_counter() + 60
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        response = await http.get(f"/v1/jobs/{canary}/wait", params={"timeout": 0})
+        response.raise_for_status()
+        if time.perf_counter() - started < QUIET_SECONDS:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
+
+
+async def raw_get(base: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    """One GET on its own connection, with asyncio streams: a thousand of them cost the client little (an
+    httpx pool of a thousand busy connections costs it seconds, which would be measured as the API's)."""
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        lines = [f"GET {path} HTTP/1.1", f"Host: {host}", "Connection: close"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        return status, await reader.readexactly(length)
+    finally:
+        writer.close()
+
+
+async def round_trip(
+    http: httpx.AsyncClient, conn: psycopg.Connection[tuple[Any, ...]], ids: list[str], canary: str
+) -> tuple[list[float], int]:
+    """Open a wait per id, complete them all at once; the latency of each (ms) and the API's connections."""
+    answered: dict[str, float] = {}
+
+    async def wait(job_id: str) -> None:
+        status, raw = await raw_get(
+            str(http.base_url).rstrip("/"), f"/v1/jobs/{job_id}/wait?timeout=120", headers
+        )
+        answered[job_id] = time.perf_counter()
+        body = json.loads(raw)
+        if status != 200 or body["status"] != "completed" or body["timed_out"]:
+            raise RuntimeError(f"unexpected answer: {status} {body}")
+
+    headers = {"Authorization": http.headers["Authorization"]}
+
+    tasks = [asyncio.create_task(wait(job_id)) for job_id in ids]
+    await held(http, canary)
+    if any(t.done() for t in tasks):
+        await asyncio.gather(*tasks)
+        raise RuntimeError("a wait was answered before its job completed")
+    connections = api_backends(conn)
+    committed = complete(conn, ids)
+    await asyncio.gather(*tasks)
+    return [(answered[job_id] - committed) * 1000 for job_id in ids], connections
+
+
+async def run(base: str, key: str, database_url: str, args: argparse.Namespace) -> None:
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    headers = {"Authorization": f"Bearer {key}"}
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=180, limits=limits) as http:
+            canary = (await submit(http, 1))[0]
+            complete(conn, [canary])
+            print(
+                f"{'waiters':>8} {'samples':>8} {'median ms':>10} {'p99 ms':>8} {'max ms':>8} {'API conns':>10}"
+            )
+            for waiters, rounds in ((1, args.single), (args.many, args.rounds)):
+                samples: list[float] = []
+                peak = 0
+                # One warm-up round, not counted.
+                for index in range(rounds + 1):
+                    ids = await submit(http, waiters)
+                    latencies, connections = await round_trip(http, conn, ids, canary)
+                    if index:
+                        samples.extend(latencies)
+                        peak = max(peak, connections)
+                print(
+                    f"{waiters:>8} {len(samples):>8} {median(samples):>10.1f} "
+                    f"{percentile(samples, 0.99):>8.1f} {max(samples):>8.1f} {peak:>10}"
+                )
+    print(f"(API pool size {args.pool_size}, plus one LISTEN connection; 'API conns' sampled while waiting)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--single", type=int, default=200, help="rounds with one waiter")
+    parser.add_argument("--many", type=int, default=1000, help="concurrent waiters in the crowded rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds with --many waiters")
+    parser.add_argument("--pool-size", type=int, default=10)
+    args = parser.parse_args()
+    with (
+        services() as (admin_url, redis_url),
+        scratch_database(admin_url) as database_url,
+        api_process(
+            database_url,
+            redis_url,
+            allowed_networks="127.0.0.1/32",
+            queue_prefix=f"bench{uuid.uuid4().hex[:6]}",
+            db_pool_size=str(args.pool_size),
+        ) as (base, key),
+    ):
+        asyncio.run(run(base, key, database_url, args))
+
+
+if __name__ == "__main__":
+    main()
