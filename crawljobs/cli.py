@@ -1,4 +1,4 @@
-"""The `crawljobs` command: run the system, migrate, manage API keys."""
+"""The `crawljobs` command: run the system, migrate, manage API keys; and talk to a running API."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from crawljobs.client_cli import register as register_client_commands
 from crawljobs.config import Settings
 from crawljobs.exceptions import CrawlJobsError
 
@@ -150,6 +151,9 @@ def keys_create(
         apply(conninfo)
         key = create_key(conninfo, name=name, tenant=tenant)
     sys.stdout.write(key + "\n")
+
+
+register_client_commands(app)  # submit, batch, status, batches, retry, cancel, export (crawljobs.client_cli)
 
 
 def main() -> None:

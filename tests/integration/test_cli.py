@@ -1,0 +1,197 @@
+"""The client commands of the CLI driven as a user would: ``python -m crawljobs.cli ...`` in a subprocess,
+against the real API (uvicorn on 127.0.0.1 in a thread), checking stdout, stderr and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from crawljobs.config import Settings
+from crawljobs.keys import create_key
+from tests.integration.test_client import URL, ServedApi, finish_jobs, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def served(database_url: str, redis_url: str) -> Iterator[ServedApi]:
+    prefix = f"cjtest:{secrets.token_hex(6)}"
+    settings = Settings(
+        database_url=database_url, redis_url=redis_url, queue_prefix=prefix, allowed_networks=["127.0.0.1/32"]
+    )
+    with ServedApi(settings) as api:
+        yield api
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.unlink(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def key(database_url: str) -> str:
+    return create_key(database_url, name="cli-tests")
+
+
+class Cli:
+    def __init__(self, base: str, key: str | None) -> None:
+        self.env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CRAWLJOBS_")}
+        self.env.update(CRAWLJOBS_URL=base, COLUMNS="200", NO_COLOR="1")
+        if key is not None:
+            self.env["CRAWLJOBS_API_KEY"] = key
+
+    def __call__(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "crawljobs.cli", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=ROOT,
+            timeout=60,
+        )
+
+
+@pytest.fixture
+def cli(served: ServedApi, key: str) -> Cli:
+    return Cli(served.base, key)
+
+
+def test_missing_key_is_a_configuration_error(served: ServedApi) -> None:
+    result = Cli(served.base, None)("status", "anything")
+    assert result.returncode == 2
+    assert "CRAWLJOBS_API_KEY is not set" in result.stderr and result.stdout == ""
+
+
+def test_submit_status_cancel_and_json(cli: Cli, database_url: str) -> None:
+    submitted = cli("submit", URL + "?cli", "--render")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+
+    shown = cli("status", job_id, "--json")
+    assert shown.returncode == 0
+    body = json.loads(shown.stdout)
+    assert body["type"] == "job" and body["id"] == job_id and body["status"] == "pending" and body["render"]
+
+    readable = cli("status", job_id)
+    assert job_id in readable.stdout and "pending" in readable.stdout
+
+    cancelled = cli("cancel", job_id)
+    assert cancelled.returncode == 0 and f"job {job_id}: cancelled" in cancelled.stdout
+    assert cli("status", job_id).returncode == 1  # a cancelled job did not succeed
+
+    failed_job = cli("submit", URL + "?cli-error").stdout.strip()
+    finish_jobs(database_url, [failed_job], status="error")
+    assert cli("status", failed_job).returncode == 1
+
+
+def test_submit_wait_success_and_timeout(cli: Cli, database_url: str) -> None:
+    def finish_pending() -> None:
+        import psycopg
+
+        with psycopg.connect(database_url) as conn:
+            rows = conn.execute(
+                "SELECT id::text FROM crawl_jobs WHERE url = %s AND status = 'pending'", (URL + "?cli-wait",)
+            ).fetchall()
+        finish_jobs(database_url, [r[0] for r in rows])
+
+    timer = threading.Timer(1.5, finish_pending)
+    timer.start()
+    waited = cli("submit", URL + "?cli-wait", "--wait", "--timeout", "30", "--json")
+    timer.join()
+    assert waited.returncode == 0, waited.stderr
+    assert json.loads(waited.stdout)["status"] == "completed"
+
+    timed_out = cli("submit", URL + "?cli-slow", "--wait", "--timeout", "0.5")
+    assert timed_out.returncode == 1
+    assert "still pending" in timed_out.stderr and "pending" in timed_out.stdout
+
+
+def test_api_errors_exit_3_with_the_message(cli: Cli, served: ServedApi) -> None:
+    missing = cli("status", "00000000-0000-0000-0000-000000000000")
+    assert missing.returncode == 3 and "batch_not_found" in missing.stderr
+
+    refused = cli("submit", "ftp://127.0.0.1/file")
+    assert refused.returncode == 3 and "HTTP 422" in refused.stderr
+
+    stranger = Cli(served.base, "not-a-key")("batches")
+    assert stranger.returncode == 3 and "HTTP 401" in stranger.stderr
+
+    nowhere = Cli(f"http://127.0.0.1:{free_port()}", "k")("batches")
+    assert nowhere.returncode == 3 and "cannot reach" in nowhere.stderr
+
+    assert cli("export", "b", "-o", "x", "--format", "xml").returncode == 2
+    assert cli("submit").returncode == 2  # usage
+
+
+def test_batch_from_stdin_wait_status_retry_export(cli: Cli, database_url: str, tmp_path: Path) -> None:
+    urls = "\n".join([f"{URL}?s={i}" for i in range(3)] + ["# a comment", "", "ftp://127.0.0.1/refused"])
+    batch_id = f"cli-{secrets.token_hex(4)}"
+    submitted = cli("batch", "-", "--batch-id", batch_id, "--json", stdin=urls)
+    assert submitted.returncode == 0, submitted.stderr
+    body = json.loads(submitted.stdout)
+    assert body["batch_id"] == batch_id and body["accepted"] == 3 and body["rejected"] == 1
+    assert "refused #3" in submitted.stderr
+    ids = [i for i in body["job_ids"] if i]
+
+    finish_jobs(database_url, ids[:2])
+    finish_jobs(database_url, ids[2:], status="error")
+    status = cli("status", batch_id, "--json")
+    assert status.returncode == 1  # done, with a failed job
+    assert json.loads(status.stdout)["counts"]["error"] == 1
+    assert f"batch {batch_id}: 100% done" in cli("status", batch_id).stdout
+
+    listed = cli("batches", "--json", "--limit", "100")
+    assert batch_id in [b["batch_id"] for b in json.loads(listed.stdout)["batches"]]
+    assert batch_id in cli("batches", "--limit", "100").stdout
+
+    retried = cli("retry", batch_id)
+    assert retried.returncode == 0 and "retried 1 job(s)" in retried.stdout
+
+    out = tmp_path / "export.ndjson"
+    exported = cli("export", batch_id, "-o", str(out))
+    assert exported.returncode == 0 and f"to {out}" in exported.stderr
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ids
+    csv_out = tmp_path / "export.csv"
+    assert cli("export", batch_id, "-o", str(csv_out), "--format", "csv").returncode == 0
+    assert csv_out.read_text().splitlines()[0].startswith("index,id,url,status")
+
+    cancelled = cli("cancel", batch_id)
+    assert cancelled.returncode == 0 and "cancelled 1 job(s)" in cancelled.stdout
+
+
+def test_batch_file_wait_with_progress(cli: Cli, database_url: str, tmp_path: Path) -> None:
+    source = tmp_path / "urls.txt"
+    source.write_text("\n".join(f"{URL}?w={i}" for i in range(4)) + "\n")
+    batch_id = f"cli-wait-{secrets.token_hex(4)}"
+
+    def finish() -> None:
+        import psycopg
+
+        with psycopg.connect(database_url) as conn:
+            rows = conn.execute("SELECT id::text FROM crawl_jobs WHERE batch_id = %s", (batch_id,)).fetchall()
+        finish_jobs(database_url, [r[0] for r in rows])
+
+    timer = threading.Timer(1.5, finish)
+    timer.start()
+    waited = cli("batch", str(source), "--batch-id", batch_id, "--wait", "--timeout", "30")
+    timer.join()
+    assert waited.returncode == 0, waited.stderr
+    assert waited.stdout.strip() == batch_id
+    assert "4/4" in waited.stderr  # the progress bar's last state
+
+    timed_out = cli("batch", str(source), "--wait", "--timeout", "0.5")
+    assert timed_out.returncode == 1 and "0% done" in timed_out.stderr
+
+    assert cli("batch", str(tmp_path / "missing.txt")).returncode == 2

@@ -1,0 +1,368 @@
+"""The Python client (`crawljobs.client`) against the real API: uvicorn on a free 127.0.0.1 port in a thread,
+on real PostgreSQL and Redis. No worker runs: the tests finish jobs as a worker's pipeline would (UPDATE the
+rows and ``pg_notify`` their ids in one transaction). Only ``http://127.0.0.1:9/...`` URLs are submitted
+(allowed by ``CRAWLJOBS_ALLOWED_NETWORKS=127.0.0.1/32``), so nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import FrozenInstanceError
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import redis
+import uvicorn
+
+from crawljobs.client import (
+    AsyncClient,
+    Client,
+    Conflict,
+    ConnectionFailed,
+    InvalidRequest,
+    Job,
+    NotFound,
+    Unauthorized,
+    WaitTimeout,
+)
+from crawljobs.config import Settings
+from crawljobs.keys import create_key
+from service.app import create_app
+from tests.integration.conftest import fake_resolver
+
+URL = "http://127.0.0.1:9/page"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServedApi:
+    """The real app served by uvicorn on loopback in a thread, for the whole test module."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            create_app(settings, resolver=fake_resolver),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="client-test-api", daemon=True)
+
+    def __enter__(self) -> ServedApi:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise AssertionError("the API did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+def finish_jobs(database_url: str, ids: Sequence[str], *, status: str = "completed") -> None:
+    """Finish jobs as the worker's pipeline does: the rows and one NOTIFY of their ids, in one transaction."""
+    with psycopg.connect(database_url) as conn:
+        if status == "completed":
+            conn.execute(
+                """UPDATE crawl_jobs SET status = 'completed', html = '<html>' || id || '</html>',
+                       html_length = length('<html>' || id || '</html>'), processing_time_ms = 42,
+                       success_method = 'http:direct', http_status = 200, completed_at = now(),
+                       updated_at = now(), attempt = 1
+                   WHERE id = ANY(%s::uuid[])""",
+                (list(ids),),
+            )
+        else:
+            conn.execute(
+                """UPDATE crawl_jobs SET status = 'error', error_message = 'HTTP 500', attempt = max_attempts,
+                       completed_at = now(), updated_at = now() WHERE id = ANY(%s::uuid[])""",
+                (list(ids),),
+            )
+        conn.execute("SELECT pg_notify('crawljobs_jobs', %s)", (",".join(ids),))
+
+
+def finish_later(database_url: str, ids: Sequence[str], delay: float, **kwargs: str) -> threading.Thread:
+    def run() -> None:
+        time.sleep(delay)
+        finish_jobs(database_url, ids, **kwargs)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture(scope="module")
+def api_settings(database_url: str, redis_url: str) -> Iterator[Settings]:
+    prefix = f"cjtest:{secrets.token_hex(6)}"
+    yield Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        queue_prefix=prefix,
+        allowed_networks=["127.0.0.1/32"],
+    )
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.unlink(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def served(api_settings: Settings) -> Iterator[ServedApi]:
+    with ServedApi(api_settings) as api:
+        yield api
+
+
+@pytest.fixture(scope="module")
+def key(database_url: str) -> str:
+    return create_key(database_url, name="client-tests")
+
+
+@pytest.fixture
+def client(served: ServedApi, key: str) -> Iterator[Client]:
+    with Client(served.base, key, timeout=10) as c:
+        yield c
+
+
+def test_submit_get_and_typed_results(client: Client) -> None:
+    job = client.submit(URL + "?one", render=True, max_retries=2)
+    assert isinstance(job, Job)
+    assert job.status == "pending" and not job.is_final
+    assert job.url == URL + "?one" and job.render and not job.premium
+    assert job.max_retries == 2 and job.created_at is not None
+    with pytest.raises(FrozenInstanceError):
+        job.status = "completed"  # type: ignore[misc]
+    again = client.get(job.id)
+    assert again.id == job.id and again.html is None
+
+
+def test_configured_by_environment(served: ServedApi, key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRAWLJOBS_URL", served.base)
+    monkeypatch.setenv("CRAWLJOBS_API_KEY", key)
+    with Client() as c:
+        assert c.base_url == served.base
+        assert c.batches(limit=1).limit == 1
+
+
+def test_idempotency_key_replays_and_conflicts(client: Client) -> None:
+    token = secrets.token_hex(8)
+    first = client.submit(URL + "?idem", idempotency_key=token)
+    assert client.submit(URL + "?idem", idempotency_key=token).id == first.id
+    batch_token = secrets.token_hex(8)
+    replayed = client.submit_batch([URL + "?idem"], idempotency_key=batch_token)
+    assert client.submit_batch([URL + "?idem"], idempotency_key=batch_token).batch_id == replayed.batch_id
+    with pytest.raises(Conflict) as caught:
+        client.submit_batch([URL + "?other"], idempotency_key=batch_token)
+    assert caught.value.status == 409 and caught.value.code == "idempotency_conflict"
+
+
+def test_typed_errors(served: ServedApi, client: Client) -> None:
+    with Client(served.base, "not-a-key") as stranger, pytest.raises(Unauthorized) as unauthorized:
+        stranger.submit(URL)
+    assert unauthorized.value.status == 401 and unauthorized.value.code == "unauthorized"
+
+    with pytest.raises(NotFound) as missing:
+        client.get("00000000-0000-0000-0000-000000000000")
+    assert missing.value.status == 404 and missing.value.code == "job_not_found"
+    with pytest.raises(NotFound) as missing_batch:
+        client.get_batch("no-such-batch")
+    assert missing_batch.value.code == "batch_not_found"
+
+    with pytest.raises(InvalidRequest) as invalid:
+        client.submit("ftp://127.0.0.1/file")
+    assert invalid.value.status == 422 and invalid.value.message
+
+    batch_id = f"dup-{secrets.token_hex(4)}"
+    client.submit_batch([URL], batch_id=batch_id)
+    with pytest.raises(Conflict) as taken:
+        client.submit_batch([URL], batch_id=batch_id)
+    assert taken.value.code == "batch_exists"
+
+    with Client(f"http://127.0.0.1:{free_port()}", "k") as nowhere, pytest.raises(ConnectionFailed):
+        nowhere.get("00000000-0000-0000-0000-000000000000")
+
+
+def test_wait_is_released_by_completion(client: Client, database_url: str) -> None:
+    job = client.submit(URL + "?wait")
+    finisher = finish_later(database_url, [job.id], 0.3)
+    started = time.monotonic()
+    done = client.wait(job.id, timeout=20)
+    assert time.monotonic() - started < 10
+    finisher.join()
+    assert done.ok and done.status == "completed" and done.success_method == "http:direct"
+    assert client.get(job.id, include_html=True).html == f"<html>{job.id}</html>"
+    assert client.html(job.id) == f"<html>{job.id}</html>"
+
+
+def test_legacy_pattern_submit_then_wait(client: Client, database_url: str) -> None:
+    """The documented two-liner: submit, wait with a timeout, carry on."""
+    finisher = threading.Timer(0.3, lambda: finish_jobs(database_url, _pending_ids(database_url)))
+    finisher.start()
+    job = client.wait(client.submit(URL + "?legacy").id, timeout=20)
+    finisher.join()
+    assert job.status == "completed"
+
+
+def _pending_ids(database_url: str) -> list[str]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT id::text FROM crawl_jobs WHERE url LIKE %s AND status = 'pending'", ("%?legacy",)
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def test_wait_timeout_carries_the_job(client: Client) -> None:
+    job = client.submit(URL + "?slow")
+    started = time.monotonic()
+    with pytest.raises(WaitTimeout) as caught:
+        client.wait(job.id, timeout=0.5)
+    assert 0.4 < time.monotonic() - started < 8
+    assert caught.value.job is not None and caught.value.job.id == job.id
+    assert caught.value.job.status == "pending"
+
+
+def test_wait_on_an_unknown_job_is_not_found(client: Client) -> None:
+    with pytest.raises(NotFound):
+        client.wait("00000000-0000-0000-0000-000000000000", timeout=1)
+
+
+def test_batch_submit_wait_iterate_and_page(client: Client, database_url: str) -> None:
+    urls = [f"{URL}?b={i}" for i in range(5)] + ["ftp://127.0.0.1/refused"]
+    submission = client.submit_batch(urls, premium=True)
+    assert submission.total == 6 and submission.accepted == 5 and submission.rejected == 1
+    assert submission.failures[0].index == 5 and submission.job_ids[5] is None
+    ids = [i for i in submission.job_ids if i is not None]
+
+    with pytest.raises(WaitTimeout) as caught:
+        client.wait_batch(submission.batch_id, timeout=0.3)
+    assert caught.value.batch is not None and caught.value.batch.counts.pending == 5
+
+    finish_later(database_url, ids[:4], 0.2)
+    finish_later(database_url, ids[4:], 0.4, status="error")
+    batch = client.wait_batch(submission.batch_id, timeout=20)
+    assert batch.is_done and batch.progress == 100
+    assert (batch.counts.completed, batch.counts.error, batch.counts.total) == (4, 1, 5)
+
+    results = list(client.iter_results(submission.batch_id))
+    assert [job.id for job in results] == ids
+    assert [job.index for job in results] == [0, 1, 2, 3, 4]
+    assert results[0].html == f"<html>{ids[0]}</html>" and results[4].status == "error"
+
+    page = client.get_batch(submission.batch_id, status="error")
+    assert [job.id for job in page.jobs] == ids[4:]
+    listed = client.batches(limit=100)
+    assert submission.batch_id in [b.batch_id for b in listed.batches]
+    assert listed.total >= 1 and listed.limit == 100
+
+    assert client.retry_failed(submission.batch_id) == 1
+    assert client.get(ids[4]).status == "pending"
+
+
+def test_cancel_job_and_batch(client: Client) -> None:
+    job = client.submit(URL + "?cancel")
+    assert client.cancel(job.id).status == "cancelled"
+    assert client.cancel(job.id).status == "cancelled"  # twice is harmless
+    submission = client.submit_batch([f"{URL}?c={i}" for i in range(3)])
+    assert client.cancel_batch(submission.batch_id) == 3
+    assert client.get_batch(submission.batch_id).counts.cancelled == 3
+    with pytest.raises(NotFound):
+        client.cancel_batch("no-such-batch")
+
+
+def test_export_to_files(client: Client, database_url: str, tmp_path: Path) -> None:
+    submission = client.submit_batch([f"{URL}?e={i}" for i in range(3)])
+    ids = [i for i in submission.job_ids if i is not None]
+    finish_jobs(database_url, ids)
+
+    ndjson = tmp_path / "out.ndjson"
+    written = client.export(submission.batch_id, ndjson)
+    assert written == ndjson.stat().st_size > 0
+    lines = [json.loads(line) for line in ndjson.read_text().splitlines()]
+    assert [line["id"] for line in lines] == ids and lines[0]["html"] == f"<html>{ids[0]}</html>"
+
+    csv_path = tmp_path / "out.csv"
+    client.export(submission.batch_id, csv_path, format="csv")
+    rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
+    assert [row["id"] for row in rows] == ids and rows[0]["status"] == "completed"
+
+    json_path = tmp_path / "out.json"
+    client.export(submission.batch_id, json_path, format="json")
+    assert [job["id"] for job in json.loads(json_path.read_text())] == ids
+
+    with pytest.raises(NotFound):
+        client.export("no-such-batch", tmp_path / "none.ndjson")
+
+
+def test_async_client(served: ServedApi, key: str, database_url: str) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(served.base, key, timeout=10) as c:
+            job = await c.submit(URL + "?async")
+            assert (await c.get(job.id)).status == "pending"
+            with pytest.raises(WaitTimeout):
+                await c.wait(job.id, timeout=0.3)
+            finish_later(database_url, [job.id], 0.2)
+            assert (await c.wait(job.id, timeout=20)).ok
+
+            submission = await c.submit_batch([f"{URL}?a={i}" for i in range(2)])
+            ids = [i for i in submission.job_ids if i is not None]
+            finish_later(database_url, ids, 0.2)
+            assert (await c.wait_batch(submission.batch_id, timeout=20)).is_done
+            assert [j.id async for j in c.iter_results(submission.batch_id)] == ids
+            buffer = io.BytesIO()
+            await c.export(submission.batch_id, buffer, format="csv")
+            assert buffer.getvalue().count(b"\n") == 3
+            assert (await c.batches(limit=5)).batches
+            assert await c.retry_failed(submission.batch_id) == 0
+            other = await c.submit(URL + "?async-cancel")
+            assert (await c.cancel(other.id)).status == "cancelled"
+            assert await c.cancel_batch(submission.batch_id) == 0
+            with pytest.raises(NotFound):
+                await c.get("00000000-0000-0000-0000-000000000000")
+
+    asyncio.run(scenario())
+
+
+class WithoutWaitRoutes(httpx.HTTPTransport):
+    """A server from before the wait routes: they answer the router's own 404 (`not_found`)."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/wait"):
+            body = {"success": False, "code": "not_found", "error": "Not Found"}
+            return httpx.Response(404, json=body, request=request)
+        return super().handle_request(request)
+
+
+def test_wait_falls_back_to_polling_without_the_wait_routes(
+    served: ServedApi, key: str, database_url: str
+) -> None:
+    with Client(served.base, key, poll_interval=0.1, transport=WithoutWaitRoutes()) as c:
+        job = c.submit(URL + "?poll")
+        with pytest.raises(WaitTimeout):
+            c.wait(job.id, timeout=0.3)
+        finish_later(database_url, [job.id], 0.2)
+        assert c.wait(job.id, timeout=20).ok
+        submission = c.submit_batch([URL + "?poll-batch"])
+        finish_later(database_url, [i for i in submission.job_ids if i], 0.2)
+        assert c.wait_batch(submission.batch_id, timeout=20).is_done
