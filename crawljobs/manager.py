@@ -46,6 +46,11 @@ def new_batch_id() -> str:
     return f"batch-{secrets.token_hex(8)}"
 
 
+def new_webhook_secret() -> str:
+    """A tenant's webhook signing secret (256 random bits)."""
+    return f"whsec_{secrets.token_hex(32)}"
+
+
 def request_hash(payload: dict[str, Any]) -> str:
     """A stable digest of a submission, to tell an idempotent replay from a different request."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
@@ -105,6 +110,15 @@ class JobManager:
             dns_timeout=self.settings.dns_timeout_seconds,
         )
 
+    async def check_callback_url(self, callback_url: object | None, *, field: str) -> str | None:
+        """The normalised callback URL (same network rules as crawl URLs), or UrlRejected naming `field`."""
+        if callback_url is None:
+            return None
+        check = await self.check_urls([callback_url])
+        if check.rejected:
+            raise UrlRejected(f"{field}: {check.rejected[0][2]}", field=field)
+        return check.accepted[0][1]
+
     def _max_retries(self, max_retries: int | None) -> int:
         return self.settings.max_retries if max_retries is None else max_retries
 
@@ -119,6 +133,8 @@ class JobManager:
         obey_robots: bool = False,
         max_retries: int | None = None,
         idempotency_key: str | None = None,
+        callback_url: object | None = None,
+        callback_field: str = "callback_url",
     ) -> JobSubmission:
         """Check one URL, commit its job, dispatch it on the priority list.
 
@@ -127,6 +143,7 @@ class JobManager:
         check = await self.check_urls([url])
         if check.rejected:
             raise UrlRejected(check.rejected[0][2], field="url")
+        callback = await self.check_callback_url(callback_url, field=callback_field)
         wanted: dict[str, object] = {
             "url": check.accepted[0][1],
             "render": render,
@@ -134,6 +151,7 @@ class JobManager:
             "ultra_premium": ultra_premium,
             "obey_robots": obey_robots,
             "max_retries": self._max_retries(max_retries),
+            "callback_url": callback,
         }
         if idempotency_key is not None:
             replay = await self._replay_job(tenant=tenant, idempotency_key=idempotency_key, wanted=wanted)
@@ -153,6 +171,7 @@ class JobManager:
                     max_retries=self._max_retries(max_retries),
                     priority=PRIORITY_SINGLE,
                     idempotency_key=idempotency_key,
+                    callback_url=callback,
                 )
         except IdempotencyConflict:
             # Two requests with one key raced: the winner's job is the answer.
@@ -196,23 +215,26 @@ class JobManager:
         max_retries: int | None = None,
         batch_id: str | None = None,
         idempotency_key: str | None = None,
+        callback_url: object | None = None,
+        callback_field: str = "callback_url",
     ) -> BatchSubmission:
         """Check a batch's URLs, commit the good ones in one transaction (COPY), then dispatch them.
 
         Bad URLs are reported by index; a batch with no good URL raises NoValidUrls and writes nothing.
         """
         retries = self._max_retries(max_retries)
-        fingerprint = request_hash(
-            {
-                "urls": list(urls),
-                "render": render,
-                "premium": premium,
-                "ultra_premium": ultra_premium,
-                "obey_robots": obey_robots,
-                "max_retries": retries,
-                "batch_id": batch_id,
-            }
-        )
+        hashed: dict[str, Any] = {
+            "urls": list(urls),
+            "render": render,
+            "premium": premium,
+            "ultra_premium": ultra_premium,
+            "obey_robots": obey_robots,
+            "max_retries": retries,
+            "batch_id": batch_id,
+        }
+        if callback_url is not None:  # only when given: the hashes of earlier batches stay as they were
+            hashed["callback_url"] = callback_url
+        fingerprint = request_hash(hashed)
         if idempotency_key is not None:
             replay = await self._replay_batch(
                 tenant=tenant, idempotency_key=idempotency_key, fingerprint=fingerprint
@@ -228,6 +250,7 @@ class JobManager:
             async with self.pool.connection() as conn:
                 if await store.find_batch(conn, tenant=tenant, batch_id=batch_id) is not None:
                     raise BatchAlreadyExists(f"batch {batch_id!r} already exists", batch_id=batch_id)
+        callback = await self.check_callback_url(callback_url, field=callback_field)
         check = await self.check_urls(urls)
         failures = tuple(Rejection(index, raw, reason) for index, raw, reason in check.rejected)
         if not check.accepted:
@@ -259,6 +282,7 @@ class JobManager:
                     idempotency_key=idempotency_key,
                     request_hash=fingerprint,
                     response=_stored_response(submission),
+                    callback_url=callback,
                 )
                 await store.copy_jobs(
                     conn,
@@ -438,6 +462,22 @@ class JobManager:
                 conn, tenant=tenant, batch_id=batch_id, with_html=True, limit=limit, offset=offset
             )
         return [(row["batch_index"], Job.from_row(row)) for row in rows]
+
+    # -- webhooks --------------------------------------------------------------------------------
+
+    async def webhook_secret(self, *, tenant: str) -> str:
+        """The tenant's webhook signing secret, made on first use."""
+        async with self.pool.connection() as conn:
+            return await store.tenant_secret(conn, tenant=tenant, new_secret=new_webhook_secret())
+
+    async def webhook_deliveries(
+        self, *, tenant: str, job_id: uuid.UUID | None, batch_id: str | None, limit: int, offset: int
+    ) -> list[dict[str, Any]]:
+        """A page of the tenant's webhook delivery log, newest first."""
+        async with self.pool.connection() as conn:
+            return await store.list_deliveries(
+                conn, tenant=tenant, job_id=job_id, batch_id=batch_id, limit=limit, offset=offset
+            )
 
 
 def _stored_response(submission: BatchSubmission) -> dict[str, Any]:

@@ -54,6 +54,7 @@ async def insert_job(
     max_retries: int,
     priority: int,
     idempotency_key: str | None,
+    callback_url: str | None = None,
 ) -> Row:
     """Insert a single job, marked dispatched (the caller undoes that if the push to Redis fails)."""
     params = {
@@ -67,6 +68,7 @@ async def insert_job(
         "max_retries": max_retries,
         "priority": priority,
         "idempotency_key": idempotency_key,
+        "callback_url": callback_url,
     }
     try:
         row = await _one(conn, "insert_job", params)
@@ -98,6 +100,7 @@ async def insert_batch(
     idempotency_key: str | None,
     request_hash: str,
     response: dict[str, Any],
+    callback_url: str | None = None,
 ) -> None:
     """Insert a batch row. Raises BatchAlreadyExists when the id or the Idempotency-Key is taken."""
     params = {
@@ -112,6 +115,7 @@ async def insert_batch(
         "idempotency_key": idempotency_key,
         "request_hash": request_hash,
         "response": Jsonb(response),
+        "callback_url": callback_url,
     }
     try:
         async with conn.cursor() as cur:
@@ -295,10 +299,24 @@ async def finish_jobs(
         if results:
             await cur.execute(query("finish_jobs"), params)
             written = [row[0] for row in await cur.fetchall()]
+        if written:  # webhooks: outbox rows commit with the results (set-based, no per-row round trips)
+            await cur.execute(query("record_job_events"), {"ids": written})
+            await _record_batch_events(cur, written)
         for start in range(0, len(written), _NOTIFY_IDS):
             payload = ",".join(str(i) for i in written[start : start + _NOTIFY_IDS])
             await cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, payload))
     return written
+
+
+async def _record_batch_events(cur: psycopg.AsyncCursor[Any], ids: Sequence[uuid.UUID]) -> None:
+    """batch.completed for the batches of `ids` that are now done, in the caller's transaction.
+
+    The batches are locked first, in a statement of their own: a concurrent writer of the same batch's last
+    jobs waits for this transaction, and its next statement (a new snapshot) sees these jobs final.
+    """
+    await cur.execute(query("lock_callback_batches"), {"ids": list(ids)})
+    if await cur.fetchall():
+        await cur.execute(query("record_batch_events"), {"ids": list(ids)})
 
 
 async def release_jobs(
@@ -339,6 +357,8 @@ async def cancel_job(conn: AsyncConnection[Any], *, tenant: str, job_id: uuid.UU
     async with conn.transaction(), conn.cursor() as cur:
         await cur.execute(query("cancel_job"), {"tenant": tenant, "id": job_id})
         ids = [row[0] for row in await cur.fetchall()]
+        if ids:
+            await _record_batch_events(cur, ids)
         await _notify(cur, ids)
     return bool(ids)
 
@@ -348,6 +368,8 @@ async def cancel_batch_jobs(conn: AsyncConnection[Any], *, tenant: str, batch_id
     async with conn.transaction(), conn.cursor() as cur:
         await cur.execute(query("cancel_batch_jobs"), {"tenant": tenant, "batch_id": batch_id})
         ids = [row[0] for row in await cur.fetchall()]
+        if ids:
+            await _record_batch_events(cur, ids[:1])  # one id names the batch
         await _notify(cur, ids)
     return ids
 
@@ -388,3 +410,52 @@ async def get_jobs_meta(conn: AsyncConnection[Any], *, ids: Sequence[uuid.UUID])
 async def list_attempts_of_jobs(conn: AsyncConnection[Any], *, ids: Sequence[uuid.UUID]) -> list[Row]:
     """The fetch attempts of several jobs, oldest first per job."""
     return await _all(conn, "list_attempts_of_jobs", {"ids": list(ids)})
+
+
+# -- webhooks ------------------------------------------------------------------------------------------
+
+
+async def claim_due_deliveries(conn: AsyncConnection[Any], *, limit: int, lease_seconds: int) -> list[Row]:
+    """Due webhook deliveries, their next attempt pushed `lease_seconds` ahead and counted (see the SQL)."""
+    return await _all(conn, "claim_due_deliveries", {"limit": limit, "lease_seconds": lease_seconds})
+
+
+async def mark_delivered(conn: AsyncConnection[Any], *, delivery_id: uuid.UUID, status: int) -> None:
+    async with conn.cursor() as cur:
+        await cur.execute(query("mark_delivered"), {"id": delivery_id, "status": status})
+
+
+async def mark_delivery_failed(
+    conn: AsyncConnection[Any],
+    *,
+    delivery_id: uuid.UUID,
+    status: int | None,
+    error: str,
+    retry_in: float | None,
+) -> None:
+    """Record a failed attempt; try again in `retry_in` seconds, or give up when it is None."""
+    params = {"id": delivery_id, "status": status, "error": error, "retry_in": retry_in}
+    async with conn.cursor() as cur:
+        await cur.execute(query("mark_delivery_failed"), params)
+
+
+async def list_deliveries(
+    conn: AsyncConnection[Any],
+    *,
+    tenant: str,
+    job_id: uuid.UUID | None,
+    batch_id: str | None,
+    limit: int,
+    offset: int,
+) -> list[Row]:
+    params = {"tenant": tenant, "job_id": job_id, "batch_id": batch_id, "limit": limit, "offset": offset}
+    return await _all(conn, "list_deliveries", params)
+
+
+async def tenant_secret(conn: AsyncConnection[Any], *, tenant: str, new_secret: str) -> str:
+    """The tenant's webhook signing secret; `new_secret` becomes it when the tenant has none yet."""
+    for _ in range(2):  # a concurrent first use: the other insert wins, read it on the second pass
+        row = await _one(conn, "tenant_secret", {"tenant": tenant, "secret": new_secret})
+        if row is not None:
+            return str(row["secret"])
+    raise RuntimeError(f"no webhook secret for tenant {tenant!r}")

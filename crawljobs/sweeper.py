@@ -5,7 +5,8 @@ Every few seconds it
 - dispatches pending jobs that were never dispatched (Redis was down, or an API process died after commit),
 - dispatches again pending jobs dispatched long ago when Redis holds fewer messages than there are such jobs
   (the messages were lost: FLUSHALL, a Redis restart without persistence),
-- drops the HTML of jobs finished longer ago than ``CRAWLJOBS_RESULT_TTL`` (their metadata stays).
+- drops the HTML of jobs finished longer ago than ``CRAWLJOBS_RESULT_TTL`` (their metadata stays),
+- sends the webhook deliveries that are due (``crawljobs.webhooks``).
 
 Each step claims its rows with ``FOR UPDATE SKIP LOCKED``, so any number of sweepers can run at once.
 """
@@ -22,6 +23,7 @@ from crawljobs import store
 from crawljobs.config import Settings
 from crawljobs.manager import PRIORITY_SINGLE, JobManager
 from crawljobs.queue import redis_client
+from crawljobs.webhooks import WebhookSender
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ class SweepReport:
     dispatched: int = 0
     redispatched: int = 0
     purged: int = 0  # jobs whose HTML was dropped by retention (CRAWLJOBS_RESULT_TTL)
+    webhooks_delivered: int = 0
 
     @property
     def busy(self) -> bool:
@@ -76,6 +79,7 @@ class Sweeper:
                 extra={"action": "reclaim"},
             )
         report.purged = await self._purge_expired_html()
+        report.webhooks_delivered = await self._deliver_webhooks()
 
         while True:  # never dispatched: all of them, in chunks
             async with pool.connection() as conn:
@@ -120,6 +124,14 @@ class Sweeper:
                 "dropped the HTML of %d jobs finished over %d s ago", purged, ttl, extra={"action": "purge"}
             )
         return purged
+
+    async def _deliver_webhooks(self) -> int:
+        """Send due webhook deliveries; a failure here never stops the rest of the sweep."""
+        try:
+            return await WebhookSender(self.manager).deliver_due()
+        except Exception:
+            logger.exception("webhook delivery failed; trying again next sweep", extra={"action": "webhook"})
+            return 0
 
     async def _missing_messages(self) -> int:
         """How many pending, dispatched jobs have no message in Redis (0 when Redis cannot say)."""

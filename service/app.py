@@ -16,7 +16,7 @@ from crawljobs.queue import redis_client
 from crawljobs.urls import Resolver, system_resolver
 from service.errors import install_error_handlers
 from service.limits import BodyLimitMiddleware
-from service.routes import batches, health, jobs, legacy, waiting
+from service.routes import batches, health, jobs, legacy, waiting, webhooks
 from service.timing import ServerTimingMiddleware
 from service.waiting import CompletionHub, JobReader
 
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver = system_
                 "description": "The `/functions/v1` contract of the system crawljobs replaces.",
             },
             {"name": "waiting", "description": "Wait for a job or a batch, or follow a batch's progress."},
+            {"name": "webhooks", "description": "Webhook deliveries and the signing secret."},
             {"name": "health", "description": "Liveness and readiness, open without a key."},
         ],
     )
@@ -85,6 +86,6 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver = system_
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(ServerTimingMiddleware)
-    for module in (health, jobs, batches, legacy, waiting):
+    for module in (health, jobs, batches, legacy, waiting, webhooks):
         app.include_router(module.router)
     return app

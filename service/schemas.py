@@ -26,6 +26,9 @@ class JobCreate(BaseModel):
     ultra_premium: StrictBool = Field(default=False, description="Start at the ultra-premium proxy tier.")
     obey_robots: StrictBool = Field(default=False, description="Obey the site's robots.txt.")
     max_retries: RetriesField | None = None
+    callback_url: StrictStr | None = Field(
+        default=None, description="POSTed signed JSON when the job ends (see Webhooks in the README)."
+    )
 
 
 class BatchCreate(BaseModel):
@@ -50,6 +53,9 @@ class BatchCreate(BaseModel):
     obey_robots: StrictBool = False
     max_retries: RetriesField | None = None
     batch_id: BatchIdField | None = None
+    callback_url: StrictStr | None = Field(
+        default=None, description="POSTed signed JSON as each job ends and when the batch is done."
+    )
 
 
 class Failure(BaseModel):
@@ -200,6 +206,7 @@ class LegacySubmitJob(BaseModel):
     render: StrictBool = False
     obeyRobots: StrictBool = False
     maxRetries: RetriesField | None = None
+    callbackUrl: StrictStr | None = None
 
 
 class LegacySubmitBatch(BaseModel):
@@ -224,6 +231,7 @@ class LegacySubmitBatch(BaseModel):
     obeyRobots: StrictBool = False
     batchId: BatchIdField | None = None
     maxRetries: RetriesField | None = None
+    callbackUrl: StrictStr | None = None
 
 
 class LegacyRetryFailed(BaseModel):

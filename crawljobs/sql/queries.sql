@@ -14,9 +14,9 @@ SELECT count(*) FROM api_keys WHERE revoked_at IS NULL;
 -- insert_job --
 -- Insert one job (a single submission) and return it.
 INSERT INTO crawl_jobs (id, tenant, url, render, premium, ultra_premium, obey_robots, priority, max_retries,
-                        max_attempts, dispatched_at, idempotency_key)
+                        max_attempts, dispatched_at, idempotency_key, callback_url)
 VALUES (%(id)s, %(tenant)s, %(url)s, %(render)s, %(premium)s, %(ultra_premium)s, %(obey_robots)s, %(priority)s,
-        %(max_retries)s, %(max_retries)s + 1, now(), %(idempotency_key)s)
+        %(max_retries)s, %(max_retries)s + 1, now(), %(idempotency_key)s, %(callback_url)s)
 RETURNING *;
 
 -- find_job_by_idempotency_key --
@@ -26,9 +26,9 @@ SELECT * FROM crawl_jobs WHERE tenant = %(tenant)s AND idempotency_key = %(idemp
 -- insert_batch --
 -- Insert a batch row; its jobs follow by COPY in the same transaction.
 INSERT INTO crawl_batches (tenant, batch_id, total, render, premium, ultra_premium, obey_robots, max_retries,
-                           idempotency_key, request_hash, response)
+                           idempotency_key, request_hash, response, callback_url)
 VALUES (%(tenant)s, %(batch_id)s, %(total)s, %(render)s, %(premium)s, %(ultra_premium)s, %(obey_robots)s,
-        %(max_retries)s, %(idempotency_key)s, %(request_hash)s, %(response)s);
+        %(max_retries)s, %(idempotency_key)s, %(request_hash)s, %(response)s, %(callback_url)s);
 
 -- copy_jobs --
 -- COPY target for a batch's jobs (rows written by the store).
@@ -286,3 +286,106 @@ FROM crawl_jobs WHERE id = ANY(%(ids)s::uuid[]);
 -- list_attempts_of_jobs --
 -- Every fetch attempt of the given jobs, oldest first per job.
 SELECT * FROM crawl_attempts WHERE job_id = ANY(%(ids)s::uuid[]) ORDER BY job_id, id;
+
+-- record_job_events --
+-- Webhooks, in the writer's transaction: one outbox row per written job whose job or batch has a callback.
+INSERT INTO webhook_deliveries (tenant, event, job_id, batch_id, url, payload)
+SELECT j.tenant, e.event, j.id, j.batch_id, coalesce(j.callback_url, b.callback_url),
+       jsonb_build_object(
+           'event', e.event,
+           'created_at', now(),
+           'job', jsonb_build_object(
+               'id', j.id, 'batch_id', j.batch_id, 'url', j.url, 'status', j.status, 'attempt', j.attempt,
+               'http_status', j.http_status, 'final_url', j.final_url, 'content_type', j.content_type,
+               'success_method', j.success_method, 'html_length', j.html_length,
+               'processing_time_ms', j.processing_time_ms, 'error_message', j.error_message, 'cost', j.cost,
+               'created_at', j.created_at, 'completed_at', j.completed_at))
+FROM crawl_jobs AS j
+LEFT JOIN crawl_batches AS b ON j.batch_id IS NOT NULL AND b.tenant = j.tenant AND b.batch_id = j.batch_id
+CROSS JOIN LATERAL (SELECT CASE WHEN j.status = 'completed' THEN 'job.completed' ELSE 'job.failed' END) AS e(event)
+WHERE j.id = ANY(%(ids)s::uuid[]) AND coalesce(j.callback_url, b.callback_url) IS NOT NULL;
+
+-- lock_callback_batches --
+-- Webhooks: lock the batches (with a callback) of the given jobs, in a fixed order, until the transaction
+-- ends: writers finishing jobs of one batch take turns, so the last of them sees every other job final.
+SELECT 1 FROM crawl_batches
+WHERE callback_url IS NOT NULL
+  AND (tenant, batch_id) IN (
+      SELECT DISTINCT tenant, batch_id FROM crawl_jobs WHERE id = ANY(%(ids)s::uuid[]) AND batch_id IS NOT NULL)
+ORDER BY tenant, batch_id
+FOR NO KEY UPDATE;
+
+-- record_batch_events --
+-- Webhooks: batch.completed for each batch (with a callback) of the written jobs that has no job left
+-- pending or processing; the unique index makes a second writer's insert a no-op.
+INSERT INTO webhook_deliveries (tenant, event, batch_id, url, payload)
+SELECT b.tenant, 'batch.completed', b.batch_id, b.callback_url,
+       jsonb_build_object(
+           'event', 'batch.completed',
+           'created_at', now(),
+           'batch', jsonb_build_object(
+               'batch_id', b.batch_id, 'total', b.total, 'created_at', b.created_at,
+               'completed', c.completed, 'error', c.error, 'cancelled', c.cancelled))
+FROM crawl_batches AS b
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE j.status = 'completed') AS completed,
+           count(*) FILTER (WHERE j.status = 'error') AS error,
+           count(*) FILTER (WHERE j.status = 'cancelled') AS cancelled,
+           count(*) FILTER (WHERE j.status IN ('pending', 'processing')) AS open
+    FROM crawl_jobs AS j WHERE j.tenant = b.tenant AND j.batch_id = b.batch_id
+) AS c
+WHERE b.callback_url IS NOT NULL AND c.open = 0
+  AND (b.tenant, b.batch_id) IN (
+      SELECT DISTINCT tenant, batch_id FROM crawl_jobs WHERE id = ANY(%(ids)s::uuid[]) AND batch_id IS NOT NULL)
+ON CONFLICT (tenant, batch_id) WHERE event = 'batch.completed' DO NOTHING;
+
+-- claim_due_deliveries --
+-- The sender: take up to `limit` due deliveries and push their next attempt `lease_seconds` ahead before
+-- sending (a second sender skips them), counting the attempt.
+UPDATE webhook_deliveries
+SET next_attempt_at = now() + make_interval(secs => %(lease_seconds)s), attempts = attempts + 1
+WHERE id IN (
+    SELECT id FROM webhook_deliveries
+    WHERE delivered_at IS NULL AND gave_up_at IS NULL AND next_attempt_at <= now()
+    ORDER BY next_attempt_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, tenant, event, url, payload, attempts;
+
+-- mark_delivered --
+-- A delivery answered with 2xx.
+UPDATE webhook_deliveries SET delivered_at = now(), last_status = %(status)s, last_error = NULL
+WHERE id = %(id)s;
+
+-- mark_delivery_failed --
+-- A delivery that failed: try again at `retry_in` seconds, or give up when `retry_in` is null.
+UPDATE webhook_deliveries
+SET last_status = %(status)s, last_error = %(error)s,
+    next_attempt_at = CASE WHEN %(retry_in)s::float8 IS NULL THEN next_attempt_at
+                           ELSE now() + make_interval(secs => %(retry_in)s::float8) END,
+    gave_up_at = CASE WHEN %(retry_in)s::float8 IS NULL THEN now() END
+WHERE id = %(id)s;
+
+-- list_deliveries --
+-- A page of a tenant's webhook deliveries, newest first, optionally of one job or one batch.
+SELECT id, event, job_id, batch_id, url, payload, attempts, next_attempt_at, last_status, last_error,
+       delivered_at, gave_up_at, created_at
+FROM webhook_deliveries
+WHERE tenant = %(tenant)s
+  AND (%(job_id)s::uuid IS NULL OR job_id = %(job_id)s::uuid)
+  AND (%(batch_id)s::text IS NULL OR batch_id = %(batch_id)s::text)
+ORDER BY created_at DESC, id
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- tenant_secret --
+-- A tenant's webhook signing secret, made on first use (the given one is kept only if none exists).
+WITH made AS (
+    INSERT INTO tenant_secrets (tenant, secret) VALUES (%(tenant)s, %(secret)s)
+    ON CONFLICT (tenant) DO NOTHING
+    RETURNING secret
+)
+SELECT secret FROM made
+UNION ALL
+SELECT secret FROM tenant_secrets WHERE tenant = %(tenant)s
+LIMIT 1;

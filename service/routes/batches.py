@@ -56,6 +56,7 @@ async def submit_batch(
         max_retries=body.max_retries,
         batch_id=body.batch_id,
         idempotency_key=idempotency_key,
+        callback_url=body.callback_url,
     )
     return JSONResponse(render.batch_submission(submission), status_code=200 if submission.replayed else 201)
 

@@ -31,6 +31,7 @@ async def submit_job(
         obey_robots=body.obey_robots,
         max_retries=body.max_retries,
         idempotency_key=idempotency_key,
+        callback_url=body.callback_url,
     )
     return JSONResponse(render.job(submission.job), status_code=200 if submission.replayed else 201)
 

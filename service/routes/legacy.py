@@ -48,6 +48,8 @@ async def submit_crawl_job(
         obey_robots=body.obeyRobots,
         max_retries=body.maxRetries,
         idempotency_key=idempotency_key,
+        callback_url=body.callbackUrl,
+        callback_field="callbackUrl",
     )
     return JSONResponse(
         {
@@ -76,6 +78,8 @@ async def submit_crawl_jobs_batch(
         max_retries=body.maxRetries,
         batch_id=body.batchId,
         idempotency_key=idempotency_key,
+        callback_url=body.callbackUrl,
+        callback_field="callbackUrl",
     )
     return JSONResponse(render.legacy_batch_submission(submission))
 

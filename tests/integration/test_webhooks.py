@@ -1,0 +1,347 @@
+"""Webhooks against real PostgreSQL and a receiver on 127.0.0.1: outbox, retries, signature, restarts, rules."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from crawljobs import store
+from crawljobs.config import Settings
+from crawljobs.manager import JobManager
+from crawljobs.sweeper import Sweeper
+from crawljobs.webhooks import verify
+from tests.integration.conftest import fake_resolver, make_client
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+    answered: int
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver on a loopback address: answers each of `failures` first requests with 500."""
+
+    host: str
+    failures: int = 0
+    received: list[Received] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://{self.host}:{self.server.server_address[1]}/hook"
+
+    def start(self) -> Receiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                answer = 500 if len(receiver.received) < receiver.failures else 200
+                receiver.received.append(Received(dict(self.headers.items()), body, answer))
+                self.send_response(answer)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((self.host, 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+@pytest.fixture
+def receiver_factory() -> Iterator[Callable[..., Receiver]]:
+    started: list[Receiver] = []
+
+    def start(host: str = "127.0.0.1", failures: int = 0) -> Receiver:
+        receiver = Receiver(host, failures).start()
+        started.append(receiver)
+        return receiver
+
+    yield start
+    for receiver in started:
+        receiver.stop()
+
+
+@pytest.fixture
+def loopback_settings(settings: Settings) -> Settings:
+    return Settings(**{**settings.model_dump(), "allowed_networks": ["127.0.0.1/32"]})
+
+
+def run(settings: Settings, body: Callable[[JobManager], Coroutine[Any, Any, Any]]) -> Any:
+    """Run `body` with a new manager (a process of its own, as far as the database can tell)."""
+
+    async def main() -> Any:
+        assert settings.database_url is not None
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            settings.database_url, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False
+        )
+        await pool.open()
+        try:
+            return await body(JobManager(pool=pool, redis=None, settings=settings, resolver=fake_resolver))
+        finally:
+            await pool.close()
+
+    return asyncio.run(main())
+
+
+def completed(job_id: uuid.UUID, attempt: int) -> dict[str, Any]:
+    return {
+        "id": job_id, "attempt": attempt, "status": "completed", "html": "<p>ok</p>", "html_length": 9,
+        "processing_time_ms": 5, "success_method": "http:direct", "http_status": 200,
+        "final_url": "https://example.com/", "content_type": "text/html", "error_message": None, "cost": 1.0,
+    }  # fmt: skip
+
+
+async def finish(manager: JobManager, ids: list[uuid.UUID]) -> None:
+    """Claim and complete jobs the way a worker does."""
+    async with manager.pool.connection() as conn:
+        claimed = await store.claim_jobs(conn, ids=ids, worker="w", lease_seconds=30)
+        written = await store.finish_jobs(
+            conn, worker="w", results=[completed(row["id"], row["attempt"]) for row in claimed], attempts=[]
+        )
+    assert sorted(written) == sorted(ids)
+
+
+async def sweep_until_settled(manager: JobManager, *, rounds: int = 6) -> None:
+    """Sweep, making every failed delivery due again at once (instead of waiting out its backoff)."""
+    for _ in range(rounds):
+        await Sweeper(manager).sweep_once()
+        async with manager.pool.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE webhook_deliveries SET next_attempt_at = now() "
+                "WHERE delivered_at IS NULL AND gave_up_at IS NULL RETURNING id"
+            )
+            if not await cur.fetchall():
+                return
+
+
+def deliveries(database_url: str, where: str = "true") -> list[tuple[Any, ...]]:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(
+            "SELECT event, attempts, last_status, last_error, delivered_at IS NOT NULL, job_id, batch_id "
+            f"FROM webhook_deliveries WHERE {where} ORDER BY created_at, event"
+        ).fetchall()
+
+
+def test_failing_receiver_gets_one_signed_delivery_after_retries(
+    loopback_settings: Settings, database_url: str, receiver_factory: Callable[..., Receiver]
+) -> None:
+    receiver = receiver_factory(failures=2)
+    tenant = "hooks-retry"
+
+    async def body(manager: JobManager) -> tuple[uuid.UUID, str]:
+        submission = await manager.submit_job(
+            tenant=tenant, url="https://example.com/a", callback_url=receiver.url
+        )
+        await finish(manager, [submission.job.id])
+        await sweep_until_settled(manager)
+        return submission.job.id, await manager.webhook_secret(tenant=tenant)
+
+    job_id, secret = run(loopback_settings, body)
+
+    assert [r.answered for r in receiver.received] == [500, 500, 200]
+    ids = {r.headers["X-Crawljobs-Delivery"] for r in receiver.received}
+    assert len(ids) == 1  # the same delivery, tried three times
+    accepted = receiver.received[-1]
+    assert accepted.headers["X-Crawljobs-Event"] == "job.completed"
+    signature = accepted.headers["X-Crawljobs-Signature"]
+    assert verify(secret, accepted.headers["X-Crawljobs-Timestamp"], accepted.body, signature)
+    assert not verify("whsec_wrong", accepted.headers["X-Crawljobs-Timestamp"], accepted.body, signature)
+    payload = json.loads(accepted.body)
+    assert payload["id"] == ids.pop()
+    assert payload["event"] == "job.completed"
+    assert payload["job"]["id"] == str(job_id)
+    assert payload["job"]["status"] == "completed"
+    rows = deliveries(database_url, f"tenant = '{tenant}'")
+    assert [(r[0], r[1], r[2], r[4]) for r in rows] == [("job.completed", 3, 200, True)]
+
+
+def test_deliveries_survive_a_restart_and_batches_report_completion(
+    loopback_settings: Settings, database_url: str, receiver_factory: Callable[..., Receiver]
+) -> None:
+    receiver = receiver_factory()
+    tenant = "hooks-restart"
+
+    async def finish_batch(manager: JobManager) -> str:
+        submission = await manager.submit_batch(
+            tenant=tenant,
+            urls=["https://example.com/1", "https://example.com/2"],
+            callback_url=receiver.url,
+        )
+        await finish(manager, [i for i in submission.job_ids if i is not None])
+        return submission.batch_id
+
+    batch_id = run(loopback_settings, finish_batch)  # the "API process" stops with its outbox unsent
+    assert receiver.received == []
+    assert [r[0] for r in deliveries(database_url, f"tenant = '{tenant}'")] == [
+        "batch.completed",
+        "job.completed",
+        "job.completed",
+    ]
+
+    async def deliver(manager: JobManager) -> None:
+        await sweep_until_settled(manager)
+
+    run(loopback_settings, deliver)  # a new process delivers them
+    events = sorted(r.headers["X-Crawljobs-Event"] for r in receiver.received)
+    assert events == ["batch.completed", "job.completed", "job.completed"]
+    done = json.loads(next(r.body for r in receiver.received if b"batch.completed" in r.body))
+    assert done["batch"] == {**done["batch"], "batch_id": batch_id, "total": 2, "completed": 2, "error": 0}
+    assert all(r[4] and r[1] == 1 for r in deliveries(database_url, f"tenant = '{tenant}'"))
+
+
+def test_a_batch_finished_by_a_cancel_reports_its_completion(
+    loopback_settings: Settings, database_url: str
+) -> None:
+    tenant = "hooks-cancel"
+
+    async def body(manager: JobManager) -> str:
+        submission = await manager.submit_batch(
+            tenant=tenant,
+            urls=["https://example.com/c1", "https://example.com/c2", "https://example.com/c3"],
+            callback_url="http://127.0.0.1:9/never-called",
+        )
+        first = submission.job_ids[0]
+        assert first is not None
+        await finish(manager, [first])
+        async with manager.pool.connection() as conn:
+            assert len(await store.cancel_batch_jobs(conn, tenant=tenant, batch_id=submission.batch_id)) == 2
+        return submission.batch_id
+
+    batch_id = run(loopback_settings, body)
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT event, payload -> 'batch' FROM webhook_deliveries WHERE tenant = %s ORDER BY event",
+            (tenant,),
+        ).fetchall()
+    assert [event for event, _ in rows] == ["batch.completed", "job.completed"]
+    assert rows[0][1] == {**rows[0][1], "batch_id": batch_id, "completed": 1, "cancelled": 2, "error": 0}
+
+
+def test_concurrent_writers_of_a_batch_last_jobs_report_its_completion_once(
+    loopback_settings: Settings, database_url: str
+) -> None:
+    tenant = "hooks-race"
+
+    async def body(manager: JobManager) -> None:
+        for _ in range(5):
+            submission = await manager.submit_batch(
+                tenant=tenant,
+                urls=[f"https://example.com/r{i}" for i in range(4)],
+                callback_url="http://127.0.0.1:9/never-called",
+            )
+            ids = [i for i in submission.job_ids if i is not None]
+            # Four workers write one job each at the same time.
+            await asyncio.gather(*(finish(manager, [job_id]) for job_id in ids))
+
+    run(loopback_settings, body)
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT count(*) FROM webhook_deliveries WHERE tenant = %s AND event = 'batch.completed'",
+            (tenant,),
+        ).fetchone()
+    assert rows == (5,)
+
+
+def test_forbidden_callback_is_refused_at_submit_and_at_delivery(
+    loopback_settings: Settings,
+    auth: dict[str, str],
+    database_url: str,
+    receiver_factory: Callable[..., Receiver],
+) -> None:
+    forbidden = receiver_factory(host="127.0.0.2")
+    with make_client(loopback_settings) as client:
+        refused = client.post(
+            "/v1/jobs", json={"url": "https://example.com/", "callback_url": forbidden.url}, headers=auth
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["code"] == "url_rejected"
+        assert "callback_url" in refused.text
+        legacy = client.post(
+            "/functions/v1/submit-crawl-jobs-batch",
+            json={"urls": ["https://example.com/"], "callbackUrl": forbidden.url},
+            headers=auth,
+        )
+        assert legacy.status_code == 422, legacy.text
+        assert "callbackUrl" in legacy.text
+    with psycopg.connect(database_url) as conn:
+        written = conn.execute("SELECT count(*) FROM crawl_jobs WHERE tenant = 'tenant-a'").fetchone()
+        assert written == (0,)
+        # A row that names it anyway (written before the rules changed): refused at delivery time too.
+        conn.execute(
+            "INSERT INTO webhook_deliveries (tenant, event, url, payload) "
+            "VALUES ('hooks-forbidden', 'job.failed', %s, '{}')",
+            (forbidden.url,),
+        )
+
+    run(loopback_settings, lambda manager: Sweeper(manager).sweep_once())
+    assert forbidden.received == []
+    ((_, attempts, status, error, delivered, _, _),) = deliveries(database_url, "tenant = 'hooks-forbidden'")
+    assert (attempts, status, delivered) == (1, None, False)
+    assert "refused by the network rules" in error
+
+
+def test_delivery_log_and_secret_are_per_tenant(
+    loopback_settings: Settings,
+    auth: dict[str, str],
+    other_auth: dict[str, str],
+    receiver_factory: Callable[..., Receiver],
+) -> None:
+    receiver = receiver_factory()
+    with make_client(loopback_settings) as client:
+        created = client.post(
+            "/v1/jobs", json={"url": "https://example.com/log", "callback_url": receiver.url}, headers=auth
+        )
+        assert created.status_code == 201, created.text
+        job_id = uuid.UUID(created.json()["id"])
+
+        run(loopback_settings, lambda manager: finish(manager, [job_id]))
+        run(loopback_settings, sweep_until_settled)
+
+        mine = client.get("/v1/webhooks/deliveries", params={"job_id": str(job_id)}, headers=auth)
+        assert mine.status_code == 200, mine.text
+        (entry,) = mine.json()["deliveries"]
+        assert (entry["event"], entry["status"], entry["attempts"], entry["job_id"]) == (
+            "job.completed",
+            "delivered",
+            1,
+            str(job_id),
+        )
+        theirs = client.get("/v1/webhooks/deliveries", params={"job_id": str(job_id)}, headers=other_auth)
+        assert theirs.status_code == 200
+        assert theirs.json()["deliveries"] == []
+        assert (
+            client.get("/v1/webhooks/deliveries", params={"job_id": "nope"}, headers=auth).status_code == 422
+        )
+
+        secret = client.get("/v1/webhooks/secret", headers=auth).json()["secret"]
+        assert client.get("/v1/webhooks/secret", headers=auth).json()["secret"] == secret
+        assert client.get("/v1/webhooks/secret", headers=other_auth).json()["secret"] != secret
+        (received,) = receiver.received
+        assert verify(
+            secret,
+            received.headers["X-Crawljobs-Timestamp"],
+            received.body,
+            received.headers["X-Crawljobs-Signature"],
+        )
