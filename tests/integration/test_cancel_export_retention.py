@@ -2,47 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
 import uuid
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from psycopg_pool import AsyncConnectionPool
 
 from crawljobs import store
 from crawljobs.config import Settings
 from crawljobs.manager import JobManager
 from crawljobs.sweeper import Sweeper, SweepReport
 from service.render import EXPORT_CSV_FIELDS
-from tests.integration.conftest import fake_resolver
-
-
-def run(settings: Settings, body: Callable[[JobManager], Coroutine[Any, Any, Any]]) -> Any:
-    """Run `body` with a manager on the test's database and Redis (a worker or the sweeper, in small)."""
-
-    async def main() -> Any:
-        import redis.asyncio as aioredis
-
-        assert settings.database_url is not None
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            settings.database_url, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False
-        )
-        await pool.open()
-        client = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
-        try:
-            return await body(JobManager(pool=pool, redis=client, settings=settings, resolver=fake_resolver))
-        finally:
-            if client is not None:
-                await client.aclose()
-            await pool.close()
-
-    return asyncio.run(main())
+from tests.integration.conftest import run_with_manager
 
 
 def result(job_id: uuid.UUID | str, attempt: int, worker: str, html: str) -> dict[str, Any]:
@@ -103,7 +78,7 @@ def test_cancel_a_pending_job(
         async with manager.pool.connection() as conn:
             return await store.claim_jobs(conn, ids=[job["id"]], worker="w", lease_seconds=30)
 
-    assert run(settings, claim) == []
+    assert run_with_manager(settings, claim) == []
     # Cancelling again changes nothing and answers the job as it stands.
     again = client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth)
     assert again.status_code == 200
@@ -121,7 +96,7 @@ def test_cancel_during_a_fetch_the_worker_writes_nothing(
         async with manager.pool.connection() as conn:
             return await store.claim_jobs(conn, ids=[job["id"]], worker="w1", lease_seconds=30)
 
-    claimed = run(settings, claim)
+    claimed = run_with_manager(settings, claim)
     assert [(str(r["id"]), r["attempt"]) for r in claimed] == [(job["id"], 1)]
     assert client.get(f"/v1/jobs/{job['id']}", headers=auth).json()["status"] == "processing"
 
@@ -141,7 +116,7 @@ def test_cancel_during_a_fetch_the_worker_writes_nothing(
             )
         return renewed, retry, written
 
-    assert run(settings, worker_finishes) == ([], None, [])
+    assert run_with_manager(settings, worker_finishes) == ([], None, [])
     row = row_of(database_url, job["id"])
     assert row["status"] == "cancelled"
     assert row["html"] is None and row["html_length"] is None and row["http_status"] is None
@@ -184,7 +159,7 @@ def test_cancel_a_batch(
         async with manager.pool.connection() as conn:
             return await store.claim_jobs(conn, ids=ids[4:6], worker="w", lease_seconds=30)
 
-    assert len(run(settings, claim)) == 2
+    assert len(run_with_manager(settings, claim)) == 2
     listener = Listener(database_url)
     response = client.post("/v1/batches/cancel-batch/cancel", headers=auth)
     assert response.status_code == 200, response.text
@@ -395,12 +370,12 @@ def test_the_sweeper_drops_expired_html_and_keeps_the_metadata(
 
     # TTL 0 disables retention: nothing is purged, however old.
     off = Settings(**{**settings.model_dump(), "result_ttl": 0})
-    report: SweepReport = run(off, lambda manager: Sweeper(manager).sweep_once())
+    report: SweepReport = run_with_manager(off, lambda manager: Sweeper(manager).sweep_once())
     assert report.purged == 0
     assert row_of(database_url, old)["html"] == "<p>page</p>"
 
     assert settings.result_ttl == 7 * 24 * 3600  # the default
-    report = run(settings, lambda manager: Sweeper(manager).sweep_once())
+    report = run_with_manager(settings, lambda manager: Sweeper(manager).sweep_once())
     assert report.purged == 3 and report.busy
 
     after = row_of(database_url, old)
@@ -429,7 +404,7 @@ def test_the_sweeper_drops_expired_html_and_keeps_the_metadata(
     assert client.get(f"/v1/jobs/{old}/html", headers=auth).status_code == 404
 
     # A second sweep has nothing left to purge.
-    assert run(settings, lambda manager: Sweeper(manager).sweep_once()).purged == 0
+    assert run_with_manager(settings, lambda manager: Sweeper(manager).sweep_once()).purged == 0
 
 
 def test_retention_purges_in_chunks(
@@ -444,7 +419,7 @@ def test_retention_purges_in_chunks(
             (ids,),
         )
     hour = Settings(**{**settings.model_dump(), "result_ttl": 3600})
-    report = run(hour, lambda manager: Sweeper(manager, batch_limit=10).sweep_once())
+    report = run_with_manager(hour, lambda manager: Sweeper(manager, batch_limit=10).sweep_once())
     assert report.purged == 25
     with psycopg.connect(database_url) as conn:
         left = conn.execute("SELECT count(*) FROM crawl_jobs WHERE html IS NOT NULL").fetchone()

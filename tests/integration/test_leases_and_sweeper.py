@@ -4,40 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import psycopg
 import redis
-from psycopg_pool import AsyncConnectionPool
 
 from crawljobs import store
 from crawljobs.config import Settings
 from crawljobs.manager import JobManager
 from crawljobs.sweeper import Sweeper
-from tests.integration.conftest import fake_resolver
-
-
-def run(settings: Settings, body: Callable[[JobManager], Coroutine[Any, Any, Any]]) -> Any:
-    """Run `body` with a manager on the test's database and Redis."""
-
-    async def main() -> Any:
-        import redis.asyncio as aioredis
-
-        assert settings.database_url is not None
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            settings.database_url, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False
-        )
-        await pool.open()
-        client = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
-        try:
-            return await body(JobManager(pool=pool, redis=client, settings=settings, resolver=fake_resolver))
-        finally:
-            if client is not None:
-                await client.aclose()
-            await pool.close()
-
-    return asyncio.run(main())
+from tests.integration.conftest import run_with_manager
 
 
 async def _submit(manager: JobManager, n: int, tenant: str = "t") -> list[uuid.UUID]:
@@ -65,7 +41,7 @@ def test_claim_is_exclusive_and_duplicates_are_harmless(settings: Settings) -> N
         assert all(r["attempt"] == 1 for r in first)
         assert second == []
 
-    run(settings, body)
+    run_with_manager(settings, body)
 
 
 def test_writes_are_fenced_by_attempt_and_owner(settings: Settings, database_url: str) -> None:
@@ -103,7 +79,7 @@ def test_writes_are_fenced_by_attempt_and_owner(settings: Settings, database_url
             )
             assert again == []  # completion is idempotent: done once
 
-    run(settings, body)
+    run_with_manager(settings, body)
     with psycopg.connect(database_url) as conn:
         row = conn.execute("SELECT status, html, attempt FROM crawl_jobs WHERE html IS NOT NULL").fetchone()
     assert row == ("completed", "fresh", 2)
@@ -119,7 +95,7 @@ def test_heartbeat_renews_every_held_lease_in_one_statement(settings: Settings, 
             assert await store.renew_leases(conn, worker="someone-else", lease_seconds=300) == []
         return ids
 
-    ids = run(settings, body)
+    ids = run_with_manager(settings, body)
     with psycopg.connect(database_url) as conn:
         left = conn.execute(
             "SELECT min(lease_expires_at - now()) FROM crawl_jobs WHERE id = ANY(%s)", (ids,)
@@ -140,7 +116,7 @@ def test_sweeper_reclaims_expired_leases_and_fails_spent_ones(settings: Settings
         report = await Sweeper(manager).sweep_once()
         return ids, report
 
-    ids, report = run(settings, body)
+    ids, report = run_with_manager(settings, body)
     assert (report.reclaimed, report.failed_lost) == (1, 1)
     assert report.dispatched == 1  # the reclaimed job is dispatched again in the same sweep
     states = status_of(database_url, ids)
@@ -161,7 +137,7 @@ def test_sweeper_dispatches_jobs_submitted_while_redis_was_down(
     async def submit_while_down(manager: JobManager) -> list[uuid.UUID]:
         return await _submit(manager, 4)
 
-    ids = run(local, submit_while_down)
+    ids = run_with_manager(local, submit_while_down)
     assert all(s == ("pending", 0) for s in status_of(database_url, ids).values())
     restarted = redis_server_factory()
     local = Settings(**{**settings.model_dump(), "redis_url": restarted.url})
@@ -169,7 +145,7 @@ def test_sweeper_dispatches_jobs_submitted_while_redis_was_down(
     async def sweep(manager: JobManager) -> int:
         return (await Sweeper(manager).sweep_once()).dispatched
 
-    assert run(local, sweep) >= 4
+    assert run_with_manager(local, sweep) >= 4
     queued = redis.Redis.from_url(restarted.url).lrange(f"{local.queue_prefix}:queue:bulk", 0, -1)
     assert {uuid.UUID(m.decode()) for m in queued} >= set(ids)
 
@@ -191,7 +167,7 @@ def test_sweeper_replaces_lost_messages_only(
         replaced = (await Sweeper(manager, stale_seconds=60).sweep_once()).redispatched
         return kept, replaced
 
-    kept, replaced = run(settings, body)
+    kept, replaced = run_with_manager(settings, body)
     assert kept == 0
     assert replaced == 3
     assert redis_client.llen(f"{settings.queue_prefix}:queue:bulk") == 3
@@ -206,5 +182,5 @@ def test_two_sweepers_at_once_dispatch_each_job_once(settings: Settings, redis_c
         reports = await asyncio.gather(*(Sweeper(manager, batch_limit=10).sweep_once() for _ in range(2)))
         return sum(r.dispatched for r in reports)
 
-    assert run(settings, body) == 50
+    assert run_with_manager(settings, body) == 50
     assert redis_client.llen(f"{settings.queue_prefix}:queue:bulk") == 50

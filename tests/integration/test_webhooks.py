@@ -6,21 +6,20 @@ import asyncio
 import json
 import threading
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
 from crawljobs import store
 from crawljobs.config import Settings
 from crawljobs.manager import JobManager
 from crawljobs.sweeper import Sweeper
 from crawljobs.webhooks import verify
-from tests.integration.conftest import fake_resolver, make_client
+from tests.integration.conftest import make_client, run_with_manager
 
 
 @dataclass
@@ -88,23 +87,6 @@ def loopback_settings(settings: Settings) -> Settings:
     return Settings(**{**settings.model_dump(), "allowed_networks": ["127.0.0.1/32"]})
 
 
-def run(settings: Settings, body: Callable[[JobManager], Coroutine[Any, Any, Any]]) -> Any:
-    """Run `body` with a new manager (a process of its own, as far as the database can tell)."""
-
-    async def main() -> Any:
-        assert settings.database_url is not None
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            settings.database_url, min_size=1, max_size=4, kwargs={"autocommit": True}, open=False
-        )
-        await pool.open()
-        try:
-            return await body(JobManager(pool=pool, redis=None, settings=settings, resolver=fake_resolver))
-        finally:
-            await pool.close()
-
-    return asyncio.run(main())
-
-
 def completed(job_id: uuid.UUID, attempt: int) -> dict[str, Any]:
     return {
         "id": job_id, "attempt": attempt, "status": "completed", "html": "<p>ok</p>", "html_length": 9,
@@ -158,7 +140,7 @@ def test_failing_receiver_gets_one_signed_delivery_after_retries(
         await sweep_until_settled(manager)
         return submission.job.id, await manager.webhook_secret(tenant=tenant)
 
-    job_id, secret = run(loopback_settings, body)
+    job_id, secret = run_with_manager(loopback_settings, body)
 
     assert [r.answered for r in receiver.received] == [500, 500, 200]
     ids = {r.headers["X-Crawljobs-Delivery"] for r in receiver.received}
@@ -192,7 +174,9 @@ def test_deliveries_survive_a_restart_and_batches_report_completion(
         await finish(manager, [i for i in submission.job_ids if i is not None])
         return submission.batch_id
 
-    batch_id = run(loopback_settings, finish_batch)  # the "API process" stops with its outbox unsent
+    batch_id = run_with_manager(
+        loopback_settings, finish_batch
+    )  # the "API process" stops with its outbox unsent
     assert receiver.received == []
     assert [r[0] for r in deliveries(database_url, f"tenant = '{tenant}'")] == [
         "batch.completed",
@@ -203,7 +187,7 @@ def test_deliveries_survive_a_restart_and_batches_report_completion(
     async def deliver(manager: JobManager) -> None:
         await sweep_until_settled(manager)
 
-    run(loopback_settings, deliver)  # a new process delivers them
+    run_with_manager(loopback_settings, deliver)  # a new process delivers them
     events = sorted(r.headers["X-Crawljobs-Event"] for r in receiver.received)
     assert events == ["batch.completed", "job.completed", "job.completed"]
     done = json.loads(next(r.body for r in receiver.received if b"batch.completed" in r.body))
@@ -229,7 +213,7 @@ def test_a_batch_finished_by_a_cancel_reports_its_completion(
             assert len(await store.cancel_batch_jobs(conn, tenant=tenant, batch_id=submission.batch_id)) == 2
         return submission.batch_id
 
-    batch_id = run(loopback_settings, body)
+    batch_id = run_with_manager(loopback_settings, body)
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
             "SELECT event, payload -> 'batch' FROM webhook_deliveries WHERE tenant = %s ORDER BY event",
@@ -255,7 +239,7 @@ def test_concurrent_writers_of_a_batch_last_jobs_report_its_completion_once(
             # Four workers write one job each at the same time.
             await asyncio.gather(*(finish(manager, [job_id]) for job_id in ids))
 
-    run(loopback_settings, body)
+    run_with_manager(loopback_settings, body)
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
             "SELECT count(*) FROM webhook_deliveries WHERE tenant = %s AND event = 'batch.completed'",
@@ -295,7 +279,7 @@ def test_forbidden_callback_is_refused_at_submit_and_at_delivery(
             (forbidden.url,),
         )
 
-    run(loopback_settings, lambda manager: Sweeper(manager).sweep_once())
+    run_with_manager(loopback_settings, lambda manager: Sweeper(manager).sweep_once())
     assert forbidden.received == []
     ((_, attempts, status, error, delivered, _, _),) = deliveries(database_url, "tenant = 'hooks-forbidden'")
     assert (attempts, status, delivered) == (1, None, False)
@@ -316,8 +300,8 @@ def test_delivery_log_and_secret_are_per_tenant(
         assert created.status_code == 201, created.text
         job_id = uuid.UUID(created.json()["id"])
 
-        run(loopback_settings, lambda manager: finish(manager, [job_id]))
-        run(loopback_settings, sweep_until_settled)
+        run_with_manager(loopback_settings, lambda manager: finish(manager, [job_id]))
+        run_with_manager(loopback_settings, sweep_until_settled)
 
         mine = client.get("/v1/webhooks/deliveries", params={"job_id": str(job_id)}, headers=auth)
         assert mine.status_code == 200, mine.text
