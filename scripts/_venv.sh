@@ -32,6 +32,18 @@ if [ ! -f "$_venv_stamp" ] || [ pyproject.toml -nt "$_venv_stamp" ]; then
     touch "$_venv_stamp"
 fi
 
+# The browser engine needs a Chromium: Debian's (on PATH, as CI installs it), the one named by
+# CRAWLJOBS_BROWSER_EXECUTABLE, or else Playwright's own, downloaded once here.
+if [ -z "${CRAWLJOBS_BROWSER_EXECUTABLE:-}" ] && ! command -v chromium >/dev/null 2>&1 \
+    && ! command -v chromium-browser >/dev/null 2>&1 && [ ! -f .venv/.playwright-chromium ]; then
+    echo "crawljobs: no chromium on PATH; installing Playwright's Chromium into its cache" >&2
+    if .venv/bin/python -m playwright install chromium; then
+        touch .venv/.playwright-chromium
+    else
+        echo "crawljobs: could not install Playwright's Chromium; install chromium (Debian: apt-get install chromium)" >&2
+    fi
+fi
+
 export VIRTUAL_ENV="$PWD/.venv"
 export PATH="$VIRTUAL_ENV/bin:$PATH"
 unset _venv_python _venv_stamp
