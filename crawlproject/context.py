@@ -26,6 +26,7 @@ from crawljobs.manager import JobManager
 from crawljobs.queue import redis_client
 from crawljobs.urls import NetworkPolicy
 from crawlproject.egress import EgressGuard
+from crawlproject.ladder import FetchPlan
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ class WorkerContext:
         self._manager: JobManager | None = None
         self._open_lock = asyncio.Lock()
         self._heartbeat: asyncio.Task[None] | None = None
+        # One plan per worker: the proxies' failure counts must be those the picking reads.
+        self.plan = FetchPlan.from_settings(settings)
         self._egress: EgressGuard | None = None
 
     @classmethod

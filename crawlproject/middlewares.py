@@ -29,7 +29,7 @@ from crawlproject.blocks import DEFAULT_RULES, detect_block
 from crawlproject.context import ClaimedJob, WorkerContext
 from crawlproject.egress import REFUSED_HEADER
 from crawlproject.items import JobResult, failure_result
-from crawlproject.ladder import DomainMemory, FetchPlan
+from crawlproject.ladder import DomainMemory
 from crawlproject.methods import Method, next_method
 from crawlproject.retrying import Outcome, classify, decide
 
@@ -62,7 +62,7 @@ class FetchMethodMiddleware:
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self.context = WorkerContext.of(crawler)
-        self.plan = FetchPlan.from_settings(self.context.settings)
+        self.plan = self.context.plan
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> FetchMethodMiddleware:
@@ -138,7 +138,7 @@ class JobRetryMiddleware:
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self.context = WorkerContext.of(crawler)
-        self.plan = FetchPlan.from_settings(self.context.settings)
+        self.plan = self.context.plan
         self.max_body_bytes = self.context.settings.max_body_bytes
         self._memory: DomainMemory | None = None
         self.rng = random.Random()
@@ -185,6 +185,7 @@ class JobRetryMiddleware:
         job: ClaimedJob | None = request.meta.get("job")
         if job is None:
             return response
+        method = current_method(request)
         raw_type = response.headers.get(b"Content-Type")
         content_type = raw_type.decode("latin-1") if raw_type else None
         block = detect_block(
@@ -192,11 +193,10 @@ class JobRetryMiddleware:
             headers=block_headers(response),
             body=response.body,
             content_type=content_type,
-            rendered=current_method(request).engine == "browser",
+            rendered=method.engine == "browser",
         )
         outcome: Outcome
         outcome, reason = classify(status=response.status, exception=None, block_reason=block)
-        method = current_method(request)
         if method.engine == "browser" and method.tier == "direct" and response.headers.get(REFUSED_HEADER):
             # The egress guard refused what the browser asked for (a redirect, say): not a block to climb.
             text = " ".join(response.text.split()) if isinstance(response, TextResponse) else ""

@@ -75,8 +75,6 @@ class ResultPipeline:
             for r in batch
         ]
         attempts = [attempt for r in batch for attempt in r.attempts]
-        for attempt_row in attempts:
-            attempt_row.setdefault("worker", worker)
         for delay in (0.5, 1, 2, 4, 8):
             try:
                 async with self.context.pool.connection() as conn:

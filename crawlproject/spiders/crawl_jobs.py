@@ -31,7 +31,7 @@ from crawljobs.exceptions import CrawlJobsError
 from crawljobs.queue import decode_message
 from crawlproject.context import ClaimedJob, WorkerContext
 from crawlproject.items import JobResult, failure_result
-from crawlproject.ladder import DomainMemory, FetchPlan
+from crawlproject.ladder import DomainMemory
 from crawlproject.methods import NoMethodAvailable
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class CrawlJobsSpider(RedisSpider):
         spider.context = context
         spider.redis_key = context.settings.queue_prefix + ":queue:bulk"
         spider.max_in_flight = crawler.settings.getint("CRAWLJOBS_MAX_IN_FLIGHT", 64)
-        spider.plan = FetchPlan.from_settings(context.settings)
+        spider.plan = context.plan
         return spider
 
     # scrapy-redis's own feeding (spider_idle -> next_requests) is replaced by start(): its message parsing
