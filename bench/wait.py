@@ -1,11 +1,20 @@
 """From a job's completion to its waiter's answer, with 1 and with 1,000 concurrent waiters.
 
-    python -m bench.wait [--single 200] [--many 1000] [--rounds 3] [--pool-size 10]
+    python -m bench.wait [--single 200] [--many 1000] [--one-by-one 200] [--rounds 3] [--pool-size 10]
 
 A real API process serves `GET /v1/jobs/{id}/wait`. The benchmark holds the waits open, then plays the worker:
-one transaction that sets the jobs completed and NOTIFYs their ids (200 per NOTIFY, as store.finish_jobs does).
-Each sample is the time from that commit returning to the waiter's response arriving in the client. Prints the
-median and the 99th percentile, and the database connections the API held while the waiters waited.
+a transaction that sets jobs completed and NOTIFYs their ids (200 per NOTIFY, as store.finish_jobs does).
+Each sample is the time from that commit returning to the waiter's response arriving in the client. Three
+ways, each printed as a row:
+
+- ``1``: one waiter, its job completed alone;
+- ``1000 held``: 1,000 waiters held open while their jobs complete one at a time (``--one-by-one`` of them per
+  round, each commit after the previous answer arrived), so every sample is taken with 800+ other waiters
+  waiting — the API's cost of holding a crowd;
+- ``1000 at once``: 1,000 waiters whose jobs all complete in one transaction — the API answers 1,000 requests
+  at the same moment, so the median is dominated by answering the 500 ahead of it.
+
+Prints the median and the 99th percentile, and the database connections the API held while the waiters waited.
 Services: CRAWLJOBS_BENCH_DATABASE_URL and CRAWLJOBS_BENCH_REDIS_URL, else embedded ones.
 """
 
@@ -128,6 +137,41 @@ async def round_trip(
     return [(answered[job_id] - committed) * 1000 for job_id in ids], connections
 
 
+async def one_by_one(
+    http: httpx.AsyncClient,
+    conn: psycopg.Connection[tuple[Any, ...]],
+    ids: list[str],
+    canary: str,
+    count: int,
+) -> tuple[list[float], int]:
+    """Open a wait per id; complete `count` of them one at a time (each after the previous answer), then the
+    rest at once. The latencies (ms) of the one-at-a-time answers and the API's connections."""
+    answered: dict[str, float] = {}
+    headers = {"Authorization": http.headers["Authorization"]}
+    base = str(http.base_url).rstrip("/")
+
+    async def wait(job_id: str) -> None:
+        status, raw = await raw_get(base, f"/v1/jobs/{job_id}/wait?timeout=120", headers)
+        answered[job_id] = time.perf_counter()
+        if status != 200 or json.loads(raw)["status"] != "completed":
+            raise RuntimeError(f"unexpected answer: {status} {raw[:200]!r}")
+
+    tasks = {job_id: asyncio.create_task(wait(job_id)) for job_id in ids}
+    await held(http, canary)
+    if any(t.done() for t in tasks.values()):
+        await asyncio.gather(*tasks.values())
+        raise RuntimeError("a wait was answered before its job completed")
+    connections = api_backends(conn)
+    latencies: list[float] = []
+    for job_id in ids[:count]:
+        committed = complete(conn, [job_id])
+        await tasks[job_id]
+        latencies.append((answered[job_id] - committed) * 1000)
+    complete(conn, ids[count:])
+    await asyncio.gather(*tasks.values())
+    return latencies, connections
+
+
 async def run(base: str, key: str, database_url: str, args: argparse.Namespace) -> None:
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     headers = {"Authorization": f"Bearer {key}"}
@@ -136,20 +180,28 @@ async def run(base: str, key: str, database_url: str, args: argparse.Namespace) 
             canary = (await submit(http, 1))[0]
             complete(conn, [canary])
             print(
-                f"{'waiters':>8} {'samples':>8} {'median ms':>10} {'p99 ms':>8} {'max ms':>8} {'API conns':>10}"
+                f"{'waiters':>14} {'samples':>8} {'median ms':>10} {'p99 ms':>8} {'max ms':>8} {'API conns':>10}"
             )
-            for waiters, rounds in ((1, args.single), (args.many, args.rounds)):
+            ways = (
+                ("1", 1, args.single, None),
+                (f"{args.many} held", args.many, args.rounds, args.one_by_one),
+                (f"{args.many} at once", args.many, args.rounds, None),
+            )
+            for label, waiters, rounds, count in ways:
                 samples: list[float] = []
                 peak = 0
                 # One warm-up round, not counted.
                 for index in range(rounds + 1):
                     ids = await submit(http, waiters)
-                    latencies, connections = await round_trip(http, conn, ids, canary)
+                    if count is None:
+                        latencies, connections = await round_trip(http, conn, ids, canary)
+                    else:
+                        latencies, connections = await one_by_one(http, conn, ids, canary, count)
                     if index:
                         samples.extend(latencies)
                         peak = max(peak, connections)
                 print(
-                    f"{waiters:>8} {len(samples):>8} {median(samples):>10.1f} "
+                    f"{label:>14} {len(samples):>8} {median(samples):>10.1f} "
                     f"{percentile(samples, 0.99):>8.1f} {max(samples):>8.1f} {peak:>10}"
                 )
     print(f"(API pool size {args.pool_size}, plus one LISTEN connection; 'API conns' sampled while waiting)")
@@ -161,7 +213,10 @@ def main() -> None:
     )
     parser.add_argument("--single", type=int, default=200, help="rounds with one waiter")
     parser.add_argument("--many", type=int, default=1000, help="concurrent waiters in the crowded rounds")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds with --many waiters")
+    parser.add_argument(
+        "--one-by-one", type=int, default=200, help="jobs completed one at a time per 'held' round"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each way with --many waiters")
     parser.add_argument("--pool-size", type=int, default=10)
     args = parser.parse_args()
     with (
