@@ -22,14 +22,15 @@ than the caller's timeout. Against a server without those routes (a 404 whose co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Literal, Self
+from typing import IO, Any, Literal, Self, TypedDict, TypeVar, Unpack, cast
 
 import httpx
 
@@ -45,6 +46,8 @@ ExportFormat = Literal["ndjson", "csv", "json"]
 WAIT_GRACE_SECONDS = 10.0
 # Jobs per request when reading a batch page by page (the API's largest page for a JSON export).
 EXPORT_PAGE_SIZE = 500
+
+T = TypeVar("T")
 
 
 # -- results -----------------------------------------------------------------------------------------
@@ -257,6 +260,43 @@ class BatchPage:
         )
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """A webhook delivery from the tenant's log: its event, where it went, and how it went so far."""
+
+    id: str
+    event: str
+    job_id: str | None
+    batch_id: str | None
+    url: str
+    status: str  # pending, delivered or failed (given up)
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+    created_at: datetime | None
+    payload: Mapping[str, Any]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Delivery:
+        return cls(
+            id=data["id"],
+            event=data["event"],
+            job_id=data.get("job_id"),
+            batch_id=data.get("batch_id"),
+            url=data["url"],
+            status=data["status"],
+            attempts=int(data.get("attempts") or 0),
+            last_status=data.get("last_status"),
+            last_error=data.get("last_error"),
+            next_attempt_at=_time(data.get("next_attempt_at")),
+            delivered_at=_time(data.get("delivered_at")),
+            created_at=_time(data.get("created_at")),
+            payload=data.get("payload") or {},
+        )
+
+
 # -- errors ------------------------------------------------------------------------------------------
 
 
@@ -343,7 +383,46 @@ def _route_missing(exc: NotFound) -> bool:
     return exc.code == "not_found"
 
 
-# -- what both clients share -------------------------------------------------------------------------
+# -- what both clients share: the operations, apart from any transport ----------------------------------
+#
+# Each operation is a generator: it yields what it needs done (`_Send` a request, `_Sleep`), is sent the
+# response (a typed API error is thrown into it instead) and returns its result. `Client` and `AsyncClient`
+# run the same operations, one with blocking I/O and one with asyncio; only streaming reads are their own.
+
+
+class SubmitOptions(TypedDict, total=False):
+    """The options of a submission, as keyword arguments of `submit` and `submit_batch`."""
+
+    render: bool  # start with the headless browser
+    premium: bool  # start at the premium proxy tier
+    ultra_premium: bool  # start at the ultra-premium proxy tier
+    obey_robots: bool  # obey the site's robots.txt
+    max_retries: int | None  # retries after the first attempt (the server's default when None)
+    callback_url: str | None  # receives signed webhooks (job.completed, job.failed, batch.completed)
+    idempotency_key: str | None  # a replay with the same key answers the first response
+
+
+class BatchOptions(SubmitOptions, total=False):
+    batch_id: str | None  # your own id for the batch (409 if taken, unless the same idempotency key)
+
+
+@dataclass(frozen=True)
+class _Send:
+    method: str
+    path: str
+    params: Mapping[str, Any] | None = None
+    json: Any = None
+    headers: Mapping[str, str] | None = None
+    timeout: float | None = None  # None: the client's own
+
+
+@dataclass(frozen=True)
+class _Sleep:
+    seconds: float
+
+
+_Step = _Send | _Sleep
+Operation = Generator[_Step, Any, T]
 
 
 def _settings(base_url: str | None, api_key: str | None) -> tuple[str, str | None]:
@@ -359,26 +438,182 @@ def _headers(api_key: str | None) -> dict[str, str]:
     return headers
 
 
-def _submission_body(
-    *, render: bool, premium: bool, ultra_premium: bool, max_retries: int | None
-) -> dict[str, Any]:
-    body: dict[str, Any] = {"render": render, "premium": premium, "ultra_premium": ultra_premium}
-    if max_retries is not None:
-        body["max_retries"] = max_retries
-    return body
+def _request_kwargs(step: _Send) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"params": step.params, "json": step.json, "headers": step.headers}
+    if step.timeout is not None:
+        kwargs["timeout"] = step.timeout
+    return kwargs
 
 
-def _idempotency(key: str | None) -> dict[str, str] | None:
-    return {"Idempotency-Key": key} if key else None
+def _unreachable(base_url: str, exc: httpx.TransportError) -> ConnectionFailed:
+    return ConnectionFailed(0, "connection_failed", f"cannot reach {base_url}: {exc}")
+
+
+def _call(step: _Send) -> Generator[_Step, Any, httpx.Response]:
+    response: httpx.Response = yield step
+    return response
+
+
+def _json(step: _Send) -> Generator[_Step, Any, Any]:
+    return (yield from _call(step)).json()
+
+
+def _submission(options: Mapping[str, object]) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """The JSON body and headers of a submission: the options that are set, the key as a header."""
+    body: dict[str, Any] = {name: value for name, value in options.items() if value is not None}
+    key = body.pop("idempotency_key", None)
+    return body, {"Idempotency-Key": key} if key else None
+
+
+def _submit(url: str, options: SubmitOptions) -> Operation[Job]:
+    body, headers = _submission(options)
+    return Job.from_json(
+        (yield from _json(_Send("POST", "/v1/jobs", json={**body, "url": url}, headers=headers)))
+    )
+
+
+def _submit_batch(urls: Iterable[str], options: BatchOptions) -> Operation[BatchSubmission]:
+    body, headers = _submission(options)
+    step = _Send("POST", "/v1/batches", json={**body, "urls": list(urls)}, headers=headers)
+    return BatchSubmission.from_json((yield from _json(step)))
+
+
+def _get(job_id: str, include_html: bool) -> Operation[Job]:
+    params = {"include_html": "true"} if include_html else None
+    return Job.from_json((yield from _json(_Send("GET", f"/v1/jobs/{job_id}", params=params))))
+
+
+def _html(job_id: str) -> Operation[str]:
+    return (yield from _call(_Send("GET", f"/v1/jobs/{job_id}/html"))).text
+
+
+def _get_batch(batch_id: str, status: str | None, limit: int, offset: int) -> Operation[Batch]:
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    if status:
+        params["status"] = status
+    return Batch.from_json((yield from _json(_Send("GET", f"/v1/batches/{batch_id}", params=params))))
+
+
+def _batches(limit: int, offset: int) -> Operation[BatchPage]:
+    step = _Send("GET", "/v1/batches", params={"limit": limit, "offset": offset})
+    return BatchPage.from_json((yield from _json(step)))
+
+
+def _wait(job_id: str, timeout: float, poll_interval: float) -> Operation[Job]:
+    """The job once final. Asks the server to wait (again, while its cap is shorter than ``timeout``); reads
+    the job every ``poll_interval`` seconds against a server without the wait route."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = max(0.0, deadline - time.monotonic())
+        step = _Send(
+            "GET",
+            f"/v1/jobs/{job_id}/wait",
+            params={"timeout": remaining},
+            timeout=remaining + WAIT_GRACE_SECONDS,
+        )
+        try:
+            data = yield from _json(step)
+        except NotFound as exc:
+            if not _route_missing(exc):
+                raise
+            break
+        job = Job.from_json(data)  # `timed_out` aside: final or not is what counts
+        if job.is_final:
+            return job
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f"job {job_id} is still {job.status} after {timeout:g} s", job=job)
+    while True:
+        job = yield from _get(job_id, False)
+        if job.is_final:
+            return job
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise WaitTimeout(f"job {job_id} is still {job.status}", job=job)
+        yield _Sleep(min(poll_interval, remaining))
+
+
+def _wait_batch(batch_id: str, timeout: float, poll_interval: float) -> Operation[Batch]:
+    """As `_wait`, for every job of a batch."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = max(0.0, deadline - time.monotonic())
+        step = _Send(
+            "GET",
+            f"/v1/batches/{batch_id}/wait",
+            params={"timeout": remaining},
+            timeout=remaining + WAIT_GRACE_SECONDS,
+        )
+        try:
+            data = yield from _json(step)
+        except NotFound as exc:
+            if not _route_missing(exc):
+                raise
+            break
+        batch = Batch.from_json(data)
+        if batch.is_done:
+            return batch
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f"batch {batch_id} is {batch.progress}% done after {timeout:g} s", batch=batch)
+    while True:
+        batch = yield from _get_batch(batch_id, None, 1, 0)
+        if batch.is_done:
+            return batch
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise WaitTimeout(f"batch {batch_id} is {batch.progress}% done", batch=batch)
+        yield _Sleep(min(poll_interval, remaining))
+
+
+def _export_json(batch_id: str, out: IO[bytes]) -> Operation[int]:
+    """The batch's jobs, read page by page, written to ``out`` as one JSON array; the bytes written."""
+    written, offset, first = out.write(b"["), 0, True
+    while True:
+        params = {"format": "json", "limit": EXPORT_PAGE_SIZE, "offset": offset}
+        page = yield from _json(_Send("GET", f"/v1/batches/{batch_id}/export", params=params))
+        for item in page["jobs"]:
+            written += out.write((b"\n" if first else b",\n") + json.dumps(item).encode())
+            first = False
+        offset += len(page["jobs"])
+        if not page["jobs"] or offset >= page["total"]:
+            return written + out.write(b"\n]\n")
+
+
+def _retry_failed(batch_id: str) -> Operation[int]:
+    return int((yield from _json(_Send("POST", f"/v1/batches/{batch_id}/retry-failed")))["retried"])
+
+
+def _cancel(job_id: str) -> Operation[Job]:
+    return Job.from_json((yield from _json(_Send("POST", f"/v1/jobs/{job_id}/cancel"))))
+
+
+def _cancel_batch(batch_id: str) -> Operation[int]:
+    return int((yield from _json(_Send("POST", f"/v1/batches/{batch_id}/cancel")))["cancelled"])
+
+
+def _deliveries(
+    job_id: str | None, batch_id: str | None, limit: int, offset: int
+) -> Operation[list[Delivery]]:
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    if job_id is not None:
+        params["job_id"] = job_id
+    if batch_id is not None:
+        params["batch_id"] = batch_id
+    data = yield from _json(_Send("GET", "/v1/webhooks/deliveries", params=params))
+    return [Delivery.from_json(d) for d in data["deliveries"]]
+
+
+def _webhook_secret() -> Operation[str]:
+    return str((yield from _json(_Send("GET", "/v1/webhooks/secret")))["secret"])
+
+
+def _stream_route(batch_id: str, export_format: str) -> tuple[str, dict[str, str]]:
+    if export_format not in ("ndjson", "csv", "json"):
+        raise ValueError(f"format must be ndjson, csv or json, not {export_format!r}")
+    return f"/v1/batches/{batch_id}/export", {"format": export_format}
 
 
 def _parse_ndjson_line(line: str) -> Job | None:
     return Job.from_json(json.loads(line)) if line.strip() else None
-
-
-def _check_format(export_format: str) -> None:
-    if export_format not in ("ndjson", "csv", "json"):
-        raise ValueError(f"format must be ndjson, csv or json, not {export_format!r}")
 
 
 # -- the sync client ---------------------------------------------------------------------------------
@@ -415,169 +650,83 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise ConnectionFailed(0, "connection_failed", f"cannot reach {self.base_url}: {exc}") from exc
-        if response.is_error:
-            raise error_for(response)
-        return response
-
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self._request(method, path, **kwargs).json()
+    def _run(self, operation: Operation[T]) -> T:
+        reply: Any = None
+        error: CrawlJobsAPIError | None = None
+        while True:
+            try:
+                step = operation.throw(error) if error is not None else operation.send(reply)
+            except StopIteration as done:
+                return cast(T, done.value)
+            reply, error = None, None
+            if isinstance(step, _Sleep):
+                time.sleep(step.seconds)
+                continue
+            try:
+                reply = self._http.request(step.method, step.path, **_request_kwargs(step))
+            except httpx.TransportError as exc:
+                raise _unreachable(self.base_url, exc) from exc
+            if reply.is_error:
+                error = error_for(reply)
 
     # submit
 
-    def submit(
-        self,
-        url: str,
-        *,
-        render: bool = False,
-        premium: bool = False,
-        ultra_premium: bool = False,
-        max_retries: int | None = None,
-        idempotency_key: str | None = None,
-    ) -> Job:
-        """Submit one URL; the job comes back pending (or, for a replayed idempotency key, as it stands)."""
-        body = _submission_body(
-            render=render, premium=premium, ultra_premium=ultra_premium, max_retries=max_retries
-        )
-        body["url"] = url
-        return Job.from_json(self._json("POST", "/v1/jobs", json=body, headers=_idempotency(idempotency_key)))
+    def submit(self, url: str, **options: Unpack[SubmitOptions]) -> Job:
+        """Submit one URL (options: `SubmitOptions`); the job comes back pending (or, for a replayed
+        idempotency key, as it stands)."""
+        return self._run(_submit(url, options))
 
-    def submit_batch(
-        self,
-        urls: Iterable[str],
-        *,
-        render: bool = False,
-        premium: bool = False,
-        ultra_premium: bool = False,
-        max_retries: int | None = None,
-        batch_id: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> BatchSubmission:
-        """Submit many URLs as one batch; refused URLs are listed in ``failures``, the rest are queued."""
-        body = _submission_body(
-            render=render, premium=premium, ultra_premium=ultra_premium, max_retries=max_retries
-        )
-        body["urls"] = list(urls)
-        if batch_id is not None:
-            body["batch_id"] = batch_id
-        return BatchSubmission.from_json(
-            self._json("POST", "/v1/batches", json=body, headers=_idempotency(idempotency_key))
-        )
+    def submit_batch(self, urls: Iterable[str], **options: Unpack[BatchOptions]) -> BatchSubmission:
+        """Submit many URLs as one batch (options: `BatchOptions`); refused URLs are listed in ``failures``,
+        the rest are queued."""
+        return self._run(_submit_batch(urls, options))
 
     # read
 
     def get(self, job_id: str, *, include_html: bool = False) -> Job:
-        params = {"include_html": "true"} if include_html else None
-        return Job.from_json(self._json("GET", f"/v1/jobs/{job_id}", params=params))
+        return self._run(_get(job_id, include_html))
 
     def html(self, job_id: str) -> str:
         """The fetched HTML of a completed job (`NotFound` if it has none)."""
-        return self._request("GET", f"/v1/jobs/{job_id}/html").text
+        return self._run(_html(job_id))
 
     def get_batch(
         self, batch_id: str, *, status: str | None = None, limit: int = 100, offset: int = 0
     ) -> Batch:
         """A batch's counts, with a page of its jobs (optionally only those in ``status``)."""
-        params: dict[str, Any] = {"limit": limit, "offset": offset}
-        if status:
-            params["status"] = status
-        return Batch.from_json(self._json("GET", f"/v1/batches/{batch_id}", params=params))
+        return self._run(_get_batch(batch_id, status, limit, offset))
 
     def batches(self, limit: int = 25, offset: int = 0) -> BatchPage:
         """The tenant's batches, newest first."""
-        return BatchPage.from_json(
-            self._json("GET", "/v1/batches", params={"limit": limit, "offset": offset})
-        )
-
-    # wait
+        return self._run(_batches(limit, offset))
 
     def wait(self, job_id: str, *, timeout: float) -> Job:
         """The job once it is final; `WaitTimeout` (with the job as it stands) after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = max(0.0, deadline - time.monotonic())
-            try:
-                data = self._json(
-                    "GET",
-                    f"/v1/jobs/{job_id}/wait",
-                    params={"timeout": remaining},
-                    timeout=remaining + WAIT_GRACE_SECONDS,
-                )
-            except NotFound as exc:
-                if not _route_missing(exc):
-                    raise
-                return self._poll_job(job_id, deadline)
-            job = Job.from_json(data)  # `timed_out` aside: final or not is what counts
-            if job.is_final:
-                return job
-            if time.monotonic() >= deadline:
-                raise WaitTimeout(f"job {job_id} is still {job.status} after {timeout:g} s", job=job)
-            # The server's cap (CRAWLJOBS_MAX_WAIT_SECONDS) was shorter than ours: ask again for the rest.
-
-    def _poll_job(self, job_id: str, deadline: float) -> Job:
-        """The fallback for a server without the wait route: read the job until final or the deadline."""
-        while True:
-            job = self.get(job_id)
-            if job.is_final:
-                return job
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise WaitTimeout(f"job {job_id} is still {job.status}", job=job)
-            time.sleep(min(self.poll_interval, remaining))
+        return self._run(_wait(job_id, timeout, self.poll_interval))
 
     def wait_batch(self, batch_id: str, *, timeout: float) -> Batch:
         """The batch once every job is final; `WaitTimeout` (with its counts as they stand) otherwise."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = max(0.0, deadline - time.monotonic())
-            try:
-                data = self._json(
-                    "GET",
-                    f"/v1/batches/{batch_id}/wait",
-                    params={"timeout": remaining},
-                    timeout=remaining + WAIT_GRACE_SECONDS,
-                )
-            except NotFound as exc:
-                if not _route_missing(exc):
-                    raise
-                return self._poll_batch(batch_id, deadline)
-            batch = Batch.from_json(data)
-            if batch.is_done:
-                return batch
-            if time.monotonic() >= deadline:
-                raise WaitTimeout(
-                    f"batch {batch_id} is {batch.progress}% done after {timeout:g} s", batch=batch
-                )
+        return self._run(_wait_batch(batch_id, timeout, self.poll_interval))
 
-    def _poll_batch(self, batch_id: str, deadline: float) -> Batch:
-        while True:
-            batch = self.get_batch(batch_id, limit=1)
-            if batch.is_done:
-                return batch
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise WaitTimeout(f"batch {batch_id} is {batch.progress}% done", batch=batch)
-            time.sleep(min(self.poll_interval, remaining))
+    def deliveries(
+        self, *, job_id: str | None = None, batch_id: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Delivery]:
+        """The tenant's webhook deliveries (of one job or batch if given), newest first."""
+        return self._run(_deliveries(job_id, batch_id, limit, offset))
+
+    def webhook_secret(self) -> str:
+        """The secret that signs this tenant's webhooks (check them with `crawljobs.webhooks.verify`)."""
+        return self._run(_webhook_secret())
 
     # results
 
     def iter_results(self, batch_id: str) -> Iterator[Job]:
         """Every job of the batch in submission order, with its HTML and ``index``, streamed (NDJSON export)."""
-        try:
-            with self._http.stream("GET", f"/v1/batches/{batch_id}/export", params={"format": "ndjson"}) as r:
-                if r.is_error:
-                    r.read()
-                    raise error_for(r)
-                for line in r.iter_lines():
-                    job = _parse_ndjson_line(line)
-                    if job is not None:
-                        yield job
-        except httpx.TransportError as exc:
-            raise ConnectionFailed(0, "connection_failed", f"cannot reach {self.base_url}: {exc}") from exc
+        with self._stream(*_stream_route(batch_id, "ndjson")) as response:
+            for line in response.iter_lines():
+                job = _parse_ndjson_line(line)
+                if job is not None:
+                    yield job
 
     def export(self, batch_id: str, path: str | Path | IO[bytes], *, format: ExportFormat = "ndjson") -> int:
         """Write the batch's export to ``path`` (a file name or a binary file); returns the bytes written.
@@ -585,51 +734,39 @@ class Client:
         ``ndjson`` (with HTML) and ``csv`` (metadata) are the API's streams, written as they arrive; ``json``
         reads the API's pages of jobs and writes one JSON array of them.
         """
-        _check_format(format)
-        if isinstance(path, str | Path):
-            with open(path, "wb") as out:
-                return self._export_to(batch_id, out, format)
-        return self._export_to(batch_id, path, format)
+        route, params = _stream_route(batch_id, format)
+        with contextlib.ExitStack() as stack:
+            out = stack.enter_context(open(path, "wb")) if isinstance(path, str | Path) else path
+            if format == "json":
+                return self._run(_export_json(batch_id, out))
+            with self._stream(route, params) as response:
+                return sum(out.write(chunk) for chunk in response.iter_bytes())
 
-    def _export_to(self, batch_id: str, out: IO[bytes], export_format: str) -> int:
-        route = f"/v1/batches/{batch_id}/export"
-        if export_format == "json":
-            written, offset, first = out.write(b"["), 0, True
-            while True:
-                page = self._json(
-                    "GET", route, params={"format": "json", "limit": EXPORT_PAGE_SIZE, "offset": offset}
-                )
-                for item in page["jobs"]:
-                    written += out.write((b"\n" if first else b",\n") + json.dumps(item).encode())
-                    first = False
-                offset += len(page["jobs"])
-                if not page["jobs"] or offset >= page["total"]:
-                    return written + out.write(b"\n]\n")
-        written = 0
+    @contextlib.contextmanager
+    def _stream(self, route: str, params: dict[str, str]) -> Iterator[httpx.Response]:
+        """A streamed GET, its errors typed as `_run`'s are."""
         try:
-            with self._http.stream("GET", route, params={"format": export_format}) as response:
+            with self._http.stream("GET", route, params=params) as response:
                 if response.is_error:
                     response.read()
                     raise error_for(response)
-                for chunk in response.iter_bytes():
-                    written += out.write(chunk)
+                yield response
         except httpx.TransportError as exc:
-            raise ConnectionFailed(0, "connection_failed", f"cannot reach {self.base_url}: {exc}") from exc
-        return written
+            raise _unreachable(self.base_url, exc) from exc
 
     # change
 
     def retry_failed(self, batch_id: str) -> int:
         """Put the batch's failed jobs back to pending; returns how many."""
-        return int(self._json("POST", f"/v1/batches/{batch_id}/retry-failed")["retried"])
+        return self._run(_retry_failed(batch_id))
 
     def cancel(self, job_id: str) -> Job:
         """Cancel a pending or processing job; returns the job as it now stands (a final job is unchanged)."""
-        return Job.from_json(self._json("POST", f"/v1/jobs/{job_id}/cancel"))
+        return self._run(_cancel(job_id))
 
     def cancel_batch(self, batch_id: str) -> int:
         """Cancel the batch's pending and processing jobs; returns how many were cancelled."""
-        return int(self._json("POST", f"/v1/batches/{batch_id}/cancel")["cancelled"])
+        return self._run(_cancel_batch(batch_id))
 
 
 # -- the async client --------------------------------------------------------------------------------
@@ -663,200 +800,95 @@ class AsyncClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = await self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise ConnectionFailed(0, "connection_failed", f"cannot reach {self.base_url}: {exc}") from exc
-        if response.is_error:
-            raise error_for(response)
-        return response
+    async def _run(self, operation: Operation[T]) -> T:
+        reply: Any = None
+        error: CrawlJobsAPIError | None = None
+        while True:
+            try:
+                step = operation.throw(error) if error is not None else operation.send(reply)
+            except StopIteration as done:
+                return cast(T, done.value)
+            reply, error = None, None
+            if isinstance(step, _Sleep):
+                await asyncio.sleep(step.seconds)
+                continue
+            try:
+                reply = await self._http.request(step.method, step.path, **_request_kwargs(step))
+            except httpx.TransportError as exc:
+                raise _unreachable(self.base_url, exc) from exc
+            if reply.is_error:
+                error = error_for(reply)
 
-    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return (await self._request(method, path, **kwargs)).json()
+    async def submit(self, url: str, **options: Unpack[SubmitOptions]) -> Job:
+        return await self._run(_submit(url, options))
 
-    async def submit(
-        self,
-        url: str,
-        *,
-        render: bool = False,
-        premium: bool = False,
-        ultra_premium: bool = False,
-        max_retries: int | None = None,
-        idempotency_key: str | None = None,
-    ) -> Job:
-        body = _submission_body(
-            render=render, premium=premium, ultra_premium=ultra_premium, max_retries=max_retries
-        )
-        body["url"] = url
-        return Job.from_json(
-            await self._json("POST", "/v1/jobs", json=body, headers=_idempotency(idempotency_key))
-        )
-
-    async def submit_batch(
-        self,
-        urls: Iterable[str],
-        *,
-        render: bool = False,
-        premium: bool = False,
-        ultra_premium: bool = False,
-        max_retries: int | None = None,
-        batch_id: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> BatchSubmission:
-        body = _submission_body(
-            render=render, premium=premium, ultra_premium=ultra_premium, max_retries=max_retries
-        )
-        body["urls"] = list(urls)
-        if batch_id is not None:
-            body["batch_id"] = batch_id
-        return BatchSubmission.from_json(
-            await self._json("POST", "/v1/batches", json=body, headers=_idempotency(idempotency_key))
-        )
+    async def submit_batch(self, urls: Iterable[str], **options: Unpack[BatchOptions]) -> BatchSubmission:
+        return await self._run(_submit_batch(urls, options))
 
     async def get(self, job_id: str, *, include_html: bool = False) -> Job:
-        params = {"include_html": "true"} if include_html else None
-        return Job.from_json(await self._json("GET", f"/v1/jobs/{job_id}", params=params))
+        return await self._run(_get(job_id, include_html))
 
     async def html(self, job_id: str) -> str:
-        return (await self._request("GET", f"/v1/jobs/{job_id}/html")).text
+        return await self._run(_html(job_id))
 
     async def get_batch(
         self, batch_id: str, *, status: str | None = None, limit: int = 100, offset: int = 0
     ) -> Batch:
-        params: dict[str, Any] = {"limit": limit, "offset": offset}
-        if status:
-            params["status"] = status
-        return Batch.from_json(await self._json("GET", f"/v1/batches/{batch_id}", params=params))
+        return await self._run(_get_batch(batch_id, status, limit, offset))
 
     async def batches(self, limit: int = 25, offset: int = 0) -> BatchPage:
-        return BatchPage.from_json(
-            await self._json("GET", "/v1/batches", params={"limit": limit, "offset": offset})
-        )
+        return await self._run(_batches(limit, offset))
 
     async def wait(self, job_id: str, *, timeout: float) -> Job:  # noqa: ASYNC109 - the server waits
-        """As `Client.wait`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = max(0.0, deadline - time.monotonic())
-            try:
-                data = await self._json(
-                    "GET",
-                    f"/v1/jobs/{job_id}/wait",
-                    params={"timeout": remaining},
-                    timeout=remaining + WAIT_GRACE_SECONDS,
-                )
-            except NotFound as exc:
-                if not _route_missing(exc):
-                    raise
-                return await self._poll_job(job_id, deadline)
-            job = Job.from_json(data)  # `timed_out` aside: final or not is what counts
-            if job.is_final:
-                return job
-            if time.monotonic() >= deadline:
-                raise WaitTimeout(f"job {job_id} is still {job.status} after {timeout:g} s", job=job)
-
-    async def _poll_job(self, job_id: str, deadline: float) -> Job:
-        while True:
-            job = await self.get(job_id)
-            if job.is_final:
-                return job
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise WaitTimeout(f"job {job_id} is still {job.status}", job=job)
-            await asyncio.sleep(min(self.poll_interval, remaining))
+        return await self._run(_wait(job_id, timeout, self.poll_interval))
 
     async def wait_batch(self, batch_id: str, *, timeout: float) -> Batch:  # noqa: ASYNC109
-        """As `Client.wait_batch`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = max(0.0, deadline - time.monotonic())
-            try:
-                data = await self._json(
-                    "GET",
-                    f"/v1/batches/{batch_id}/wait",
-                    params={"timeout": remaining},
-                    timeout=remaining + WAIT_GRACE_SECONDS,
-                )
-            except NotFound as exc:
-                if not _route_missing(exc):
-                    raise
-                return await self._poll_batch(batch_id, deadline)
-            batch = Batch.from_json(data)
-            if batch.is_done:
-                return batch
-            if time.monotonic() >= deadline:
-                raise WaitTimeout(
-                    f"batch {batch_id} is {batch.progress}% done after {timeout:g} s", batch=batch
-                )
+        return await self._run(_wait_batch(batch_id, timeout, self.poll_interval))
 
-    async def _poll_batch(self, batch_id: str, deadline: float) -> Batch:
-        while True:
-            batch = await self.get_batch(batch_id, limit=1)
-            if batch.is_done:
-                return batch
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise WaitTimeout(f"batch {batch_id} is {batch.progress}% done", batch=batch)
-            await asyncio.sleep(min(self.poll_interval, remaining))
+    async def deliveries(
+        self, *, job_id: str | None = None, batch_id: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Delivery]:
+        return await self._run(_deliveries(job_id, batch_id, limit, offset))
+
+    async def webhook_secret(self) -> str:
+        return await self._run(_webhook_secret())
 
     async def iter_results(self, batch_id: str) -> AsyncIterator[Job]:
         """As `Client.iter_results`: every job of the batch with its HTML, streamed."""
-        try:
-            async with self._http.stream(
-                "GET", f"/v1/batches/{batch_id}/export", params={"format": "ndjson"}
-            ) as response:
-                if response.is_error:
-                    await response.aread()
-                    raise error_for(response)
-                async for line in response.aiter_lines():
-                    job = _parse_ndjson_line(line)
-                    if job is not None:
-                        yield job
-        except httpx.TransportError as exc:
-            raise ConnectionFailed(0, "connection_failed", f"cannot reach {self.base_url}: {exc}") from exc
+        async with self._stream(*_stream_route(batch_id, "ndjson")) as response:
+            async for line in response.aiter_lines():
+                job = _parse_ndjson_line(line)
+                if job is not None:
+                    yield job
 
     async def export(
         self, batch_id: str, path: str | Path | IO[bytes], *, format: ExportFormat = "ndjson"
     ) -> int:
         """As `Client.export` (the file is written with blocking writes, chunk by chunk)."""
-        _check_format(format)
-        if isinstance(path, str | Path):
-            with open(path, "wb") as out:  # noqa: ASYNC230 - chunked writes of a download
-                return await self._export_to(batch_id, out, format)
-        return await self._export_to(batch_id, path, format)
+        route, params = _stream_route(batch_id, format)
+        with contextlib.ExitStack() as stack:
+            out = stack.enter_context(open(path, "wb")) if isinstance(path, str | Path) else path  # noqa: ASYNC230
+            if format == "json":
+                return await self._run(_export_json(batch_id, out))
+            async with self._stream(route, params) as response:
+                return sum([out.write(chunk) async for chunk in response.aiter_bytes()])
 
-    async def _export_to(self, batch_id: str, out: IO[bytes], export_format: str) -> int:
-        route = f"/v1/batches/{batch_id}/export"
-        if export_format == "json":
-            written, offset, first = out.write(b"["), 0, True
-            while True:
-                page = await self._json(
-                    "GET", route, params={"format": "json", "limit": EXPORT_PAGE_SIZE, "offset": offset}
-                )
-                for item in page["jobs"]:
-                    written += out.write((b"\n" if first else b",\n") + json.dumps(item).encode())
-                    first = False
-                offset += len(page["jobs"])
-                if not page["jobs"] or offset >= page["total"]:
-                    return written + out.write(b"\n]\n")
-        written = 0
+    @contextlib.asynccontextmanager
+    async def _stream(self, route: str, params: dict[str, str]) -> AsyncIterator[httpx.Response]:
         try:
-            async with self._http.stream("GET", route, params={"format": export_format}) as response:
+            async with self._http.stream("GET", route, params=params) as response:
                 if response.is_error:
                     await response.aread()
                     raise error_for(response)
-                async for chunk in response.aiter_bytes():
-                    written += out.write(chunk)
+                yield response
         except httpx.TransportError as exc:
-            raise ConnectionFailed(0, "connection_failed", f"cannot reach {self.base_url}: {exc}") from exc
-        return written
+            raise _unreachable(self.base_url, exc) from exc
 
     async def retry_failed(self, batch_id: str) -> int:
-        return int((await self._json("POST", f"/v1/batches/{batch_id}/retry-failed"))["retried"])
+        return await self._run(_retry_failed(batch_id))
 
     async def cancel(self, job_id: str) -> Job:
-        return Job.from_json(await self._json("POST", f"/v1/jobs/{job_id}/cancel"))
+        return await self._run(_cancel(job_id))
 
     async def cancel_batch(self, batch_id: str) -> int:
-        return int((await self._json("POST", f"/v1/batches/{batch_id}/cancel"))["cancelled"])
+        return await self._run(_cancel_batch(batch_id))

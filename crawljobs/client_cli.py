@@ -49,6 +49,15 @@ UltraOption = Annotated[bool, typer.Option("--ultra-premium", help="Use the ultr
 RetriesOption = Annotated[
     int | None, typer.Option("--max-retries", min=0, max=20, help="Retries after the first attempt.")
 ]
+RobotsOption = Annotated[bool, typer.Option("--obey-robots", help="Obey the site's robots.txt.")]
+CallbackOption = Annotated[
+    str | None,
+    typer.Option(
+        "--callback-url",
+        metavar="URL",
+        help="Receives signed webhooks when jobs end (see Webhooks in README).",
+    ),
+]
 WaitOption = Annotated[bool, typer.Option("--wait", help="Wait until the result is final.")]
 TimeoutOption = Annotated[
     float, typer.Option("--timeout", min=0, help="Seconds to wait at most with --wait.")
@@ -167,6 +176,8 @@ def submit(
     premium: PremiumOption = False,
     ultra_premium: UltraOption = False,
     max_retries: RetriesOption = None,
+    obey_robots: RobotsOption = False,
+    callback_url: CallbackOption = None,
     wait: WaitOption = False,
     timeout: TimeoutOption = 300.0,
     as_json: JsonOption = False,
@@ -174,7 +185,13 @@ def submit(
     """Submit one URL and print the job id (with --wait: the finished job)."""
     with _client() as client:
         job = client.submit(
-            url, render=render, premium=premium, ultra_premium=ultra_premium, max_retries=max_retries
+            url,
+            render=render,
+            premium=premium,
+            ultra_premium=ultra_premium,
+            max_retries=max_retries,
+            obey_robots=obey_robots,
+            callback_url=callback_url,
         )
         code = EXIT_OK
         if wait:
@@ -241,6 +258,8 @@ def batch(
     premium: PremiumOption = False,
     ultra_premium: UltraOption = False,
     max_retries: RetriesOption = None,
+    obey_robots: RobotsOption = False,
+    callback_url: CallbackOption = None,
     batch_id: Annotated[str | None, typer.Option("--batch-id", help="Your own id for the batch.")] = None,
     wait: WaitOption = False,
     timeout: TimeoutOption = 3600.0,
@@ -259,6 +278,8 @@ def batch(
             premium=premium,
             ultra_premium=ultra_premium,
             max_retries=max_retries,
+            obey_robots=obey_robots,
+            callback_url=callback_url,
             batch_id=batch_id,
         )
         stderr.print(

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis
 
@@ -94,6 +95,20 @@ def test_submit_status_cancel_and_json(cli: Cli, database_url: str) -> None:
     failed_job = cli("submit", URL + "?cli-error").stdout.strip()
     finish_jobs(database_url, [failed_job], status="error")
     assert cli("status", failed_job).returncode == 1
+
+
+def test_submit_and_batch_with_a_callback_url(cli: Cli, database_url: str) -> None:
+    hook = "http://127.0.0.1:9/hook"
+    job_id = cli("submit", URL + "?cli-hook", "--callback-url", hook, "--obey-robots").stdout.strip()
+    batch = cli("batch", "-", "--callback-url", hook, "--batch-id", "cli-hooks", stdin=URL + "?b\n")
+    assert batch.returncode == 0, batch.stderr
+    with psycopg.connect(database_url) as conn:
+        job = conn.execute("SELECT callback_url, obey_robots FROM crawl_jobs WHERE id = %s", (job_id,))
+        assert job.fetchone() == (hook, True)
+        stored = conn.execute("SELECT callback_url FROM crawl_batches WHERE batch_id = 'cli-hooks'")
+        assert stored.fetchone() == (hook,)
+    refused = cli("submit", URL + "?cli-bad-hook", "--callback-url", "http://127.0.0.2:9/hook")
+    assert refused.returncode == 3 and "callback" in refused.stderr.lower(), refused.stderr
 
 
 def test_submit_wait_success_and_timeout(cli: Cli, database_url: str) -> None:

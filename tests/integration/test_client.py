@@ -24,6 +24,7 @@ import pytest
 import redis
 import uvicorn
 
+from crawljobs import store
 from crawljobs.client import (
     AsyncClient,
     Client,
@@ -39,6 +40,7 @@ from crawljobs.config import Settings
 from crawljobs.keys import create_key
 from service.app import create_app
 from tests.integration.conftest import fake_resolver
+from tests.integration.test_webhooks import completed
 
 URL = "http://127.0.0.1:9/page"
 
@@ -342,6 +344,54 @@ def test_async_client(served: ServedApi, key: str, database_url: str) -> None:
                 await c.get("00000000-0000-0000-0000-000000000000")
 
     asyncio.run(scenario())
+
+
+async def complete_as_worker(database_url: str, ids: Sequence[str]) -> None:
+    """Claim and complete jobs through the store, as a worker does (so the webhook outbox is written)."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        claimed = await store.claim_jobs(conn, ids=ids, worker="w", lease_seconds=30)
+        results = [completed(row["id"], row["attempt"]) for row in claimed]
+        assert len(await store.finish_jobs(conn, worker="w", results=results, attempts=[])) == len(ids)
+
+
+def test_callback_url_robots_and_the_delivery_log(client: Client, database_url: str) -> None:
+    hook = "http://127.0.0.1:9/hook"
+    job = client.submit(URL + "?hook", callback_url=hook, obey_robots=True)
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT callback_url, obey_robots FROM crawl_jobs WHERE id = %s", (job.id,))
+        assert row.fetchone() == (hook, True)
+    assert client.deliveries(job_id=job.id) == []
+    asyncio.run(complete_as_worker(database_url, [job.id]))
+
+    [delivery] = client.deliveries(job_id=job.id)
+    assert (delivery.event, delivery.status, delivery.url, delivery.attempts) == (
+        "job.completed",
+        "pending",  # no sweeper runs here: nothing is sent
+        hook,
+        0,
+    )
+    assert delivery.payload["job"]["id"] == job.id and delivery.created_at is not None
+    assert client.webhook_secret().startswith("whsec_")
+    assert client.webhook_secret() == client.webhook_secret()
+    with pytest.raises(InvalidRequest) as refused:
+        client.submit(URL + "?bad-hook", callback_url="http://127.0.0.2:9/hook")
+    assert refused.value.status == 422
+
+    batch = client.submit_batch([URL + "?hook-batch"], callback_url=hook, batch_id="client-hooks")
+    asyncio.run(complete_as_worker(database_url, [i for i in batch.job_ids if i]))
+    events = sorted(d.event for d in client.deliveries(batch_id="client-hooks"))
+    assert events == ["batch.completed", "job.completed"]
+
+    async def through_async() -> None:
+        async with AsyncClient(client.base_url, client.api_key, timeout=10) as c:
+            assert len(await c.deliveries(batch_id="client-hooks", limit=1)) == 1
+            assert await c.webhook_secret() == client.webhook_secret()
+            other = await c.submit(URL + "?async-hook", callback_url=hook)
+            with psycopg.connect(database_url) as conn:
+                found = conn.execute("SELECT callback_url FROM crawl_jobs WHERE id = %s", (other.id,))
+                assert found.fetchone() == (hook,)
+
+    asyncio.run(through_async())
 
 
 class WithoutWaitRoutes(httpx.HTTPTransport):
