@@ -26,7 +26,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -48,6 +48,7 @@ WAIT_GRACE_SECONDS = 10.0
 EXPORT_PAGE_SIZE = 500
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 # -- results -----------------------------------------------------------------------------------------
@@ -499,69 +500,69 @@ def _batches(limit: int, offset: int) -> Operation[BatchPage]:
     return BatchPage.from_json((yield from _json(step)))
 
 
-def _wait(job_id: str, timeout: float, poll_interval: float) -> Operation[Job]:
-    """The job once final. Asks the server to wait (again, while its cap is shorter than ``timeout``); reads
-    the job every ``poll_interval`` seconds against a server without the wait route."""
+def _until_final(
+    wait_path: str,
+    parse: Callable[[Any], R],
+    read: Callable[[], Operation[R]],
+    is_final: Callable[[R], bool],
+    timed_out: Callable[[R, str], WaitTimeout],
+    timeout: float,
+    poll_interval: float,
+) -> Operation[R]:
+    """A job or a batch once final. Asks the server to wait (again, while its cap is shorter than ``timeout``);
+    against a server without the wait route, reads it every ``poll_interval`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         remaining = max(0.0, deadline - time.monotonic())
-        step = _Send(
-            "GET",
-            f"/v1/jobs/{job_id}/wait",
-            params={"timeout": remaining},
-            timeout=remaining + WAIT_GRACE_SECONDS,
-        )
+        step = _Send("GET", wait_path, params={"timeout": remaining}, timeout=remaining + WAIT_GRACE_SECONDS)
         try:
-            data = yield from _json(step)
+            found = parse((yield from _json(step)))  # `timed_out` aside: final or not is what counts
         except NotFound as exc:
             if not _route_missing(exc):
                 raise
             break
-        job = Job.from_json(data)  # `timed_out` aside: final or not is what counts
-        if job.is_final:
-            return job
+        if is_final(found):
+            return found
         if time.monotonic() >= deadline:
-            raise WaitTimeout(f"job {job_id} is still {job.status} after {timeout:g} s", job=job)
+            raise timed_out(found, f" after {timeout:g} s")
     while True:
-        job = yield from _get(job_id, False)
-        if job.is_final:
-            return job
+        found = yield from read()
+        if is_final(found):
+            return found
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise WaitTimeout(f"job {job_id} is still {job.status}", job=job)
+            raise timed_out(found, "")
         yield _Sleep(min(poll_interval, remaining))
+
+
+def _wait(job_id: str, timeout: float, poll_interval: float) -> Operation[Job]:
+    return (
+        yield from _until_final(
+            f"/v1/jobs/{job_id}/wait",
+            Job.from_json,
+            lambda: _get(job_id, False),
+            lambda job: job.is_final,
+            lambda job, after: WaitTimeout(f"job {job_id} is still {job.status}{after}", job=job),
+            timeout,
+            poll_interval,
+        )
+    )
 
 
 def _wait_batch(batch_id: str, timeout: float, poll_interval: float) -> Operation[Batch]:
-    """As `_wait`, for every job of a batch."""
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = max(0.0, deadline - time.monotonic())
-        step = _Send(
-            "GET",
+    return (
+        yield from _until_final(
             f"/v1/batches/{batch_id}/wait",
-            params={"timeout": remaining},
-            timeout=remaining + WAIT_GRACE_SECONDS,
+            Batch.from_json,
+            lambda: _get_batch(batch_id, None, 1, 0),
+            lambda batch: batch.is_done,
+            lambda batch, after: WaitTimeout(
+                f"batch {batch_id} is {batch.progress}% done{after}", batch=batch
+            ),
+            timeout,
+            poll_interval,
         )
-        try:
-            data = yield from _json(step)
-        except NotFound as exc:
-            if not _route_missing(exc):
-                raise
-            break
-        batch = Batch.from_json(data)
-        if batch.is_done:
-            return batch
-        if time.monotonic() >= deadline:
-            raise WaitTimeout(f"batch {batch_id} is {batch.progress}% done after {timeout:g} s", batch=batch)
-    while True:
-        batch = yield from _get_batch(batch_id, None, 1, 0)
-        if batch.is_done:
-            return batch
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise WaitTimeout(f"batch {batch_id} is {batch.progress}% done", batch=batch)
-        yield _Sleep(min(poll_interval, remaining))
+    )
 
 
 def _export_json(batch_id: str, out: IO[bytes]) -> Operation[int]:
