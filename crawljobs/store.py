@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -212,15 +212,32 @@ async def count_batches(conn: AsyncConnection[Any], *, tenant: str) -> int:
 
 
 async def retry_failed_jobs(conn: AsyncConnection[Any], *, tenant: str, batch_id: str) -> list[uuid.UUID]:
-    rows = await _all(conn, "retry_failed_jobs", {"tenant": tenant, "batch_id": batch_id})
+    """A batch's failed jobs back to pending; its event streams are told (its counts changed)."""
+    async with conn.transaction():
+        rows = await _all(conn, "retry_failed_jobs", {"tenant": tenant, "batch_id": batch_id})
+        if rows:
+            async with conn.cursor() as cur:
+                await _notify(cur, [], [batch_id])
     return [row["id"] for row in rows]
 
 
 # -- workers -----------------------------------------------------------------------------------------
 
 NOTIFY_CHANNEL = "crawljobs_jobs"
-# NOTIFY payloads must stay under 8000 bytes: 36-character ids joined by commas.
+# NOTIFY payloads must stay under 8000 bytes: 36-character ids joined by commas, or batch marks
+# ("batch:" and an id of at most 128 characters).
 _NOTIFY_IDS = 200
+_NOTIFY_BATCHES = 50
+BATCH_MARK = "batch:"
+
+
+def notify_payloads(ids: Sequence[uuid.UUID | str], batch_ids: Iterable[str | None] = ()) -> list[str]:
+    """The NOTIFY payloads announcing that jobs changed: their ids, 200 a payload, then a mark for each batch
+    they belong to (``batch:<batch_id>``) so that batch waits and event streams wake only for their batch."""
+    payloads = [",".join(str(i) for i in ids[s : s + _NOTIFY_IDS]) for s in range(0, len(ids), _NOTIFY_IDS)]
+    marks = sorted({BATCH_MARK + batch_id for batch_id in batch_ids if batch_id})
+    payloads += [",".join(marks[s : s + _NOTIFY_BATCHES]) for s in range(0, len(marks), _NOTIFY_BATCHES)]
+    return payloads
 
 
 async def claim_jobs(
@@ -295,17 +312,24 @@ async def finish_jobs(
     async with conn.transaction(), conn.cursor() as cur:
         if attempts:
             await cur.executemany(query("insert_attempt"), attempts)
-        written: list[uuid.UUID] = []
+        rows: list[tuple[Any, ...]] = []
         if results:
             await cur.execute(query("finish_jobs"), params)
-            written = [row[0] for row in await cur.fetchall()]
-        if written:  # webhooks: outbox rows commit with the results (set-based, no per-row round trips)
-            await cur.execute(query("record_job_events"), {"ids": written})
-            await _record_batch_events(cur, written)
-        for start in range(0, len(written), _NOTIFY_IDS):
-            payload = ",".join(str(i) for i in written[start : start + _NOTIFY_IDS])
-            await cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, payload))
+            rows = await cur.fetchall()
+        written: list[uuid.UUID] = [row[0] for row in rows]
+        await _job_events(cur, written, [row[1] for row in rows])
     return written
+
+
+async def _job_events(
+    cur: psycopg.AsyncCursor[Any], ids: Sequence[uuid.UUID], batch_ids: Sequence[str | None]
+) -> None:
+    """What follows jobs becoming final, in the writer's transaction: webhook outbox rows (set-based, no
+    per-row round trips) and the NOTIFYs that wake their waiters after the commit."""
+    if ids:
+        await cur.execute(query("record_job_events"), {"ids": list(ids)})
+        await _record_batch_events(cur, ids)
+    await _notify(cur, ids, batch_ids)
 
 
 async def _record_batch_events(cur: psycopg.AsyncCursor[Any], ids: Sequence[uuid.UUID]) -> None:
@@ -326,7 +350,15 @@ async def release_jobs(
 
 
 async def reclaim_expired_leases(conn: AsyncConnection[Any], *, limit: int) -> list[Row]:
-    return await _all(conn, "reclaim_expired_leases", {"limit": limit})
+    """Expired leases back to pending, or to error once attempts are spent: those end like any other failed
+    job (webhooks, waiters woken), in the same transaction."""
+    async with conn.transaction():
+        rows = await _all(conn, "reclaim_expired_leases", {"limit": limit})
+        lost = [row for row in rows if row["status"] == "error"]
+        if lost:
+            async with conn.cursor() as cur:
+                await _job_events(cur, [row["id"] for row in lost], [row["batch_id"] for row in lost])
+    return rows
 
 
 async def claim_undispatched(conn: AsyncConnection[Any], *, limit: int) -> list[Row]:
@@ -345,10 +377,11 @@ async def count_pending_dispatched(conn: AsyncConnection[Any]) -> int:
 # -- cancel, export, retention -------------------------------------------------------------------------
 
 
-async def _notify(cur: psycopg.AsyncCursor[Any], ids: Sequence[uuid.UUID]) -> None:
-    """One NOTIFY per chunk of ids, sent with the caller's transaction (waiters wake after its commit)."""
-    for start in range(0, len(ids), _NOTIFY_IDS):
-        payload = ",".join(str(i) for i in ids[start : start + _NOTIFY_IDS])
+async def _notify(
+    cur: psycopg.AsyncCursor[Any], ids: Sequence[uuid.UUID], batch_ids: Iterable[str | None] = ()
+) -> None:
+    """The NOTIFYs of `notify_payloads`, sent with the caller's transaction (waiters wake after its commit)."""
+    for payload in notify_payloads(ids, batch_ids):
         await cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, payload))
 
 
@@ -356,10 +389,11 @@ async def cancel_job(conn: AsyncConnection[Any], *, tenant: str, job_id: uuid.UU
     """Cancel a pending or processing job and NOTIFY it; False when there was nothing to cancel."""
     async with conn.transaction(), conn.cursor() as cur:
         await cur.execute(query("cancel_job"), {"tenant": tenant, "id": job_id})
-        ids = [row[0] for row in await cur.fetchall()]
+        rows = await cur.fetchall()
+        ids = [row[0] for row in rows]
         if ids:
             await _record_batch_events(cur, ids)
-        await _notify(cur, ids)
+        await _notify(cur, ids, [row[1] for row in rows])
     return bool(ids)
 
 
@@ -370,7 +404,7 @@ async def cancel_batch_jobs(conn: AsyncConnection[Any], *, tenant: str, batch_id
         ids = [row[0] for row in await cur.fetchall()]
         if ids:
             await _record_batch_events(cur, ids[:1])  # one id names the batch
-        await _notify(cur, ids)
+        await _notify(cur, ids, [batch_id])
     return ids
 
 
@@ -459,3 +493,10 @@ async def tenant_secret(conn: AsyncConnection[Any], *, tenant: str, new_secret: 
         if row is not None:
             return str(row["secret"])
     raise RuntimeError(f"no webhook secret for tenant {tenant!r}")
+
+
+async def count_live_jobs(conn: AsyncConnection[Any]) -> dict[str, int]:
+    """How many jobs are pending and processing (from partial indexes: cheap whatever the table's size)."""
+    row = await _one(conn, "count_live_jobs", {})
+    assert row is not None
+    return {"pending": int(row["pending"]), "processing": int(row["processing"])}

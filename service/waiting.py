@@ -1,15 +1,19 @@
 """Waiting for jobs without polling: one LISTEN per API process, fanned out in memory to every waiter.
 
-The worker's pipeline (``store.finish_jobs``) and cancels send ``NOTIFY crawljobs_jobs, '<id>,<id>,...'`` once
-per committed write. A :class:`CompletionHub` holds ONE dedicated connection doing ``LISTEN`` and wakes the
-waiters of the ids it hears, plus every "any job changed" subscriber (batch waits, live progress). Waiters do
-not hold a connection while they wait: they take one from the shared pool only for their short re-reads, so a
+The worker's pipeline (``store.finish_jobs``), cancels, retries and the sweeper send
+``NOTIFY crawljobs_jobs, '<id>,<id>,...'`` once per committed write, and a payload of batch marks
+(``batch:<batch_id>``, see ``store.notify_payloads``) for the batches those jobs belong to. A
+:class:`CompletionHub` holds ONE dedicated connection doing ``LISTEN`` and wakes the waiters of the ids and
+batches it hears: a job wait wakes for its job, a batch wait or event stream for its batch only. Waiters do not
+hold a connection while they wait: they take one from the shared pool only for their short re-reads, so a
 thousand waiters cost a thousand asyncio events, not a thousand connections.
 
 A notification is only a hint to re-read: a waiter registers first, then reads its row, then waits, and
 re-reads on every wake (a completion between the read and the wait is not missed: the event stays set). When
 the listening connection drops, the hub reconnects with backoff and then wakes every waiter, so whatever was
-notified while it was deaf is picked up by the re-read.
+notified while it was deaf is picked up by the re-read. Batch waits and streams also re-read every
+``BATCH_FALLBACK_SECONDS`` without a notification: a writer that sends no batch marks (an older worker in a
+rolling upgrade) delays their news by that much at most, never until the wait's end.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from crawljobs import store
 from crawljobs.exceptions import JobNotFound
 from crawljobs.manager import JobManager
 from crawljobs.models import Attempt, Batch, Job
-from crawljobs.store import NOTIFY_CHANNEL
+from crawljobs.store import BATCH_MARK, NOTIFY_CHANNEL
 from service import render
 
 logger = logging.getLogger(__name__)
@@ -45,6 +49,8 @@ RECONNECT_MAX_SECONDS = 5.0
 HEALTH_CHECK_SECONDS = 30.0
 # A batch re-reads its counts at most this often, however many notifications arrive (~10/s).
 BATCH_REREAD_SECONDS = 0.1
+# A batch wait or event stream re-reads at least this often, notified or not.
+BATCH_FALLBACK_SECONDS = 5.0
 # A comment line on an idle event stream, so proxies and clients keep it open.
 KEEPALIVE_SECONDS = 15.0
 # Job re-reads coalesced into one query: at most this many ids per query.
@@ -74,7 +80,7 @@ class Subscription:
 
 
 class CompletionHub:
-    """One LISTEN connection per process, its notifications fanned out to subscriptions by job id."""
+    """One LISTEN connection per process, its notifications fanned out to subscriptions by job or batch."""
 
     def __init__(
         self,
@@ -88,8 +94,8 @@ class CompletionHub:
         self.reconnect_min = reconnect_min
         self.reconnect_max = reconnect_max
         self.health_check = health_check
-        self._by_job: dict[str, set[Subscription]] = {}
-        self._any: set[Subscription] = set()
+        # A job id, or a batch mark ("batch:<batch_id>") -> the subscriptions woken by it.
+        self._by_key: dict[str, set[Subscription]] = {}
         self._task: asyncio.Task[None] | None = None
         self._conn: psycopg.AsyncConnection[object] | None = None
         self.listening = asyncio.Event()
@@ -100,49 +106,46 @@ class CompletionHub:
     @contextlib.contextmanager
     def watch(self, job_ids: Iterable[uuid.UUID | str]) -> Iterator[Subscription]:
         """A subscription woken when any of ``job_ids`` is notified (or on a reconnect), for the block."""
-        keys = [str(job_id) for job_id in job_ids]
+        with self._watch([str(job_id) for job_id in job_ids]) as sub:
+            yield sub
+
+    @contextlib.contextmanager
+    def watch_batch(self, batch_id: str) -> Iterator[Subscription]:
+        """A subscription woken when a job of the batch changes (or on a reconnect), for the block. Batch ids
+        are per tenant: another tenant's batch of the same name wakes it too, and its re-read finds nothing new."""
+        with self._watch([BATCH_MARK + batch_id]) as sub:
+            yield sub
+
+    @contextlib.contextmanager
+    def _watch(self, keys: list[str]) -> Iterator[Subscription]:
         sub = Subscription()
         for key in keys:
-            self._by_job.setdefault(key, set()).add(sub)
+            self._by_key.setdefault(key, set()).add(sub)
         try:
             yield sub
         finally:
             for key in keys:
-                subs = self._by_job.get(key)
+                subs = self._by_key.get(key)
                 if subs is not None:
                     subs.discard(sub)
                     if not subs:
-                        del self._by_job[key]
-
-    @contextlib.contextmanager
-    def watch_any(self) -> Iterator[Subscription]:
-        """A subscription woken by every notification (whatever job changed), for the block."""
-        sub = Subscription()
-        self._any.add(sub)
-        try:
-            yield sub
-        finally:
-            self._any.discard(sub)
+                        del self._by_key[key]
 
     @property
     def waiters(self) -> int:
         """How many subscriptions are registered (a waiter watching several ids counts once per id)."""
-        return sum(len(s) for s in self._by_job.values()) + len(self._any)
+        return sum(len(s) for s in self._by_key.values())
 
     def dispatch(self, payload: str) -> None:
-        """Wake the subscribers of the ids in a notification's payload, and every "any" subscriber."""
-        for job_id in payload.split(","):
-            for sub in self._by_job.get(job_id.strip(), ()):
+        """Wake the subscribers of the ids and batch marks in a notification's payload."""
+        for key in payload.split(","):
+            for sub in self._by_key.get(key.strip(), ()):
                 sub.wake()
-        for sub in self._any:
-            sub.wake()
 
     def wake_all(self) -> None:
-        for subs in self._by_job.values():
+        for subs in self._by_key.values():
             for sub in subs:
                 sub.wake()
-        for sub in self._any:
-            sub.wake()
 
     # -- the listening connection ----------------------------------------------------------------
 
@@ -339,7 +342,7 @@ async def wait_for_batch(
     """The batch once every job is final, or as it stands after ``max_seconds``. Raises BatchNotFound at once."""
     started = time.monotonic()
     deadline = started + max_seconds
-    with hub.watch_any() as sub:
+    with hub.watch_batch(batch_id) as sub:
         while True:
             read_at = time.monotonic()
             batch = await manager.get_batch(tenant=tenant, batch_id=batch_id)
@@ -348,7 +351,10 @@ async def wait_for_batch(
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return BatchWait(batch, timed_out=True, waited_ms=_elapsed_ms(started))
-            if not await sub.wait(remaining):
+            if (
+                not await sub.wait(min(remaining, BATCH_FALLBACK_SECONDS))
+                and remaining <= BATCH_FALLBACK_SECONDS
+            ):
                 batch = await manager.get_batch(tenant=tenant, batch_id=batch_id)
                 return BatchWait(batch, timed_out=not batch_done(batch), waited_ms=_elapsed_ms(started))
             # Debounce: a batch being finished sends many notifications; re-read at most ~10 times a second.
@@ -372,15 +378,21 @@ async def batch_events(
     Check that the batch exists before streaming (``manager.get_batch``): an unknown batch is a 404, not a
     stream.
     """
-    with hub.watch_any() as sub:  # subscribed before the first read: a change after it wakes the loop
+    with hub.watch_batch(batch_id) as sub:  # subscribed before the first read: a change after it wakes us
         batch = await manager.get_batch(tenant=tenant, batch_id=batch_id)
-        read_at = time.monotonic()
+        read_at = sent_at = time.monotonic()
         yield f"event: counts\ndata: {counts_data(batch)}\n\n"
         last = batch.counts
         while not batch_done(batch):
-            if not await sub.wait(KEEPALIVE_SECONDS):
+            now = time.monotonic()
+            woken = await sub.wait(
+                max(0.0, min(sent_at + KEEPALIVE_SECONDS - now, read_at + BATCH_FALLBACK_SECONDS - now))
+            )
+            if time.monotonic() - sent_at >= KEEPALIVE_SECONDS:
                 yield ": keep-alive\n\n"
-                continue
+                sent_at = time.monotonic()
+            if not woken and time.monotonic() - read_at < BATCH_FALLBACK_SECONDS:
+                continue  # only the keep-alive was due
             pause = read_at + BATCH_REREAD_SECONDS - time.monotonic()
             if pause > 0:
                 await asyncio.sleep(pause)
@@ -390,5 +402,5 @@ async def batch_events(
                 last, last_updated=None
             ):
                 yield f"event: counts\ndata: {counts_data(batch)}\n\n"
-                last = batch.counts
+                last, sent_at = batch.counts, time.monotonic()
         yield f"event: done\ndata: {counts_data(batch)}\n\n"

@@ -173,7 +173,7 @@ FROM unnest(%(id)s::uuid[], %(attempt)s::int[], %(status)s::text[], %(html)s::te
      AS r(id, attempt, status, html, html_length, processing_time_ms, success_method, http_status, final_url,
           content_type, error_message, cost)
 WHERE j.id = r.id AND j.attempt = r.attempt AND j.status = 'processing' AND j.lease_owner = %(worker)s
-RETURNING j.id;
+RETURNING j.id, j.batch_id;
 
 -- insert_attempt --
 -- Record one fetch attempt.
@@ -202,7 +202,7 @@ WHERE id IN (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, status, priority;
+RETURNING id, status, priority, batch_id;
 
 -- claim_undispatched --
 -- The sweeper: pending jobs never dispatched (or dispatched longer ago than `stale_seconds`), marked
@@ -240,7 +240,7 @@ UPDATE crawl_jobs
 SET status = 'cancelled', error_message = 'cancelled', completed_at = now(), updated_at = now(),
     lease_owner = NULL, lease_expires_at = NULL
 WHERE tenant = %(tenant)s AND id = %(id)s AND status IN ('pending', 'processing')
-RETURNING id;
+RETURNING id, batch_id;
 
 -- cancel_batch_jobs --
 -- Cancel every job of a tenant's batch that is not final yet; final jobs are left as they are.
@@ -351,7 +351,7 @@ WHERE id IN (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, tenant, event, url, payload, attempts;
+RETURNING id, tenant, event, url, payload, attempts, job_id, batch_id;
 
 -- mark_delivered --
 -- A delivery answered with 2xx.
@@ -389,3 +389,10 @@ SELECT secret FROM made
 UNION ALL
 SELECT secret FROM tenant_secrets WHERE tenant = %(tenant)s
 LIMIT 1;
+
+-- count_live_jobs --
+-- The jobs not final yet, by status (/metrics): counted through the sweeper's partial indexes, so the cost follows
+-- the backlog, not the whole history (a count of every completed job would read the whole table).
+SELECT (SELECT count(*) FROM crawl_jobs WHERE status = 'pending' AND dispatched_at IS NULL)
+     + (SELECT count(*) FROM crawl_jobs WHERE status = 'pending' AND dispatched_at IS NOT NULL) AS pending,
+       (SELECT count(*) FROM crawl_jobs WHERE status = 'processing') AS processing;

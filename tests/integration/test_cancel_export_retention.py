@@ -164,10 +164,11 @@ def test_cancel_a_batch(
     response = client.post("/v1/batches/cancel-batch/cancel", headers=auth)
     assert response.status_code == 200, response.text
     assert response.json() == {"batch_id": "cancel-batch", "cancelled": 446}
-    # One NOTIFY per 200 ids, covering every cancelled job.
-    payloads = listener.payloads(3)
-    assert len(payloads) == 3
-    assert sorted(i for p in payloads for i in p.split(",")) == sorted(ids[4:])
+    # One NOTIFY per 200 ids, covering every cancelled job, and one naming the batch.
+    payloads = listener.payloads(4)
+    assert len(payloads) == 4
+    assert payloads[3] == "batch:cancel-batch"
+    assert sorted(i for p in payloads[:3] for i in p.split(",")) == sorted(ids[4:])
 
     counts = client.get("/v1/batches/cancel-batch", headers=auth).json()
     assert counts["counts"] == {

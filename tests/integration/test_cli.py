@@ -9,6 +9,7 @@ import secrets
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,6 +65,18 @@ class Cli:
         )
 
 
+def finish_once_submitted(database_url: str, select: str, value: str) -> None:
+    """Finish the jobs `select` finds, once the CLI (a process that may start slowly) has submitted them."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with psycopg.connect(database_url) as conn:
+            rows = conn.execute(select, (value,)).fetchall()
+        if rows:
+            finish_jobs(database_url, [r[0] for r in rows])
+            return
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def cli(served: ServedApi, key: str) -> Cli:
     return Cli(served.base, key)
@@ -113,13 +126,11 @@ def test_submit_and_batch_with_a_callback_url(cli: Cli, database_url: str) -> No
 
 def test_submit_wait_success_and_timeout(cli: Cli, database_url: str) -> None:
     def finish_pending() -> None:
-        import psycopg
-
-        with psycopg.connect(database_url) as conn:
-            rows = conn.execute(
-                "SELECT id::text FROM crawl_jobs WHERE url = %s AND status = 'pending'", (URL + "?cli-wait",)
-            ).fetchall()
-        finish_jobs(database_url, [r[0] for r in rows])
+        finish_once_submitted(
+            database_url,
+            "SELECT id::text FROM crawl_jobs WHERE url = %s AND status = 'pending'",
+            URL + "?cli-wait",
+        )
 
     timer = threading.Timer(1.5, finish_pending)
     timer.start()
@@ -192,11 +203,7 @@ def test_batch_file_wait_with_progress(cli: Cli, database_url: str, tmp_path: Pa
     batch_id = f"cli-wait-{secrets.token_hex(4)}"
 
     def finish() -> None:
-        import psycopg
-
-        with psycopg.connect(database_url) as conn:
-            rows = conn.execute("SELECT id::text FROM crawl_jobs WHERE batch_id = %s", (batch_id,)).fetchall()
-        finish_jobs(database_url, [r[0] for r in rows])
+        finish_once_submitted(database_url, "SELECT id::text FROM crawl_jobs WHERE batch_id = %s", batch_id)
 
     timer = threading.Timer(1.5, finish)
     timer.start()

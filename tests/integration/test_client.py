@@ -1,6 +1,6 @@
 """The Python client (`crawljobs.client`) against the real API: uvicorn on a free 127.0.0.1 port in a thread,
 on real PostgreSQL and Redis. No worker runs: the tests finish jobs as a worker's pipeline would (UPDATE the
-rows and ``pg_notify`` their ids in one transaction). Only ``http://127.0.0.1:9/...`` URLs are submitted
+rows and ``pg_notify`` their ids and batches in one transaction). Only ``http://127.0.0.1:9/...`` URLs are submitted
 (allowed by ``CRAWLJOBS_ALLOWED_NETWORKS=127.0.0.1/32``), so nothing leaves the machine.
 """
 
@@ -83,24 +83,26 @@ class ServedApi:
 
 
 def finish_jobs(database_url: str, ids: Sequence[str], *, status: str = "completed") -> None:
-    """Finish jobs as the worker's pipeline does: the rows and one NOTIFY of their ids, in one transaction."""
+    """Finish jobs as the worker's pipeline does: the rows and the NOTIFYs of their ids and batches, in one
+    transaction."""
     with psycopg.connect(database_url) as conn:
         if status == "completed":
-            conn.execute(
+            cur = conn.execute(
                 """UPDATE crawl_jobs SET status = 'completed', html = '<html>' || id || '</html>',
                        html_length = length('<html>' || id || '</html>'), processing_time_ms = 42,
                        success_method = 'http:direct', http_status = 200, completed_at = now(),
                        updated_at = now(), attempt = 1
-                   WHERE id = ANY(%s::uuid[])""",
+                   WHERE id = ANY(%s::uuid[]) RETURNING batch_id""",
                 (list(ids),),
             )
         else:
-            conn.execute(
+            cur = conn.execute(
                 """UPDATE crawl_jobs SET status = 'error', error_message = 'HTTP 500', attempt = max_attempts,
-                       completed_at = now(), updated_at = now() WHERE id = ANY(%s::uuid[])""",
+                       completed_at = now(), updated_at = now() WHERE id = ANY(%s::uuid[]) RETURNING batch_id""",
                 (list(ids),),
             )
-        conn.execute("SELECT pg_notify('crawljobs_jobs', %s)", (",".join(ids),))
+        for payload in store.notify_payloads(ids, [row[0] for row in cur.fetchall()]):
+            conn.execute("SELECT pg_notify(%s, %s)", (store.NOTIFY_CHANNEL, payload))
 
 
 def finish_later(database_url: str, ids: Sequence[str], delay: float, **kwargs: str) -> threading.Thread:

@@ -31,8 +31,6 @@ from service.render import LEGACY_JOB_FIELDS
 from service.waiting import CompletionHub
 from tests.integration.conftest import fake_resolver
 
-NOTIFY_IDS = 200  # ids per NOTIFY: a payload must stay under 8000 bytes (as in store.finish_jobs)
-
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -126,17 +124,16 @@ def submit_batch(http: httpx.Client, batch_id: str, n: int) -> list[str]:
 
 
 def finish(database_url: str, ids: Sequence[str], status: str = "completed") -> None:
-    """What a worker does: write the results and NOTIFY their ids, in one transaction."""
+    """What a worker does: write the results and NOTIFY their ids and batches, in one transaction."""
     with psycopg.connect(database_url) as conn:
-        conn.execute(
+        cur = conn.execute(
             """UPDATE crawl_jobs SET status = %(status)s, attempt = 1, updated_at = now(), completed_at = now(),
                    html = '<p>ok</p>', html_length = 9, processing_time_ms = 12, success_method = 'http:direct',
                    http_status = 200, lease_owner = NULL, lease_expires_at = NULL
-               WHERE id = ANY(%(ids)s::uuid[])""",
+               WHERE id = ANY(%(ids)s::uuid[]) RETURNING batch_id""",
             {"status": status, "ids": list(ids)},
         )
-        for start in range(0, len(ids), NOTIFY_IDS):
-            payload = ",".join(ids[start : start + NOTIFY_IDS])
+        for payload in store.notify_payloads(ids, [row[0] for row in cur.fetchall()]):
             conn.execute("SELECT pg_notify(%s, %s)", (store.NOTIFY_CHANNEL, payload))
 
 
@@ -372,7 +369,9 @@ def test_a_thousand_waiters_share_the_pool(
                     asyncio.create_task(aclient.get(f"/v1/jobs/{job_id}/wait", params={"timeout": 60}))
                     for job_id in ids
                 ]
-                await asyncio.to_thread(until, lambda: running.waiters() >= 1000, what="1000 waiters")
+                await asyncio.to_thread(
+                    until, lambda: running.waiters() >= 1000, what="1000 waiters", seconds=90
+                )
                 # Every waiter is registered and has read its row: the connections are the pool's and the hub's.
                 held = backends(database_url)
                 assert held <= pool_size + 1, held
@@ -399,6 +398,28 @@ def test_a_thousand_waiters_share_the_pool(
 # -- batches ----------------------------------------------------------------------------------------
 
 
+def test_notifications_wake_only_the_waiters_of_their_job_or_batch() -> None:
+    async def scenario() -> None:
+        hub = CompletionHub("postgresql://unused")  # never started: dispatch alone is under test
+        job_id = "0190b7a4-0000-7000-8000-000000000001"
+        with (
+            hub.watch_batch("a") as batch_a,
+            hub.watch_batch("b") as batch_b,
+            hub.watch([job_id]) as job,
+        ):
+            assert hub.waiters == 3
+            hub.dispatch(",".join(store.notify_payloads([], ["a"])))
+            assert [await s.wait(0) for s in (batch_a, batch_b, job)] == [True, False, False]
+            for payload in store.notify_payloads([job_id], ["b"]):
+                hub.dispatch(payload)
+            assert [await s.wait(0) for s in (batch_a, batch_b, job)] == [False, True, True]
+            hub.wake_all()
+            assert [await s.wait(0) for s in (batch_a, batch_b, job)] == [True, True, True]
+        assert hub.waiters == 0
+
+    asyncio.run(scenario())
+
+
 def test_batch_wait_returns_when_every_job_is_final(
     api: LiveApi, http: httpx.Client, background: ThreadPoolExecutor, settings: Settings
 ) -> None:
@@ -422,6 +443,30 @@ def test_batch_wait_returns_when_every_job_is_final(
     assert body["counts"] == {
         "pending": 0, "processing": 0, "completed": 1, "error": 1, "cancelled": 1, "total": 3
     }  # fmt: skip
+
+
+def test_batch_wait_rereads_without_a_batch_mark(
+    api: LiveApi,
+    http: httpx.Client,
+    background: ThreadPoolExecutor,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A writer that announces job ids but no batch (an older worker) still ends a batch wait: the fallback
+    re-read finds the batch done."""
+    assert settings.database_url is not None
+    monkeypatch.setattr(waiting, "BATCH_FALLBACK_SECONDS", 0.3)
+    ids = submit_batch(http, "unmarked", 2)
+    future = start_wait(background, http, "/v1/batches/unmarked/wait", api, timeout=30)
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute(
+            "UPDATE crawl_jobs SET status = 'completed', attempt = 1, completed_at = now(), updated_at = now()"
+            " WHERE id = ANY(%s::uuid[])",
+            (ids,),
+        )
+        conn.execute("SELECT pg_notify(%s, %s)", (store.NOTIFY_CHANNEL, ",".join(ids)))
+    body = future.result(20).json()  # the wait's own end is 30 s away: a re-read answered it
+    assert body["timed_out"] is False and body["progress"] == 100
 
 
 def read_events(response: httpx.Response, into: queue.Queue[tuple[str, str]]) -> None:

@@ -329,3 +329,44 @@ def test_delivery_log_and_secret_are_per_tenant(
             received.body,
             received.headers["X-Crawljobs-Signature"],
         )
+
+
+def test_a_job_the_sweeper_ends_worker_lost_fails_like_any_other(
+    loopback_settings: Settings, database_url: str
+) -> None:
+    """A job whose last lease expires ends in error through the sweeper: its job.failed webhook and batch's
+    batch.completed are recorded and its waiters are notified, as when a worker writes the error."""
+    tenant = "hooks-lost"
+
+    async def body(manager: JobManager) -> tuple[uuid.UUID, str, list[str]]:
+        submission = await manager.submit_batch(
+            tenant=tenant,
+            urls=["https://example.com/lost"],
+            max_retries=0,
+            callback_url="http://127.0.0.1:9/x",
+        )
+        job_id = submission.job_ids[0]
+        assert job_id is not None
+        async with manager.pool.connection() as conn:
+            await store.claim_jobs(conn, ids=[job_id], worker="gone", lease_seconds=30)
+            await conn.execute(
+                "UPDATE crawl_jobs SET lease_expires_at = now() - interval '1 second' WHERE id = %s",
+                (job_id,),
+            )
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as listener:
+            await listener.execute(f"LISTEN {store.NOTIFY_CHANNEL}")
+            report = await Sweeper(manager).sweep_once()
+            assert report.failed_lost == 1
+            heard = [n.payload async for n in listener.notifies(timeout=5, stop_after=2)]
+        return job_id, submission.batch_id, heard
+
+    job_id, batch_id, heard = run_with_manager(loopback_settings, body)
+    assert heard == [str(job_id), f"batch:{batch_id}"]
+    with psycopg.connect(database_url) as conn:
+        events = conn.execute(
+            "SELECT event, payload #>> '{job,error_message}' FROM webhook_deliveries WHERE tenant = %s "
+            "ORDER BY event",
+            (tenant,),
+        ).fetchall()
+    assert events[0] == ("batch.completed", None)
+    assert events[1][0] == "job.failed" and events[1][1].startswith("worker lost")
