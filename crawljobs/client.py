@@ -262,6 +262,39 @@ class BatchPage:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """One event of a batch's live progress (`Client.follow`): its counts and progress; ``done`` on the last."""
+
+    counts: BatchCounts
+    progress: int
+    done: bool
+
+    @classmethod
+    def from_event(cls, event: str, data: str) -> Progress:
+        body = json.loads(data)
+        return cls(BatchCounts.from_json(body), int(body.get("progress", 0)), event == "done")
+
+
+class _EventParser:
+    """Server-sent events, a line at a time: `feed` returns the `Progress` an event completes, if any."""
+
+    def __init__(self) -> None:
+        self.event, self.data = "message", ""
+
+    def feed(self, line: str) -> Progress | None:
+        if line.startswith("event:"):
+            self.event = line[6:].strip()
+        elif line.startswith("data:"):
+            self.data = line[5:].strip()
+        elif line == "":
+            event, data = self.event, self.data
+            self.event, self.data = "message", ""
+            if data and event in ("counts", "done"):
+                return Progress.from_event(event, data)
+        return None  # a comment (keep-alive) or a field of an event still coming
+
+
+@dataclass(frozen=True)
 class Delivery:
     """A webhook delivery from the tenant's log: its event, where it went, and how it went so far."""
 
@@ -613,6 +646,11 @@ def _stream_route(batch_id: str, export_format: str) -> tuple[str, dict[str, str
     return f"/v1/batches/{batch_id}/export", {"format": export_format}
 
 
+def _stream_timeout(read_timeout: float | None) -> dict[str, Any]:
+    """The request option of a stream whose reads may wait ``read_timeout`` seconds (default: the client's)."""
+    return {} if read_timeout is None else {"timeout": httpx.Timeout(30.0, read=read_timeout)}
+
+
 def _parse_ndjson_line(line: str) -> Job | None:
     return Job.from_json(json.loads(line)) if line.strip() else None
 
@@ -729,6 +767,22 @@ class Client:
                 if job is not None:
                     yield job
 
+    def follow(self, batch_id: str, *, timeout: float | None = None) -> Iterator[Progress]:
+        """The batch's progress as it changes, pushed by the server (``GET /v1/batches/{id}/events``): a
+        `Progress` at once and on every change, the last one with ``done`` set. With ``timeout``, `WaitTimeout`
+        (carrying no batch) when no event came for that long — the server sends one at least every 15 s."""
+        parser = _EventParser()
+        with self._stream(f"/v1/batches/{batch_id}/events", {}, read_timeout=timeout) as response:
+            try:
+                for line in response.iter_lines():
+                    event = parser.feed(line)
+                    if event is not None:
+                        yield event
+                        if event.done:
+                            return
+            except httpx.ReadTimeout:
+                raise WaitTimeout(f"batch {batch_id}: no progress for {timeout:g} s") from None
+
     def export(self, batch_id: str, path: str | Path | IO[bytes], *, format: ExportFormat = "ndjson") -> int:
         """Write the batch's export to ``path`` (a file name or a binary file); returns the bytes written.
 
@@ -744,10 +798,12 @@ class Client:
                 return sum(out.write(chunk) for chunk in response.iter_bytes())
 
     @contextlib.contextmanager
-    def _stream(self, route: str, params: dict[str, str]) -> Iterator[httpx.Response]:
+    def _stream(
+        self, route: str, params: dict[str, str], *, read_timeout: float | None = None
+    ) -> Iterator[httpx.Response]:
         """A streamed GET, its errors typed as `_run`'s are."""
         try:
-            with self._http.stream("GET", route, params=params) as response:
+            with self._http.stream("GET", route, params=params, **_stream_timeout(read_timeout)) as response:
                 if response.is_error:
                     response.read()
                     raise error_for(response)
@@ -862,6 +918,25 @@ class AsyncClient:
                 if job is not None:
                     yield job
 
+    async def follow(
+        self,
+        batch_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the stream's read timeout
+    ) -> AsyncIterator[Progress]:
+        """As `Client.follow`."""
+        parser = _EventParser()
+        async with self._stream(f"/v1/batches/{batch_id}/events", {}, read_timeout=timeout) as response:
+            try:
+                async for line in response.aiter_lines():
+                    event = parser.feed(line)
+                    if event is not None:
+                        yield event
+                        if event.done:
+                            return
+            except httpx.ReadTimeout:
+                raise WaitTimeout(f"batch {batch_id}: no progress for {timeout:g} s") from None
+
     async def export(
         self, batch_id: str, path: str | Path | IO[bytes], *, format: ExportFormat = "ndjson"
     ) -> int:
@@ -875,9 +950,13 @@ class AsyncClient:
                 return sum([out.write(chunk) async for chunk in response.aiter_bytes()])
 
     @contextlib.asynccontextmanager
-    async def _stream(self, route: str, params: dict[str, str]) -> AsyncIterator[httpx.Response]:
+    async def _stream(
+        self, route: str, params: dict[str, str], *, read_timeout: float | None = None
+    ) -> AsyncIterator[httpx.Response]:
         try:
-            async with self._http.stream("GET", route, params=params) as response:
+            async with self._http.stream(
+                "GET", route, params=params, **_stream_timeout(read_timeout)
+            ) as response:
                 if response.is_error:
                     await response.aread()
                     raise error_for(response)

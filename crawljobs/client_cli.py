@@ -37,7 +37,8 @@ from crawljobs.client import (
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_API = 0, 1, 2, 3
-BATCH_POLL_SECONDS = 0.5
+# The longest read of a batch's event stream (the server sends a keep-alive every 15 s).
+FOLLOW_READ_SECONDS = 20.0
 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -225,8 +226,8 @@ def _read_urls(source: str) -> list[str]:
 
 
 def _follow_batch(client: Client, batch_id: str, total: int, timeout: float) -> Batch:
-    """Read the batch until every job is final, with a live progress bar on stderr; `WaitTimeout` at the end
-    of ``timeout``."""
+    """Follow the batch's pushed progress (its event stream) with a live progress bar on stderr until every
+    job is final; `WaitTimeout` (with the batch as it stands) at the end of ``timeout``."""
     deadline = time.monotonic() + timeout
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -237,19 +238,22 @@ def _follow_batch(client: Client, batch_id: str, total: int, timeout: float) -> 
     )
     with Progress(*columns, console=stderr, transient=False) as progress:
         task = progress.add_task(batch_id, total=total, detail="")
-        while True:
-            batch = client.get_batch(batch_id, limit=1)
-            c = batch.counts
-            detail = f"{c.error} error · {c.cancelled} cancelled · {c.processing} in flight"
-            progress.update(task, completed=c.final, total=c.total, detail=detail)
-            if batch.is_done:
-                return batch
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise WaitTimeout(
-                    f"batch {batch_id} is {batch.progress}% done after {timeout:g} s", batch=batch
-                )
-            time.sleep(min(BATCH_POLL_SECONDS, remaining))
+        try:
+            # Events come at least every 15 s (keep-alives), so the deadline is checked at least that often.
+            for event in client.follow(batch_id, timeout=max(0.1, min(timeout, FOLLOW_READ_SECONDS))):
+                c = event.counts
+                detail = f"{c.error} error · {c.cancelled} cancelled · {c.processing} in flight"
+                progress.update(task, completed=c.final, total=c.total, detail=detail)
+                if event.done or time.monotonic() >= deadline:
+                    break
+        except WaitTimeout:
+            pass
+        batch = client.get_batch(batch_id, limit=1)
+        c = batch.counts
+        progress.update(task, completed=c.final, total=c.total)
+    if not batch.is_done:
+        raise WaitTimeout(f"batch {batch_id} is {batch.progress}% done after {timeout:g} s", batch=batch)
+    return batch
 
 
 def batch(

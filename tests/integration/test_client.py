@@ -284,6 +284,31 @@ def test_batch_submit_wait_iterate_and_page(client: Client, database_url: str) -
     assert client.get(ids[4]).status == "pending"
 
 
+def test_follow_a_batch_as_it_progresses(client: Client, database_url: str) -> None:
+    submission = client.submit_batch([f"{URL}?follow={i}" for i in range(3)])
+    ids = [i for i in submission.job_ids if i is not None]
+    events = client.follow(submission.batch_id, timeout=20)
+    first = next(events)
+    assert (first.counts.pending, first.counts.total, first.progress, first.done) == (3, 3, 0, False)
+    finish_later(database_url, ids[:1], 0.1)
+    second = next(events)
+    assert (second.counts.completed, second.progress, second.done) == (1, 33, False)
+    finish_later(database_url, ids[1:], 0.1, status="error")
+    rest = list(events)
+    assert rest[-1].done and rest[-1].counts.error == 2 and rest[-1].progress == 100
+
+    quiet = client.submit_batch([URL + "?follow-quiet"])
+    with pytest.raises(WaitTimeout):
+        list(client.follow(quiet.batch_id, timeout=0.5))
+
+    async def through_async() -> list[tuple[int, bool]]:
+        async with AsyncClient(client.base_url, client.api_key, timeout=10) as c:
+            return [(p.progress, p.done) async for p in c.follow(submission.batch_id)]
+
+    # A finished batch: its counts, then done.
+    assert asyncio.run(through_async()) == [(100, False), (100, True)]
+
+
 def test_cancel_job_and_batch(client: Client) -> None:
     job = client.submit(URL + "?cancel")
     assert client.cancel(job.id).status == "cancelled"
