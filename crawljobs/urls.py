@@ -682,9 +682,15 @@ class UrlCheck:
     rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (index, raw input, reason)
 
 
+# What JSON text cannot carry (a lone surrogate is not UTF-8) and PostgreSQL cannot store (NUL, in text or jsonb).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def _raw_text(raw: object) -> str:
+    """The submitted input as a refusal reports it: clipped, with NUL and lone surrogates written as escapes
+    (the report is sent back as JSON and kept with the batch in PostgreSQL)."""
     text = raw if isinstance(raw, str) else reprlib.repr(raw)
-    return text[:_RAW_INPUT_CHARS]
+    return _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text[:_RAW_INPUT_CHARS])
 
 
 async def _resolve_all(hosts: Sequence[str], resolver: Resolver, seconds: float) -> dict[str, list[str]]:

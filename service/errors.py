@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
@@ -14,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from crawljobs.exceptions import (
     BatchAlreadyExists,
@@ -62,9 +64,13 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return body
 
 
-def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers or None)
 
 
 def status_for(exc: CrawlJobsError) -> int:
@@ -105,10 +111,40 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "validation_error", message, details)
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    # FastAPI answers a JSON body that is not UTF-8, or nested deeper than the parser goes, with a bare 400
+    # ("There was an error parsing the body"); both are bodies that do not parse, so they get the same answer
+    # as any other: 422 validation_error, type json_invalid.
+    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+        return _invalid_json(f"the request body is not valid JSON: {exc.__cause__.reason} (it must be UTF-8)")
+    if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+        return _invalid_json("the request body is not valid JSON: it is nested too deeply")
     code = HTTP_CODES.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # RFC 9110: a 405 lists every method of the path. Starlette names only the first route that matched
+        # the path, which is wrong where two routes share one (GET and POST /v1/batches).
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    return error_response(exc.status_code, code, str(exc.detail), headers=headers)
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods some route fully matches for this path (asked of each route: included routers too)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
+
+
+def _invalid_json(message: str) -> JSONResponse:
+    details = [{"field": "body", "message": message, "type": "json_invalid"}]
+    return error_response(422, "validation_error", message, details)
 
 
 async def _database_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from crawljobs.exceptions import InvalidRequest
 from service.deps import ManagerDep, TenantDep
 from service.routes.common import ERRORS
 from service.schemas import BATCH_ID_PATTERN
@@ -43,7 +42,7 @@ def _delivery(row: dict[str, Any]) -> dict[str, Any]:
 async def list_deliveries(
     manager: ManagerDep,
     tenant: TenantDep,
-    job_id: Annotated[str | None, Query(description="Only this job's deliveries.")] = None,
+    job_id: Annotated[uuid.UUID | None, Query(description="Only this job's deliveries (a job id).")] = None,
     batch_id: Annotated[
         str | None, Query(pattern=BATCH_ID_PATTERN, description="Only this batch's deliveries.")
     ] = None,
@@ -51,14 +50,8 @@ async def list_deliveries(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> Any:
     """The tenant's webhook deliveries, newest first: each with its attempts, last answer and outcome."""
-    parsed: uuid.UUID | None = None
-    if job_id is not None:
-        try:
-            parsed = uuid.UUID(job_id)
-        except ValueError:
-            raise InvalidRequest("job_id must be a job id (a UUID)", field="job_id") from None
     rows = await manager.webhook_deliveries(
-        tenant=tenant, job_id=parsed, batch_id=batch_id, limit=limit, offset=offset
+        tenant=tenant, job_id=job_id, batch_id=batch_id, limit=limit, offset=offset
     )
     return JSONResponse({"deliveries": [_delivery(row) for row in rows], "limit": limit, "offset": offset})
 
