@@ -266,8 +266,11 @@ async def claim_pending_jobs(
     return await _all(conn, "claim_pending_jobs", params)
 
 
-async def renew_leases(conn: AsyncConnection[Any], *, worker: str, lease_seconds: int) -> list[Row]:
-    return await _all(conn, "renew_leases", {"worker": worker, "lease_seconds": lease_seconds})
+async def renew_leases(
+    conn: AsyncConnection[Any], *, worker: str, ids: Sequence[uuid.UUID | str], lease_seconds: int
+) -> list[Row]:
+    params = {"worker": worker, "ids": [str(i) for i in ids], "lease_seconds": lease_seconds}
+    return await _all(conn, "renew_leases", params)
 
 
 async def next_attempt(

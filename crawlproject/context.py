@@ -189,7 +189,7 @@ class WorkerContext:
     async def renew(self) -> int:
         async with self.pool.connection() as conn:
             rows = await store.renew_leases(
-                conn, worker=self.worker_id, lease_seconds=self.settings.lease_seconds
+                conn, worker=self.worker_id, ids=list(self.held), lease_seconds=self.settings.lease_seconds
             )
         return len(rows)
 

@@ -146,9 +146,11 @@ WHERE id IN (
 RETURNING id, tenant, batch_id, url, render, premium, ultra_premium, obey_robots, attempt, max_attempts, max_retries;
 
 -- renew_leases --
--- The heartbeat: extend the lease of every job this worker holds, in one statement (rule 4).
+-- The heartbeat: extend the lease of every job this worker holds, in one statement (rule 4). Only the ids it
+-- still holds: a job it let go of (a result it could not write, a claim whose answer it never read) must be
+-- left to expire, or it would stay 'processing' for as long as the worker lives.
 UPDATE crawl_jobs SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
-WHERE status = 'processing' AND lease_owner = %(worker)s
+WHERE status = 'processing' AND lease_owner = %(worker)s AND id = ANY(%(ids)s::uuid[])
 RETURNING id, attempt;
 
 -- next_attempt --

@@ -107,7 +107,7 @@ def test_cancel_during_a_fetch_the_worker_writes_nothing(
     # The worker comes back with its page: every fenced write fails.
     async def worker_finishes(manager: JobManager) -> tuple[Any, ...]:
         async with manager.pool.connection() as conn:
-            renewed = await store.renew_leases(conn, worker="w1", lease_seconds=30)
+            renewed = await store.renew_leases(conn, worker="w1", ids=[job["id"]], lease_seconds=30)
             retry = await store.next_attempt(
                 conn, job_id=uuid.UUID(job["id"]), attempt=1, worker="w1", lease_seconds=30
             )
