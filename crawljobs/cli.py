@@ -12,6 +12,7 @@ import typer
 from crawljobs.client_cli import register as register_client_commands
 from crawljobs.config import Settings
 from crawljobs.exceptions import CrawlJobsError
+from crawljobs.logs import configure_logging, uvicorn_log_config
 
 app = typer.Typer(help="crawljobs: a self-hosted asynchronous crawl-job system.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
@@ -49,7 +50,7 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
     from crawljobs.up import run_up
 
     settings = _settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)  # text, or JSON lines with CRAWLJOBS_LOG_FORMAT=json
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     try:
         run_up(settings, host=host or settings.api_host, port=port if port is not None else settings.api_port)
@@ -67,13 +68,18 @@ def api(host: HostOption = None, port: PortOption = None) -> None:
     if not settings.database_url:
         typer.echo("crawljobs: CRAWLJOBS_DATABASE_URL is not set (or use `crawljobs up`)", err=True)
         raise typer.Exit(2)
-    uvicorn.run(
+    from service.server import ApiServer  # ends the open waits first when it stops
+
+    config = uvicorn.Config(
         "service.app:create_app",
         factory=True,
         host=host or settings.api_host,
         port=port if port is not None else settings.api_port,
         log_level="info",
+        log_config=uvicorn_log_config(settings),
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
+    ApiServer(config).run()
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -107,7 +113,7 @@ def sweeper() -> None:
     if not settings.database_url:
         typer.echo("crawljobs: CRAWLJOBS_DATABASE_URL is not set (or use `crawljobs up`)", err=True)
         raise typer.Exit(2)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)  # text, or JSON lines with CRAWLJOBS_LOG_FORMAT=json
 
     async def main() -> None:
         stop = asyncio.Event()

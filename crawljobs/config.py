@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     dns_timeout_seconds: float = Field(default=2.0, gt=0)
     # The longest a wait route holds a request (a longer maxWaitTimeMs or timeout is cut to this).
     max_wait_seconds: float = Field(default=300.0, gt=0)
+    # How long a stopping API process lets open requests finish before it closes them: waits and event streams
+    # would otherwise hold a restart for as long as they last (their clients ask the next process again).
+    shutdown_grace_seconds: int = Field(default=5, ge=1)
 
     # Network rules: networks that fetched URLs may reach although they are not public.
     allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -77,6 +80,14 @@ class Settings(BaseSettings):
     download_delay: float = Field(default=0.0, ge=0)
     download_timeout: float = Field(default=30.0, gt=0)
     autothrottle: bool = False
+
+    # Observability (crawljobs.metrics, crawljobs.logs). /metrics is open like /healthz unless a token is set;
+    # then it wants `Authorization: Bearer <token>`. A plain str: processing.worker_environment spells settings out.
+    metrics_token: str | None = None
+    # How long /metrics reuses its PostgreSQL job counts; how often a worker publishes heartbeat and Scrapy stats.
+    metrics_cache_seconds: float = Field(default=5.0, ge=0)
+    metrics_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("allowed_networks", "premium_proxies", "ultra_premium_proxies", mode="before")
     @classmethod

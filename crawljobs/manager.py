@@ -31,6 +31,8 @@ from crawljobs.exceptions import (
     UrlRejected,
 )
 from crawljobs.ids import new_job_id, new_job_ids
+from crawljobs.logs import job_fields
+from crawljobs.metrics import MetricsBuffer
 from crawljobs.models import Attempt, Batch, BatchCounts, BatchSubmission, Job, JobSubmission, Rejection
 from crawljobs.queue import QueueKeys, chunks
 from crawljobs.urls import NetworkPolicy, Resolver, UrlCheck, check_urls, system_resolver
@@ -64,6 +66,7 @@ class JobManager:
         redis: aioredis.Redis | None,
         settings: Settings,
         resolver: Resolver = system_resolver,
+        meter: MetricsBuffer | None = None,
     ) -> None:
         self.pool = pool
         self.redis = redis
@@ -71,6 +74,8 @@ class JobManager:
         self.policy = NetworkPolicy.from_settings(settings)
         self.keys = QueueKeys.for_prefix(settings.queue_prefix)
         self.resolver = resolver
+        # What this process counts for /metrics (crawljobs.metrics); its owner flushes it.
+        self.meter = meter if meter is not None else MetricsBuffer(redis, settings.queue_prefix)
 
     # -- dispatch --------------------------------------------------------------------------------
 
@@ -184,6 +189,7 @@ class JobManager:
         dispatched = await self.dispatch([job.id], priority=True)
         if not dispatched:
             job = dataclasses.replace(job, dispatched_at=None)
+        logger.info("job %s accepted", job.id, extra={"action": "submit_job", **job_fields(job.id)})
         return JobSubmission(job=job, dispatched=dispatched)
 
     async def _replay_job(
@@ -408,9 +414,14 @@ class JobManager:
         """
         async with self.pool.connection() as conn:
             cancelled = await store.cancel_job(conn, tenant=tenant, job_id=job_id)
+        job = await self.get_job(tenant=tenant, job_id=job_id)
         if cancelled:
-            logger.info("job %s cancelled", job_id, extra={"action": "cancel", "job_id": str(job_id)})
-        return await self.get_job(tenant=tenant, job_id=job_id)
+            logger.info(
+                "job %s cancelled", job_id, extra={"action": "cancel", **job_fields(job_id, job.batch_id)}
+            )
+            self.meter.count("jobs_finished", "cancelled")
+            self.meter.flush_soon()
+        return job
 
     async def cancel_batch(self, *, tenant: str, batch_id: str) -> int:
         """Cancel every pending or processing job of a batch; how many were cancelled."""
@@ -418,6 +429,8 @@ class JobManager:
             if await store.find_batch(conn, tenant=tenant, batch_id=batch_id) is None:
                 raise BatchNotFound(f"batch {batch_id!r} not found")
             ids = await store.cancel_batch_jobs(conn, tenant=tenant, batch_id=batch_id)
+        self.meter.count("jobs_finished", "cancelled", n=len(ids))
+        self.meter.flush_soon()
         logger.info(
             "batch %s: %d jobs cancelled",
             batch_id,

@@ -71,6 +71,10 @@ class Sweeper:
             reclaimed = await store.reclaim_expired_leases(conn, limit=self.batch_limit)
         report.failed_lost = sum(1 for row in reclaimed if row["status"] == "error")
         report.reclaimed = len(reclaimed) - report.failed_lost
+        meter = self.manager.meter
+        meter.count("leases_reclaimed", "pending", n=report.reclaimed)
+        meter.count("leases_reclaimed", "error", n=report.failed_lost)
+        meter.count("jobs_finished", "error", n=report.failed_lost)
         if reclaimed:
             logger.warning(
                 "reclaimed %d expired leases (%d jobs out of attempts)",
@@ -160,6 +164,7 @@ class Sweeper:
             except Exception:
                 logger.exception("sweep failed; trying again", extra={"action": "sweep"})
                 report = SweepReport()
+            await self.manager.meter.flush()  # what this sweep counted, in one round trip
             if report.busy and (
                 report.dispatched >= self.batch_limit
                 or report.purged >= self.purge_limit * PURGE_CHUNKS_PER_SWEEP
@@ -180,7 +185,11 @@ async def run_sweeper(settings: Settings, stop: asyncio.Event) -> None:
     await pool.open(wait=True, timeout=30)
     redis = redis_client(settings.redis_url) if settings.redis_url else None
     try:
-        await Sweeper(JobManager(pool=pool, redis=redis, settings=settings)).run(stop)
+        manager = JobManager(pool=pool, redis=redis, settings=settings)
+        try:
+            await Sweeper(manager).run(stop)
+        finally:
+            await manager.meter.close()
     finally:
         if redis is not None:
             await redis.aclose()

@@ -27,6 +27,7 @@ from crawljobs.config import Settings
 from crawljobs.embedded import start_postgres, start_redis
 from crawljobs.exceptions import CrawlJobsError
 from crawljobs.keys import ensure_first_key
+from crawljobs.logs import uvicorn_log_config
 from crawljobs.migrate import migrate
 
 logger = logging.getLogger(__name__)
@@ -79,8 +80,18 @@ def run_up(settings: Settings, *, host: str, port: int) -> None:
         print(f"API docs:       {base}/docs")
         print(f"API key:        {key}  (kept in {data_dir / 'api-key'})")
         print("Press Ctrl-C to stop.", flush=True)
-        config = uvicorn.Config(APP_FACTORY, factory=True, host=host, port=port, log_level="info")
-        uvicorn.Server(config).run()
+        from service.server import ApiServer
+
+        config = uvicorn.Config(
+            APP_FACTORY,
+            factory=True,
+            host=host,
+            port=port,
+            log_level="info",
+            log_config=uvicorn_log_config(settings),
+            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        )
+        ApiServer(config).run()  # uvicorn's, ending the open waits first when it stops
     except (KeyboardInterrupt, Stopping):
         pass
     finally:

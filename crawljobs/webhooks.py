@@ -27,6 +27,7 @@ import httpx
 
 from crawljobs import store
 from crawljobs.exceptions import UrlRejected
+from crawljobs.logs import job_fields
 from crawljobs.manager import JobManager, new_webhook_secret
 from crawljobs.urls import resolve_and_check
 
@@ -68,6 +69,11 @@ def pinned_request(url: str, address: str) -> tuple[str, dict[str, str], dict[st
     host_header = host if parsed.port is None else f"{host}:{parsed.port}"
     extensions: dict[str, Any] = {"sni_hostname": host} if parsed.scheme == "https" else {}
     return str(pinned), {"Host": host_header}, extensions
+
+
+def _about(row: dict[str, Any]) -> dict[str, str]:
+    """The job and batch a delivery is about, for its log records."""
+    return job_fields(row.get("job_id"), row.get("batch_id"))
 
 
 class WebhookSender:
@@ -125,10 +131,11 @@ class WebhookSender:
             if 200 <= status < 300:
                 async with self.manager.pool.connection() as conn:
                     await store.mark_delivered(conn, delivery_id=delivery_id, status=status)
+                self.manager.meter.count("webhook_deliveries", "delivered")
                 logger.info(
                     "webhook %s delivered",
                     delivery_id,
-                    extra={"action": "webhook", "delivery_id": str(delivery_id)},
+                    extra={"action": "webhook", "delivery_id": str(delivery_id), **_about(row)},
                 )
                 return True
             error = f"HTTP {status}"
@@ -146,12 +153,13 @@ class WebhookSender:
             await store.mark_delivery_failed(
                 conn, delivery_id=delivery_id, status=status, error=error[:ERROR_CHARS], retry_in=retry_in
             )
+        self.manager.meter.count("webhook_deliveries", "failed" if retry_in is not None else "gave_up")
         logger.warning(
             "webhook %s attempt %d failed (%s); %s",
             delivery_id,
             row["attempts"],
             error,
             "giving up" if retry_in is None else f"next try in {retry_in:.0f} s",
-            extra={"action": "webhook", "delivery_id": str(delivery_id)},
+            extra={"action": "webhook", "delivery_id": str(delivery_id), **_about(row)},
         )
         return False

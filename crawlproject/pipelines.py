@@ -16,6 +16,7 @@ from scrapy.crawler import Crawler
 from crawljobs import store
 from crawlproject.context import WorkerContext
 from crawlproject.items import JobResult
+from crawlproject.telemetry import WorkerMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ class ResultPipeline:
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self.context = WorkerContext.of(crawler)
+        self.metrics = WorkerMetrics.of(crawler)
         self.pending: list[JobResult] = []
         self._flusher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -84,11 +86,14 @@ class ResultPipeline:
                 logger.warning("could not write %d results (%s); retrying", len(batch), exc)
                 await asyncio.sleep(delay)
         else:
+            # Let go of them unwritten: no longer renewed, their leases expire and they run again.
+            self.context.let_go([r.job.id for r in batch])
             logger.error(
                 "gave up writing %d results; their leases will expire and they run again", len(batch)
             )
             return
         self.context.let_go([r.job.id for r in batch])
+        self.metrics.record_results(batch, written)  # counted in memory; sent to Redis by a task of its own
         stats = self.crawler.stats
         written_ids = set(written)
         for r in batch:

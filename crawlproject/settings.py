@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 from crawljobs.config import Settings
+from crawljobs.logs import configure_logging
 
 _settings = Settings()
 
@@ -32,6 +33,7 @@ DOWNLOADER_MIDDLEWARES = {
 ITEM_PIPELINES = {"crawlproject.pipelines.ResultPipeline": 300}
 EXTENSIONS = {
     "crawlproject.extensions.WorkerLifecycle": 0,
+    "crawlproject.telemetry.WorkerTelemetry": 10,
     "scrapy.extensions.telnet.TelnetConsole": None,
 }
 REMOTE_CONTROL_ENABLED = False
@@ -86,4 +88,9 @@ PLAYWRIGHT_ABORT_REQUEST = "crawlproject.browser.refuse_forbidden_request"
 PLAYWRIGHT_PROCESS_REQUEST_HEADERS = None
 
 LOG_LEVEL = "INFO"
+if _settings.log_format == "json":
+    # One JSON object a line (crawljobs.logs) from the first record on: ours is installed before Scrapy logs
+    # anything, in place of Scrapy's own (text) handler.
+    LOG_INSTALL_ROOT_HANDLER = False
+    configure_logging(_settings)
 STATS_DUMP = True

@@ -12,11 +12,12 @@ from psycopg_pool import AsyncConnectionPool
 from crawljobs import __version__
 from crawljobs.config import Settings
 from crawljobs.manager import JobManager
+from crawljobs.metrics import MetricsBuffer
 from crawljobs.queue import redis_client
 from crawljobs.urls import Resolver, system_resolver
 from service.errors import install_error_handlers
 from service.limits import BodyLimitMiddleware
-from service.routes import batches, health, jobs, legacy, waiting, webhooks
+from service.routes import batches, health, jobs, legacy, metrics, waiting, webhooks
 from service.timing import ServerTimingMiddleware
 from service.waiting import CompletionHub, JobReader
 
@@ -25,8 +26,8 @@ logger = logging.getLogger(__name__)
 DESCRIPTION = """
 Submit one URL or up to 50,000, get job ids back at once, and let the crawl workers fetch them.
 
-Every route but `/healthz`, `/readyz` and these docs needs an API key: `Authorization: Bearer <key>`
-(or the legacy `apikey: <key>` header). Errors are JSON: `{"success": false, "code": ..., "error": ...}`.
+Every route but `/healthz`, `/readyz`, `/metrics` and these docs needs an API key:
+`Authorization: Bearer <key>` (or the legacy `apikey: <key>` header). Errors are JSON: `{"success": false, "code": ..., "error": ...}`.
 
 `/v1` is the REST API; `/functions/v1` keeps the request and response bodies of the system crawljobs replaces.
 """
@@ -52,7 +53,11 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver = system_
         )
         await pool.open(wait=False)
         redis = redis_client(settings.redis_url) if settings.redis_url else None
-        app.state.manager = JobManager(pool=pool, redis=redis, settings=settings, resolver=resolver)
+        # This process's counts for /metrics, added to Redis a second after the first of them.
+        app.state.meter = meter = MetricsBuffer(redis, settings.queue_prefix, delay=1.0)
+        app.state.manager = JobManager(
+            pool=pool, redis=redis, settings=settings, resolver=resolver, meter=meter
+        )
         # One LISTEN connection for the whole process; waiters share the pool for their re-reads.
         app.state.hub = hub = CompletionHub(settings.database_url)
         app.state.job_reader = JobReader(pool)
@@ -61,6 +66,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver = system_
             yield
         finally:
             await hub.stop()
+            await meter.close()
             if redis is not None:
                 await redis.aclose()
             await pool.close()
@@ -80,12 +86,13 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver = system_
             {"name": "waiting", "description": "Wait for a job or a batch, or follow a batch's progress."},
             {"name": "webhooks", "description": "Webhook deliveries and the signing secret."},
             {"name": "health", "description": "Liveness and readiness, open without a key."},
+            {"name": "metrics", "description": "Prometheus metrics; open unless a metrics token is set."},
         ],
     )
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(ServerTimingMiddleware)
-    for module in (health, jobs, batches, legacy, waiting, webhooks):
+    for module in (health, metrics, jobs, batches, legacy, waiting, webhooks):
         app.include_router(module.router)
     return app

@@ -26,6 +26,7 @@ import json
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -100,6 +101,7 @@ class CompletionHub:
         self._conn: psycopg.AsyncConnection[object] | None = None
         self.listening = asyncio.Event()
         self.connects = 0  # how many times LISTEN was (re)established, for tests and logs
+        self.draining = False  # the server is stopping: waits answer at once, streams end (drain())
 
     # -- subscriptions ---------------------------------------------------------------------------
 
@@ -147,12 +149,20 @@ class CompletionHub:
             for sub in subs:
                 sub.wake()
 
+    def drain(self) -> None:
+        """The server is stopping: every wait answers now with its job or batch as it stands (``timed_out``),
+        every event stream ends without ``done``, and a wait that starts now does not wait. Their clients ask
+        again, of the next process; the server does not stay up for as long as they would have waited."""
+        self.draining = True
+        self.wake_all()
+
     # -- the listening connection ----------------------------------------------------------------
 
     async def start(self) -> None:
         """Start listening in the background (the app starts even while the database is unreachable)."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="completion-hub")
+            _HUBS.add(self)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -269,6 +279,16 @@ class JobReader:
         }
 
 
+# The hubs of this process: a stopping server drains them all (``service.server.ApiServer``).
+_HUBS: weakref.WeakSet[CompletionHub] = weakref.WeakSet()
+
+
+def drain_all() -> None:
+    """Drain every hub of this process (see `CompletionHub.drain`)."""
+    for hub in list(_HUBS):
+        hub.drain()
+
+
 def get_hub(request: Request) -> CompletionHub:
     hub: CompletionHub = request.app.state.hub
     return hub
@@ -329,7 +349,7 @@ async def wait_for_job(
             if job.finished:
                 return JobWait(job, timed_out=False, waited_ms=_elapsed_ms(started))
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or hub.draining:
                 return JobWait(job, timed_out=True, waited_ms=_elapsed_ms(started))
             if not await sub.wait(remaining):
                 job = await reader.read(tenant=tenant, job_id=job_id, with_attempts=with_attempts)
@@ -349,7 +369,7 @@ async def wait_for_batch(
             if batch_done(batch):
                 return BatchWait(batch, timed_out=False, waited_ms=_elapsed_ms(started))
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or hub.draining:
                 return BatchWait(batch, timed_out=True, waited_ms=_elapsed_ms(started))
             if (
                 not await sub.wait(min(remaining, BATCH_FALLBACK_SECONDS))
@@ -383,7 +403,7 @@ async def batch_events(
         read_at = sent_at = time.monotonic()
         yield f"event: counts\ndata: {counts_data(batch)}\n\n"
         last = batch.counts
-        while not batch_done(batch):
+        while not batch_done(batch) and not hub.draining:
             now = time.monotonic()
             woken = await sub.wait(
                 max(0.0, min(sent_at + KEEPALIVE_SECONDS - now, read_at + BATCH_FALLBACK_SECONDS - now))
@@ -403,4 +423,5 @@ async def batch_events(
             ):
                 yield f"event: counts\ndata: {counts_data(batch)}\n\n"
                 last, sent_at = batch.counts, time.monotonic()
-        yield f"event: done\ndata: {counts_data(batch)}\n\n"
+        if batch_done(batch):  # else the server is stopping: the client connects again, to the next one
+            yield f"event: done\ndata: {counts_data(batch)}\n\n"

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from service import render
 from service.deps import IdempotencyKeyDep, ManagerDep, TenantDep
+from service.metering import MeterDep, counting_submission
 from service.routes.common import ERRORS, NOT_FOUND, SUBMIT_ERRORS
 from service.schemas import (
     BATCH_ID_PATTERN,
@@ -41,23 +42,41 @@ EXPORT_PAGE_WITH_HTML = 100
 EXPORT_PAGE_METADATA = 1000
 
 
-@router.post("", status_code=201, response_model=BatchCreated, responses={**ERRORS, **SUBMIT_ERRORS})
+@router.post(
+    "",
+    status_code=201,
+    response_model=BatchCreated,
+    responses={
+        200: {
+            "model": BatchCreated,
+            "description": "A replay (the same Idempotency-Key and body): the original submission.",
+        },
+        **ERRORS,
+        **SUBMIT_ERRORS,
+    },
+)
 async def submit_batch(
-    body: BatchCreate, manager: ManagerDep, tenant: TenantDep, idempotency_key: IdempotencyKeyDep
+    body: BatchCreate,
+    manager: ManagerDep,
+    tenant: TenantDep,
+    idempotency_key: IdempotencyKeyDep,
+    meter: MeterDep,
 ) -> Any:
     """Submit up to 50,000 URLs in one transaction. Refused URLs are listed by index; the rest are queued."""
-    submission = await manager.submit_batch(
-        tenant=tenant,
-        urls=body.urls,
-        render=body.render,
-        premium=body.premium,
-        ultra_premium=body.ultra_premium,
-        obey_robots=body.obey_robots,
-        max_retries=body.max_retries,
-        batch_id=body.batch_id,
-        idempotency_key=idempotency_key,
-        callback_url=body.callback_url,
-    )
+    with counting_submission(meter, "v1", "batch") as counted:
+        submission = await manager.submit_batch(
+            tenant=tenant,
+            urls=body.urls,
+            render=body.render,
+            premium=body.premium,
+            ultra_premium=body.ultra_premium,
+            obey_robots=body.obey_robots,
+            max_retries=body.max_retries,
+            batch_id=body.batch_id,
+            idempotency_key=idempotency_key,
+            callback_url=body.callback_url,
+        )
+        counted(submission)
     return JSONResponse(render.batch_submission(submission), status_code=200 if submission.replayed else 201)
 
 

@@ -11,28 +11,47 @@ from crawljobs.exceptions import NotFound
 from crawljobs.processing import process_pending
 from service import render
 from service.deps import IdempotencyKeyDep, ManagerDep, TenantDep
+from service.metering import MeterDep, counting_submission
 from service.routes.common import ERRORS, NOT_FOUND, SUBMIT_ERRORS, parse_job_id
 from service.schemas import JobCreate, JobOut, ProcessRequest, ProcessResult
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-@router.post("", status_code=201, response_model=JobOut, responses={**ERRORS, **SUBMIT_ERRORS})
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobOut,
+    responses={
+        200: {
+            "model": JobOut,
+            "description": "A replay (the same Idempotency-Key and body): the original job.",
+        },
+        **ERRORS,
+        **SUBMIT_ERRORS,
+    },
+)
 async def submit_job(
-    body: JobCreate, manager: ManagerDep, tenant: TenantDep, idempotency_key: IdempotencyKeyDep
+    body: JobCreate,
+    manager: ManagerDep,
+    tenant: TenantDep,
+    idempotency_key: IdempotencyKeyDep,
+    meter: MeterDep,
 ) -> Any:
     """Submit one URL. It is committed, then dispatched ahead of any batch's jobs."""
-    submission = await manager.submit_job(
-        tenant=tenant,
-        url=body.url,
-        render=body.render,
-        premium=body.premium,
-        ultra_premium=body.ultra_premium,
-        obey_robots=body.obey_robots,
-        max_retries=body.max_retries,
-        idempotency_key=idempotency_key,
-        callback_url=body.callback_url,
-    )
+    with counting_submission(meter, "v1", "job") as counted:
+        submission = await manager.submit_job(
+            tenant=tenant,
+            url=body.url,
+            render=body.render,
+            premium=body.premium,
+            ultra_premium=body.ultra_premium,
+            obey_robots=body.obey_robots,
+            max_retries=body.max_retries,
+            idempotency_key=idempotency_key,
+            callback_url=body.callback_url,
+        )
+        counted(submission)
     return JSONResponse(render.job(submission.job), status_code=200 if submission.replayed else 201)
 
 

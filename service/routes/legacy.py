@@ -13,8 +13,10 @@ from fastapi.responses import JSONResponse
 from crawljobs.processing import process_pending
 from service import render
 from service.deps import IdempotencyKeyDep, ManagerDep, TenantDep
+from service.metering import MeterDep, counting_submission
 from service.routes.common import ERRORS, NOT_FOUND, SUBMIT_ERRORS, parse_job_id
 from service.schemas import (
+    BATCH_ID_PATTERN,
     LegacyBatchList,
     LegacyBatchStatus,
     LegacyBatchSubmitted,
@@ -36,21 +38,27 @@ ALL_JOBS = 1_000_000
 
 @router.post("/submit-crawl-job", response_model=LegacySubmitted, responses={**ERRORS, **SUBMIT_ERRORS})
 async def submit_crawl_job(
-    body: LegacySubmitJob, manager: ManagerDep, tenant: TenantDep, idempotency_key: IdempotencyKeyDep
+    body: LegacySubmitJob,
+    manager: ManagerDep,
+    tenant: TenantDep,
+    idempotency_key: IdempotencyKeyDep,
+    meter: MeterDep,
 ) -> Any:
     """Submit a single URL for processing."""
-    submission = await manager.submit_job(
-        tenant=tenant,
-        url=body.url,
-        render=body.render,
-        premium=body.premium,
-        ultra_premium=body.ultraPremium,
-        obey_robots=body.obeyRobots,
-        max_retries=body.maxRetries,
-        idempotency_key=idempotency_key,
-        callback_url=body.callbackUrl,
-        callback_field="callbackUrl",
-    )
+    with counting_submission(meter, "legacy", "job") as counted:
+        submission = await manager.submit_job(
+            tenant=tenant,
+            url=body.url,
+            render=body.render,
+            premium=body.premium,
+            ultra_premium=body.ultraPremium,
+            obey_robots=body.obeyRobots,
+            max_retries=body.maxRetries,
+            idempotency_key=idempotency_key,
+            callback_url=body.callbackUrl,
+            callback_field="callbackUrl",
+        )
+        counted(submission)
     return JSONResponse(
         {
             "success": True,
@@ -65,22 +73,28 @@ async def submit_crawl_job(
     "/submit-crawl-jobs-batch", response_model=LegacyBatchSubmitted, responses={**ERRORS, **SUBMIT_ERRORS}
 )
 async def submit_crawl_jobs_batch(
-    body: LegacySubmitBatch, manager: ManagerDep, tenant: TenantDep, idempotency_key: IdempotencyKeyDep
+    body: LegacySubmitBatch,
+    manager: ManagerDep,
+    tenant: TenantDep,
+    idempotency_key: IdempotencyKeyDep,
+    meter: MeterDep,
 ) -> Any:
     """Submit multiple URLs as a batch; refused URLs are listed in `failures` by index."""
-    submission = await manager.submit_batch(
-        tenant=tenant,
-        urls=body.urls,
-        render=body.render,
-        premium=body.premium,
-        ultra_premium=body.ultraPremium,
-        obey_robots=body.obeyRobots,
-        max_retries=body.maxRetries,
-        batch_id=body.batchId,
-        idempotency_key=idempotency_key,
-        callback_url=body.callbackUrl,
-        callback_field="callbackUrl",
-    )
+    with counting_submission(meter, "legacy", "batch") as counted:
+        submission = await manager.submit_batch(
+            tenant=tenant,
+            urls=body.urls,
+            render=body.render,
+            premium=body.premium,
+            ultra_premium=body.ultraPremium,
+            obey_robots=body.obeyRobots,
+            max_retries=body.maxRetries,
+            batch_id=body.batchId,
+            idempotency_key=idempotency_key,
+            callback_url=body.callbackUrl,
+            callback_field="callbackUrl",
+        )
+        counted(submission)
     return JSONResponse(render.legacy_batch_submission(submission))
 
 
@@ -95,11 +109,11 @@ async def get_crawl_job(jobId: Annotated[str, Query()], manager: ManagerDep, ten
 
 @router.get("/get-crawl-jobs-batch", response_model=LegacyBatchStatus, responses={**ERRORS, **NOT_FOUND})
 async def get_crawl_jobs_batch(
-    batchId: Annotated[str, Query()],
+    batchId: Annotated[str, Query(pattern=BATCH_ID_PATTERN)],
     manager: ManagerDep,
     tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=ALL_JOBS)] = ALL_JOBS,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> Any:
     """Counts, progress and the jobs of one batch (all of them unless `limit`/`offset` page them)."""
     batch = await manager.get_batch(tenant=tenant, batch_id=batchId)
