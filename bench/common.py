@@ -65,12 +65,13 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def api_process(
-    database_url: str, redis_url: str, *, key: str | None = None, **env: str
+    database_url: str, redis_url: str, *, key: str | None = None, port: int | None = None, **env: str
 ) -> Iterator[tuple[str, str]]:
-    """A real API process (uvicorn) on a free loopback port: yields (base URL, API key). The key is ``key``
-    (one made earlier, say for the API process this one replaces) or a new one."""
+    """A real API process (uvicorn) on a free loopback port (or on ``port``: the port of the API process this
+    one replaces, so that its clients find it again): yields (base URL, API key). The key is ``key`` (one made
+    earlier, say for the API process this one replaces) or a new one."""
     key = key or create_key(database_url, name="bench")
-    port = free_port()
+    port = port or free_port()
     child_env = {
         **os.environ,
         "CRAWLJOBS_DATABASE_URL": database_url,

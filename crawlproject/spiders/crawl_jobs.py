@@ -127,7 +127,7 @@ class CrawlJobsSpider(RedisSpider):
                         break
                 if not raw:
                     popped = await redis.blpop(list(keys.in_order), timeout=IDLE_BLOCK_SECONDS)
-                    raw = [popped[1]] if popped else []
+                    key, raw = (popped[0], [popped[1]]) if popped else (key, [])
             except Exception as exc:
                 logger.warning("cannot read the queue: %s; retrying", exc, extra={"action": "pop"})
                 await asyncio.sleep(2)
@@ -135,10 +135,27 @@ class CrawlJobsSpider(RedisSpider):
             ids = [job_id for job_id in map(decode_message, raw) if job_id is not None]
             if len(ids) < len(raw):
                 logger.warning("dropped %d messages that are not job ids", len(raw) - len(ids))
-            if ids:
+            if not ids:
+                continue
+            try:
                 jobs = await self.context.claim(ids)
-                if jobs:
-                    yield jobs
+            except Exception as exc:  # the database restarting: never let it end the feeding of this worker
+                logger.warning("cannot claim %d jobs: %s; retrying", len(ids), exc, extra={"action": "claim"})
+                await self._give_back(key, raw)
+                await asyncio.sleep(2)
+                continue
+            if jobs:
+                yield jobs
+
+    async def _give_back(self, key: str | bytes, raw: list[bytes]) -> None:
+        """Put popped messages back at the head of their list (when Redis is down too, the sweeper dispatches
+        their jobs again: they stay pending)."""
+        redis = self.context.redis
+        try:
+            if redis is not None:
+                await redis.lpush(key, *reversed(raw))
+        except Exception as exc:
+            logger.warning("cannot give back %d messages: %s", len(raw), exc, extra={"action": "pop"})
 
     async def _from_table(self, *, batch_id: str | None = None) -> AsyncIterator[list[ClaimedJob]]:
         assert self.max_jobs is not None or batch_id is not None
