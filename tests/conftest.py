@@ -23,6 +23,7 @@ from psycopg.conninfo import make_conninfo
 
 from crawljobs.config import Settings
 from crawljobs.embedded import EmbeddedRedis, start_postgres, start_redis
+from crawljobs.keys import create_key
 from crawljobs.migrate import migrate
 
 TEST_DATABASE_VARIABLE = "CRAWLJOBS_TEST_DATABASE_URL"
@@ -116,11 +117,8 @@ def database_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
         )
 
 
-@pytest.fixture
-def redis_prefix(redis_url: str) -> Iterator[str]:
-    """A Redis key prefix of this test's own; its keys are deleted afterwards."""
-    prefix = f"cjtest:{secrets.token_hex(6)}"
-    yield prefix
+def drop_prefix(redis_url: str, prefix: str) -> None:
+    """Delete every Redis key under ``prefix``."""
     client = redis.Redis.from_url(redis_url)
     try:
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
@@ -128,6 +126,14 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
             client.unlink(*keys[start : start + 1000])
     finally:
         client.close()
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A Redis key prefix of this test's own; its keys are deleted afterwards."""
+    prefix = f"cjtest:{secrets.token_hex(6)}"
+    yield prefix
+    drop_prefix(redis_url, prefix)
 
 
 @pytest.fixture
@@ -157,3 +163,26 @@ def redis_server_factory() -> Iterator[Callable[[], EmbeddedRedis]]:
     for server in started:
         server.stop()
         shutil.rmtree(server.directory, ignore_errors=True)
+
+
+# API keys of two tenants, for a module's database: "tenant-a" (`api_key`, `auth`) and "tenant-b".
+
+
+@pytest.fixture(scope="module")
+def api_key(database_url: str) -> str:
+    return create_key(database_url, name="tenant-a")
+
+
+@pytest.fixture(scope="module")
+def other_api_key(database_url: str) -> str:
+    return create_key(database_url, name="tenant-b")
+
+
+@pytest.fixture
+def auth(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+@pytest.fixture
+def other_auth(other_api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {other_api_key}"}

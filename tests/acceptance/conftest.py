@@ -12,12 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 
 from crawljobs.config import Settings
 from tests.acceptance.proxies import TestProxy, start_proxy
 from tests.acceptance.site import TestSite, start_site
 from tests.acceptance.system import System, running_system
+from tests.conftest import drop_prefix
 
 
 @pytest.fixture(scope="session")
@@ -65,16 +65,6 @@ def system_settings_for(
     }
     values.update(overrides)
     return Settings(**values)
-
-
-def drop_prefix(redis_url: str, prefix: str) -> None:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.unlink(*keys)
-    finally:
-        client.close()
 
 
 @pytest.fixture(scope="module")

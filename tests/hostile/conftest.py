@@ -23,9 +23,10 @@ import redis
 from fastapi.testclient import TestClient
 
 from crawljobs.config import Settings
-from crawljobs.keys import create_key, hash_key
+from crawljobs.keys import hash_key
 from crawljobs.queue import QueueKeys
 from service.app import create_app
+from tests.conftest import drop_prefix
 from tests.integration.conftest import FAKE_DNS
 
 # The integration tests' names, and names of this suite's own: IDN hosts (in their punycode form, the form the
@@ -101,26 +102,6 @@ def store_key(conninfo: str, key: str, *, tenant: str) -> None:
         )
 
 
-@pytest.fixture(scope="module")
-def api_key(database_url: str) -> str:
-    return create_key(database_url, name="hostile-a")
-
-
-@pytest.fixture(scope="module")
-def other_api_key(database_url: str) -> str:
-    return create_key(database_url, name="hostile-b")
-
-
-@pytest.fixture
-def auth(api_key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"}
-
-
-@pytest.fixture
-def other_auth(other_api_key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {other_api_key}"}
-
-
 @dataclass(frozen=True)
 class ApiRoute:
     path: str
@@ -152,13 +133,7 @@ def hostile_settings(database_url: str, redis_url: str) -> Iterator[Settings]:
     """
     prefix = f"cjhostile:{secrets.token_hex(6)}"
     yield Settings(database_url=database_url, redis_url=redis_url, queue_prefix=prefix, allowed_networks=[])
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.unlink(*keys)
-    finally:
-        client.close()
+    drop_prefix(redis_url, prefix)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from httpx import Response
 from crawljobs.config import Settings
 from service.app import create_app
 
-A_TENANT = "hostile-a"
+A_TENANT = "tenant-a"  # the tenant of the `api_key` fixture (tests/conftest.py)
 A_BATCH = "iso-batch"
 A_KEY = "iso-shared-idempotency-key"
 MISSING_BATCH = "iso-missing"

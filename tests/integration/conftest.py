@@ -12,7 +12,6 @@ from fastapi.testclient import TestClient
 from psycopg_pool import AsyncConnectionPool
 
 from crawljobs.config import Settings
-from crawljobs.keys import create_key
 from crawljobs.manager import JobManager
 from crawljobs.queue import redis_client as async_redis_client
 from service.app import create_app
@@ -65,26 +64,6 @@ def make_client(settings: Settings) -> TestClient:
 def client(settings: Settings) -> Iterator[TestClient]:
     with make_client(settings) as test_client:
         yield test_client
-
-
-@pytest.fixture(scope="module")
-def api_key(database_url: str) -> str:
-    return create_key(database_url, name="tenant-a")
-
-
-@pytest.fixture(scope="module")
-def other_api_key(database_url: str) -> str:
-    return create_key(database_url, name="tenant-b")
-
-
-@pytest.fixture
-def auth(api_key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"}
-
-
-@pytest.fixture
-def other_auth(other_api_key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {other_api_key}"}
 
 
 @pytest.fixture

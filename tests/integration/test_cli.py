@@ -15,10 +15,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-import redis
 
 from crawljobs.config import Settings
 from crawljobs.keys import create_key
+from tests.conftest import drop_prefix
 from tests.integration.test_client import URL, ServedApi, finish_jobs, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,13 +32,7 @@ def served(database_url: str, redis_url: str) -> Iterator[ServedApi]:
     )
     with ServedApi(settings) as api:
         yield api
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.unlink(*keys)
-    finally:
-        client.close()
+    drop_prefix(redis_url, prefix)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-import redis
 import uvicorn
 
 from crawljobs import store
@@ -39,6 +38,7 @@ from crawljobs.client import (
 from crawljobs.config import Settings
 from crawljobs.keys import create_key
 from service.app import create_app
+from tests.conftest import drop_prefix
 from tests.integration.conftest import fake_resolver
 from tests.integration.test_webhooks import completed
 
@@ -124,13 +124,7 @@ def api_settings(database_url: str, redis_url: str) -> Iterator[Settings]:
         queue_prefix=prefix,
         allowed_networks=["127.0.0.1/32"],
     )
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.unlink(*keys)
-    finally:
-        client.close()
+    drop_prefix(redis_url, prefix)
 
 
 @pytest.fixture(scope="module")
