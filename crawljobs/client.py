@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterat
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Literal, Self, TypedDict, TypeVar, Unpack, cast
+from typing import IO, Any, Generic, Literal, Self, TypedDict, TypeVar, Unpack, cast
 
 import httpx
 
@@ -472,6 +472,22 @@ def _headers(api_key: str | None) -> dict[str, str]:
     return headers
 
 
+@dataclass(frozen=True)
+class _Done(Generic[T]):
+    value: T
+
+
+def _advance(operation: Operation[T], response: httpx.Response | None) -> _Step | _Done[T]:
+    """Resume an operation with the response to its last request (None after a sleep, or to start it); an
+    error response is thrown into it as its typed error. Its next step, or `_Done` with its result."""
+    try:
+        if response is not None and response.is_error:
+            return operation.throw(error_for(response))
+        return operation.send(response)
+    except StopIteration as done:
+        return _Done(cast(T, done.value))
+
+
 def _request_kwargs(step: _Send) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"params": step.params, "json": step.json, "headers": step.headers}
     if step.timeout is not None:
@@ -690,23 +706,18 @@ class Client:
         self._http.close()
 
     def _run(self, operation: Operation[T]) -> T:
-        reply: Any = None
-        error: CrawlJobsAPIError | None = None
-        while True:
-            try:
-                step = operation.throw(error) if error is not None else operation.send(reply)
-            except StopIteration as done:
-                return cast(T, done.value)
-            reply, error = None, None
+        step = _advance(operation, None)
+        while not isinstance(step, _Done):
             if isinstance(step, _Sleep):
                 time.sleep(step.seconds)
+                step = _advance(operation, None)
                 continue
             try:
-                reply = self._http.request(step.method, step.path, **_request_kwargs(step))
+                response = self._http.request(step.method, step.path, **_request_kwargs(step))
             except httpx.TransportError as exc:
                 raise _unreachable(self.base_url, exc) from exc
-            if reply.is_error:
-                error = error_for(reply)
+            step = _advance(operation, response)
+        return step.value
 
     # submit
 
@@ -858,23 +869,18 @@ class AsyncClient:
         await self._http.aclose()
 
     async def _run(self, operation: Operation[T]) -> T:
-        reply: Any = None
-        error: CrawlJobsAPIError | None = None
-        while True:
-            try:
-                step = operation.throw(error) if error is not None else operation.send(reply)
-            except StopIteration as done:
-                return cast(T, done.value)
-            reply, error = None, None
+        step = _advance(operation, None)
+        while not isinstance(step, _Done):
             if isinstance(step, _Sleep):
                 await asyncio.sleep(step.seconds)
+                step = _advance(operation, None)
                 continue
             try:
-                reply = await self._http.request(step.method, step.path, **_request_kwargs(step))
+                response = await self._http.request(step.method, step.path, **_request_kwargs(step))
             except httpx.TransportError as exc:
                 raise _unreachable(self.base_url, exc) from exc
-            if reply.is_error:
-                error = error_for(reply)
+            step = _advance(operation, response)
+        return step.value
 
     async def submit(self, url: str, **options: Unpack[SubmitOptions]) -> Job:
         return await self._run(_submit(url, options))
