@@ -7,9 +7,8 @@ counts cancellations into the same buffer.)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Annotated, Literal
+from collections.abc import Awaitable
+from typing import Annotated, Literal, TypeVar
 
 from fastapi import Depends, Request
 
@@ -19,6 +18,7 @@ from crawljobs.models import BatchSubmission, JobSubmission
 
 Family = Literal["v1", "legacy"]
 Kind = Literal["job", "batch"]
+S = TypeVar("S", JobSubmission, BatchSubmission)
 
 
 def get_meter(request: Request) -> MetricsBuffer:
@@ -36,23 +36,19 @@ def _refused(exc: CrawlJobsError) -> int:
     return 1 if isinstance(exc, UrlRejected) and exc.details.get("field") == "url" else 0
 
 
-@contextmanager
-def counting_submission(
-    meter: MetricsBuffer, family: Family, kind: Kind
-) -> Iterator[Callable[[JobSubmission | BatchSubmission], None]]:
-    """Count one submit call: call the yielded function with its submission; a typed error counts as rejected
-    (with the URLs it refused), and is raised on."""
-    done: list[JobSubmission | BatchSubmission] = []
+async def counted(meter: MetricsBuffer, family: Family, kind: Kind, submitting: Awaitable[S]) -> S:
+    """The submission ``submitting`` makes, counted; a typed error counts as rejected (with the URLs it
+    refused), and is raised on."""
     try:
-        yield done.append
+        submission = await submitting
     except CrawlJobsError as exc:
         meter.count("submissions", family, kind, "rejected")
         meter.count("submitted_urls", family, "refused", n=_refused(exc))
         meter.flush_soon()
         raise
-    for submission in done:
-        _count(meter, family, submission)
+    _count(meter, family, submission)
     meter.flush_soon()
+    return submission
 
 
 def _count(meter: MetricsBuffer, family: Family, submission: JobSubmission | BatchSubmission) -> None:

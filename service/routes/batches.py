@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from service import render
 from service.deps import IdempotencyKeyDep, ManagerDep, TenantDep
-from service.metering import MeterDep, counting_submission
+from service.metering import MeterDep, counted
 from service.routes.common import ERRORS, NOT_FOUND, SUBMIT_ERRORS
 from service.schemas import (
     BATCH_ID_PATTERN,
@@ -63,8 +63,11 @@ async def submit_batch(
     meter: MeterDep,
 ) -> Any:
     """Submit up to 50,000 URLs in one transaction. Refused URLs are listed by index; the rest are queued."""
-    with counting_submission(meter, "v1", "batch") as counted:
-        submission = await manager.submit_batch(
+    submission = await counted(
+        meter,
+        "v1",
+        "batch",
+        manager.submit_batch(
             tenant=tenant,
             urls=body.urls,
             render=body.render,
@@ -75,8 +78,8 @@ async def submit_batch(
             batch_id=body.batch_id,
             idempotency_key=idempotency_key,
             callback_url=body.callback_url,
-        )
-        counted(submission)
+        ),
+    )
     return JSONResponse(render.batch_submission(submission), status_code=200 if submission.replayed else 201)
 
 

@@ -11,7 +11,7 @@ from crawljobs.exceptions import NotFound
 from crawljobs.processing import process_pending
 from service import render
 from service.deps import IdempotencyKeyDep, ManagerDep, TenantDep
-from service.metering import MeterDep, counting_submission
+from service.metering import MeterDep, counted
 from service.routes.common import ERRORS, NOT_FOUND, SUBMIT_ERRORS, parse_job_id
 from service.schemas import JobCreate, JobOut, ProcessRequest, ProcessResult
 
@@ -39,8 +39,11 @@ async def submit_job(
     meter: MeterDep,
 ) -> Any:
     """Submit one URL. It is committed, then dispatched ahead of any batch's jobs."""
-    with counting_submission(meter, "v1", "job") as counted:
-        submission = await manager.submit_job(
+    submission = await counted(
+        meter,
+        "v1",
+        "job",
+        manager.submit_job(
             tenant=tenant,
             url=body.url,
             render=body.render,
@@ -50,8 +53,8 @@ async def submit_job(
             max_retries=body.max_retries,
             idempotency_key=idempotency_key,
             callback_url=body.callback_url,
-        )
-        counted(submission)
+        ),
+    )
     return JSONResponse(render.job(submission.job), status_code=200 if submission.replayed else 201)
 
 

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from crawljobs.processing import process_pending
 from service import render
 from service.deps import IdempotencyKeyDep, ManagerDep, TenantDep
-from service.metering import MeterDep, counting_submission
+from service.metering import MeterDep, counted
 from service.routes.common import ERRORS, NOT_FOUND, SUBMIT_ERRORS, parse_job_id
 from service.schemas import (
     BATCH_ID_PATTERN,
@@ -45,8 +45,11 @@ async def submit_crawl_job(
     meter: MeterDep,
 ) -> Any:
     """Submit a single URL for processing."""
-    with counting_submission(meter, "legacy", "job") as counted:
-        submission = await manager.submit_job(
+    submission = await counted(
+        meter,
+        "legacy",
+        "job",
+        manager.submit_job(
             tenant=tenant,
             url=body.url,
             render=body.render,
@@ -57,8 +60,8 @@ async def submit_crawl_job(
             idempotency_key=idempotency_key,
             callback_url=body.callbackUrl,
             callback_field="callbackUrl",
-        )
-        counted(submission)
+        ),
+    )
     return JSONResponse(
         {
             "success": True,
@@ -80,8 +83,11 @@ async def submit_crawl_jobs_batch(
     meter: MeterDep,
 ) -> Any:
     """Submit multiple URLs as a batch; refused URLs are listed in `failures` by index."""
-    with counting_submission(meter, "legacy", "batch") as counted:
-        submission = await manager.submit_batch(
+    submission = await counted(
+        meter,
+        "legacy",
+        "batch",
+        manager.submit_batch(
             tenant=tenant,
             urls=body.urls,
             render=body.render,
@@ -93,8 +99,8 @@ async def submit_crawl_jobs_batch(
             idempotency_key=idempotency_key,
             callback_url=body.callbackUrl,
             callback_field="callbackUrl",
-        )
-        counted(submission)
+        ),
+    )
     return JSONResponse(render.legacy_batch_submission(submission))
 
 
