@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -25,17 +24,10 @@ from tests.acceptance.conftest import drop_prefix, system_settings_for
 from tests.acceptance.proxies import TestProxy
 from tests.acceptance.site import TestSite
 from tests.acceptance.system import running_system
+from tests.integration.test_waiting import until
 from tests.integration.test_webhooks import Receiver
 
 pytestmark = pytest.mark.acceptance
-
-
-def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.1)
 
 
 def test_delivery_survives_an_api_and_sweeper_restart(
@@ -67,7 +59,7 @@ def test_delivery_survives_an_api_and_sweeper_restart(
                     f"{base}/v1/jobs/{job_id}/wait", params={"timeout": 60}, headers=auth, timeout=70
                 )
                 assert waited.json()["status"] == "completed", system.logs_text()
-                eventually(lambda: len(receiver.received) == 1, 30, "the first delivery attempt")
+                until(lambda: len(receiver.received) == 1, what="the first delivery attempt", seconds=30)
             # The API process has stopped; the sweeper that made the first attempt dies without warning.
             first_sweeper.signal(signal.SIGKILL)
             first_sweeper.wait(10)
@@ -75,7 +67,7 @@ def test_delivery_survives_an_api_and_sweeper_restart(
 
             with api_process(database_url, redis_url, key=key, **api_env) as (base, _):
                 system.start_sweeper()
-                eventually(lambda: len(receiver.received) == 2, 60, "the delivery after the restart")
+                until(lambda: len(receiver.received) == 2, what="the delivery after the restart", seconds=60)
                 log = httpx.get(f"{base}/v1/webhooks/deliveries", params={"job_id": job_id}, headers=auth)
                 secret = httpx.get(f"{base}/v1/webhooks/secret", headers=auth).json()["secret"]
         time.sleep(0.5)  # nothing more arrives: one accepted delivery
