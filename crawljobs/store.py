@@ -407,7 +407,7 @@ async def cancel_batch_jobs(conn: AsyncConnection[Any], *, tenant: str, batch_id
         ids = [row[0] for row in await cur.fetchall()]
         if ids:
             await _record_batch_events(cur, ids[:1])  # one id names the batch
-        await _notify(cur, ids, [batch_id])
+        await _notify(cur, ids, [batch_id] if ids else [])
     return ids
 
 
