@@ -12,7 +12,7 @@ import typer
 from crawljobs.client_cli import register as register_client_commands
 from crawljobs.config import Settings
 from crawljobs.exceptions import CrawlJobsError
-from crawljobs.logs import configure_logging, uvicorn_log_config
+from crawljobs.logs import configure_logging
 
 app = typer.Typer(help="crawljobs: a self-hosted asynchronous crawl-job system.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
@@ -62,24 +62,13 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
 @app.command()
 def api(host: HostOption = None, port: PortOption = None) -> None:
     """Run the HTTP API alone, against the configured PostgreSQL and Redis."""
-    import uvicorn
-
     settings = _settings()
     if not settings.database_url:
         typer.echo("crawljobs: CRAWLJOBS_DATABASE_URL is not set (or use `crawljobs up`)", err=True)
         raise typer.Exit(2)
-    from service.server import ApiServer  # ends the open waits first when it stops
+    from service.server import serve  # ends the open waits first when it stops
 
-    config = uvicorn.Config(
-        "service.app:create_app",
-        factory=True,
-        host=host or settings.api_host,
-        port=port if port is not None else settings.api_port,
-        log_level="info",
-        log_config=uvicorn_log_config(settings),
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-    )
-    ApiServer(config).run()
+    serve(settings, host=host or settings.api_host, port=port if port is not None else settings.api_port)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -21,18 +21,14 @@ from contextlib import ExitStack, contextmanager
 from types import FrameType
 from typing import Any
 
-import uvicorn
-
 from crawljobs.config import Settings
 from crawljobs.embedded import start_postgres, start_redis
 from crawljobs.exceptions import CrawlJobsError
 from crawljobs.keys import ensure_first_key
-from crawljobs.logs import uvicorn_log_config
 from crawljobs.migrate import migrate
 
 logger = logging.getLogger(__name__)
 
-APP_FACTORY = "service.app:create_app"
 CHILD_STOP_TIMEOUT = 10.0
 DATABASE_URL_VARIABLE = "CRAWLJOBS_DATABASE_URL"
 REDIS_URL_VARIABLE = "CRAWLJOBS_REDIS_URL"
@@ -80,18 +76,9 @@ def run_up(settings: Settings, *, host: str, port: int) -> None:
         print(f"API docs:       {base}/docs")
         print(f"API key:        {key}  (kept in {data_dir / 'api-key'})")
         print("Press Ctrl-C to stop.", flush=True)
-        from service.server import ApiServer
+        from service.server import serve
 
-        config = uvicorn.Config(
-            APP_FACTORY,
-            factory=True,
-            host=host,
-            port=port,
-            log_level="info",
-            log_config=uvicorn_log_config(settings),
-            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-        )
-        ApiServer(config).run()  # uvicorn's, ending the open waits first when it stops
+        serve(settings, host=host, port=port)  # uvicorn's, ending the open waits first when it stops
     except (KeyboardInterrupt, Stopping):
         pass
     finally:

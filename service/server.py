@@ -13,10 +13,28 @@ import socket
 
 import uvicorn
 
+from crawljobs.config import Settings
+from crawljobs.logs import uvicorn_log_config
 from service.waiting import drain_all
+
+APP_FACTORY = "service.app:create_app"
 
 
 class ApiServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         drain_all()
         await super().shutdown(sockets=sockets)
+
+
+def serve(settings: Settings, *, host: str, port: int) -> None:
+    """Run the API on ``host:port`` until it is stopped (``crawljobs api`` and ``crawljobs up``)."""
+    config = uvicorn.Config(
+        APP_FACTORY,
+        factory=True,
+        host=host,
+        port=port,
+        log_level="info",
+        log_config=uvicorn_log_config(settings),
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+    )
+    ApiServer(config).run()
