@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     # Jobs.
     max_retries: int = Field(default=3, ge=0, le=100)
     lease_seconds: int = Field(default=60, ge=2)
+    # How many times a job may lose its worker (its lease expired) and go back to pending; the next loss fails
+    # it "worker lost". Its own budget: retries and escalations do not spend it (crawljobs.lifecycle).
+    max_lost_leases: int = Field(default=3, ge=0, le=100)
 
     # The sweeper.
     sweep_interval_seconds: float = Field(default=2.0, gt=0)

@@ -1,6 +1,8 @@
 """The named SQL blocks of ``crawljobs/sql/queries.sql``, loaded once.
 
-A block starts with ``-- name --`` and a comment line saying what it does; Python calls it by name.
+A block starts with ``-- name --`` and a comment line saying what it does; Python calls it by name. A block
+may name another block as ``{name}`` (a fragment, such as the one column list of a job): it is replaced by that
+block's text when the file is loaded, so each shape is written once.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from functools import cache
 from importlib import resources
 
 _HEADER = re.compile(r"^-- ([a-z_]+) --$", re.MULTILINE)
+_FRAGMENT = re.compile(r"\{([a-z_]+)\}")
 
 
 def parse_queries(text: str) -> dict[str, str]:
@@ -21,7 +24,14 @@ def parse_queries(text: str) -> dict[str, str]:
             raise ValueError(f"query {name!r} is defined twice")
         lines = [line for line in body.strip().splitlines() if not line.startswith("--")]
         queries[name] = "\n".join(lines).strip().rstrip(";")
-    return queries
+
+    def expand(match: re.Match[str]) -> str:
+        fragment = match.group(1)
+        if fragment not in queries or _FRAGMENT.search(queries[fragment]):
+            raise ValueError(f"no fragment {fragment!r} (fragments are blocks that name no other block)")
+        return queries[fragment]
+
+    return {name: _FRAGMENT.sub(expand, body) for name, body in queries.items()}
 
 
 @cache

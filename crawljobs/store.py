@@ -7,11 +7,12 @@ mean something to a caller are wrapped here into typed exceptions.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import AsyncConnection
@@ -20,6 +21,9 @@ from psycopg.types.json import Jsonb
 
 from crawljobs.exceptions import BatchAlreadyExists, IdempotencyConflict
 from crawljobs.queries import query
+
+if TYPE_CHECKING:
+    from crawljobs.lifecycle import AttemptRecord, ResultRecord
 
 Row = dict[str, Any]
 
@@ -274,14 +278,27 @@ async def renew_leases(
 
 
 async def next_attempt(
-    conn: AsyncConnection[Any], *, job_id: uuid.UUID, attempt: int, worker: str, lease_seconds: int
-) -> int | None:
-    """The new attempt number, or None when this worker no longer holds the job (fenced)."""
-    params = {"id": job_id, "attempt": attempt, "worker": worker, "lease_seconds": lease_seconds}
+    conn: AsyncConnection[Any],
+    *,
+    job_id: uuid.UUID,
+    attempt: int,
+    retry: bool,
+    worker: str,
+    lease_seconds: int,
+) -> tuple[int, int] | None:
+    """The new (attempt, retries), or None when this worker no longer holds the job (fenced)."""
+    params = {
+        "id": job_id,
+        "attempt": attempt,
+        "retry": retry,
+        "worker": worker,
+        "lease_seconds": lease_seconds,
+    }
     row = await _one(conn, "next_attempt", params)
-    return int(row["attempt"]) if row else None
+    return (int(row["attempt"]), int(row["retries"])) if row else None
 
 
+# The result fields `finish_jobs` writes, in the order of its unnest(); each a field of `ResultRecord`.
 FINISH_COLUMNS = (
     "id",
     "attempt",
@@ -302,19 +319,19 @@ async def finish_jobs(
     conn: AsyncConnection[Any],
     *,
     worker: str,
-    results: Sequence[dict[str, Any]],
-    attempts: Sequence[dict[str, Any]],
+    results: Sequence[ResultRecord],
+    attempts: Sequence[AttemptRecord],
 ) -> list[uuid.UUID]:
     """Write results (fenced, in one statement) and attempts in one transaction, then NOTIFY the written ids.
 
-    ``results`` are dicts with the keys of FINISH_COLUMNS. Returns the ids whose result was written; a result
-    whose fence failed (the lease was lost, the job cancelled) is skipped.
+    Returns the ids whose result was written; a result whose fence failed (the lease was lost, the job
+    cancelled) is skipped.
     """
-    params: dict[str, Any] = {name: [result[name] for result in results] for name in FINISH_COLUMNS}
+    params: dict[str, Any] = {name: [getattr(result, name) for result in results] for name in FINISH_COLUMNS}
     params["worker"] = worker
     async with conn.transaction(), conn.cursor() as cur:
         if attempts:
-            await cur.executemany(query("insert_attempt"), attempts)
+            await cur.executemany(query("insert_attempt"), [dataclasses.asdict(a) for a in attempts])
         rows: list[tuple[Any, ...]] = []
         if results:
             await cur.execute(query("finish_jobs"), params)
@@ -352,11 +369,14 @@ async def release_jobs(
     return await _all(conn, "release_jobs", {"worker": worker, "ids": [str(i) for i in ids]})
 
 
-async def reclaim_expired_leases(conn: AsyncConnection[Any], *, limit: int) -> list[Row]:
-    """Expired leases back to pending, or to error once attempts are spent: those end like any other failed
-    job (webhooks, waiters woken), in the same transaction."""
+async def reclaim_expired_leases(
+    conn: AsyncConnection[Any], *, limit: int, max_lost_leases: int
+) -> list[Row]:
+    """Expired leases back to pending, or to error past `max_lost_leases` losses: those end like any other
+    failed job (webhooks, waiters woken), in the same transaction."""
     async with conn.transaction():
-        rows = await _all(conn, "reclaim_expired_leases", {"limit": limit})
+        params = {"limit": limit, "max_lost_leases": max_lost_leases}
+        rows = await _all(conn, "reclaim_expired_leases", params)
         lost = [row for row in rows if row["status"] == "error"]
         if lost:
             async with conn.cursor() as cur:

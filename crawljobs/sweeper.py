@@ -1,7 +1,8 @@
 """The sweeper: the old cron, minus the minute.
 
 Every few seconds it
-- turns expired leases back into pending jobs (or into ``error``, "worker lost", once attempts are spent),
+- turns expired leases back into pending jobs (or into ``error``, "worker lost", once a job has lost its worker
+  more than ``CRAWLJOBS_MAX_LOST_LEASES`` times: ``crawljobs.lifecycle``),
 - dispatches pending jobs that were never dispatched (Redis was down, or an API process died after commit),
 - dispatches again pending jobs dispatched long ago when Redis holds fewer messages than there are such jobs
   (the messages were lost: FLUSHALL, a Redis restart without persistence),
@@ -21,6 +22,7 @@ from typing import Any
 
 from crawljobs import store
 from crawljobs.config import Settings
+from crawljobs.lifecycle import reclaim_expired_leases
 from crawljobs.manager import PRIORITY_SINGLE, JobManager
 from crawljobs.queue import redis_client
 from crawljobs.webhooks import WebhookSender
@@ -67,18 +69,19 @@ class Sweeper:
     async def sweep_once(self) -> SweepReport:
         report = SweepReport()
         pool = self.manager.pool
-        async with pool.connection() as conn:
-            reclaimed = await store.reclaim_expired_leases(conn, limit=self.batch_limit)
-        report.failed_lost = sum(1 for row in reclaimed if row["status"] == "error")
-        report.reclaimed = len(reclaimed) - report.failed_lost
+        reclaimed = await reclaim_expired_leases(
+            pool, limit=self.batch_limit, max_lost_leases=self.manager.settings.max_lost_leases
+        )
+        report.failed_lost = len(reclaimed.lost)
+        report.reclaimed = len(reclaimed.pending)
         meter = self.manager.meter
         meter.count("leases_reclaimed", "pending", n=report.reclaimed)
         meter.count("leases_reclaimed", "error", n=report.failed_lost)
         meter.count("jobs_finished", "error", n=report.failed_lost)
-        if reclaimed:
+        if report.reclaimed or report.failed_lost:
             logger.warning(
-                "reclaimed %d expired leases (%d jobs out of attempts)",
-                len(reclaimed),
+                "reclaimed %d expired leases (%d jobs lost their worker too often)",
+                report.reclaimed + report.failed_lost,
                 report.failed_lost,
                 extra={"action": "reclaim"},
             )

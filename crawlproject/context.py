@@ -1,27 +1,24 @@
 """What every component of one worker process shares: the database pool, Redis, its leases.
 
-Built once per crawler (``WorkerContext.of(crawler)``) and opened from the running asyncio loop. It owns the
-jobs this worker holds: claims them (DESIGN rule 2), renews all their leases in one statement (rule 4), starts
-fenced follow-up attempts (rule 3), and gives back what it still holds when it stops.
+Built once per crawler (``WorkerContext.of(crawler)``) and opened from the running asyncio loop. The jobs this
+worker holds are its ``leases`` (``crawljobs.lifecycle.Leases``: claim, heartbeat, next attempt, finish,
+release); the context opens them with the pool, runs their heartbeat, and gives back what they still hold
+when the worker stops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
-import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 from scrapy.crawler import Crawler
 
-from crawljobs import store
 from crawljobs.config import Settings
+from crawljobs.lifecycle import ClaimedJob, Leases, new_worker_id
 from crawljobs.manager import JobManager
 from crawljobs.queue import redis_client
 from crawljobs.urls import NetworkPolicy
@@ -31,54 +28,13 @@ from crawlproject.ladder import FetchPlan
 logger = logging.getLogger(__name__)
 
 
-def new_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-@dataclass
-class ClaimedJob:
-    """A job this worker holds, with the attempt that fences its writes."""
-
-    id: uuid.UUID
-    tenant: str
-    batch_id: str | None
-    url: str
-    render: bool
-    premium: bool
-    ultra_premium: bool
-    obey_robots: bool
-    attempt: int
-    max_attempts: int
-    max_retries: int
-    started: float = field(default_factory=time.monotonic)
-    escalations: int = 0
-    cost: float = 0.0
-    attempts: list[dict[str, Any]] = field(default_factory=list)
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> ClaimedJob:
-        return cls(
-            id=row["id"],
-            tenant=row["tenant"],
-            batch_id=row["batch_id"],
-            url=row["url"],
-            render=row["render"],
-            premium=row["premium"],
-            ultra_premium=row["ultra_premium"],
-            obey_robots=row["obey_robots"],
-            attempt=row["attempt"],
-            max_attempts=row["max_attempts"],
-            max_retries=row["max_retries"],
-        )
-
-
 class WorkerContext:
     _KEY = "_crawljobs_worker_context"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.worker_id = new_worker_id()
-        self.held: dict[uuid.UUID, ClaimedJob] = {}
+        self._leases: Leases | None = None
         self._pool: AsyncConnectionPool[Any] | None = None
         self._redis: aioredis.Redis | None = None
         self._manager: JobManager | None = None
@@ -114,10 +70,13 @@ class WorkerContext:
                 self._pool = pool
                 self._redis = redis_client(self.settings.redis_url) if self.settings.redis_url else None
                 self._manager = JobManager(pool=pool, redis=self._redis, settings=self.settings)
+                self._leases = Leases(
+                    pool, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds
+                )
                 # The browser's direct tier connects through this proxy, which checks every address.
                 self._egress = await EgressGuard(NetworkPolicy.from_settings(self.settings)).start()
                 self._heartbeat = asyncio.get_running_loop().create_task(
-                    self._renew_forever(), name="crawljobs-heartbeat"
+                    self._leases.heartbeat(), name="crawljobs-heartbeat"
                 )
             return self._manager
 
@@ -137,90 +96,32 @@ class WorkerContext:
 
     # -- leases ----------------------------------------------------------------------------------
 
+    @property
+    def leases(self) -> Leases:
+        assert self._leases is not None, "WorkerContext.manager() opens the leases first"
+        return self._leases
+
+    @property
+    def held(self) -> dict[uuid.UUID, ClaimedJob]:
+        """The jobs this worker holds now (none before it opened)."""
+        return self._leases.held if self._leases is not None else {}
+
     async def claim(self, ids: list[uuid.UUID]) -> list[ClaimedJob]:
         await self.manager()
-        async with self.pool.connection() as conn:
-            rows = await store.claim_jobs(
-                conn, ids=ids, worker=self.worker_id, lease_seconds=self.settings.lease_seconds
-            )
-        return self._hold(rows)
+        return await self.leases.claim(ids)
 
     async def claim_pending(
         self, limit: int, *, tenant: str | None = None, batch_id: str | None = None
     ) -> list[ClaimedJob]:
         await self.manager()
-        async with self.pool.connection() as conn:
-            rows = await store.claim_pending_jobs(
-                conn,
-                worker=self.worker_id,
-                lease_seconds=self.settings.lease_seconds,
-                limit=limit,
-                tenant=tenant,
-                batch_id=batch_id,
-            )
-        return self._hold(rows)
-
-    def _hold(self, rows: list[dict[str, Any]]) -> list[ClaimedJob]:
-        jobs = [ClaimedJob.from_row(row) for row in rows]
-        for job in jobs:
-            self.held[job.id] = job
-        return jobs
-
-    async def next_attempt(self, job: ClaimedJob) -> bool:
-        """Move the job to its next attempt; False when this worker lost it (lease reclaimed, cancelled)."""
-        async with self.pool.connection() as conn:
-            attempt = await store.next_attempt(
-                conn,
-                job_id=job.id,
-                attempt=job.attempt,
-                worker=self.worker_id,
-                lease_seconds=self.settings.lease_seconds,
-            )
-        if attempt is None:
-            self.held.pop(job.id, None)
-            return False
-        job.attempt = attempt
-        return True
-
-    def let_go(self, job_ids: list[uuid.UUID]) -> None:
-        for job_id in job_ids:
-            self.held.pop(job_id, None)
-
-    async def renew(self) -> int:
-        async with self.pool.connection() as conn:
-            rows = await store.renew_leases(
-                conn, worker=self.worker_id, ids=list(self.held), lease_seconds=self.settings.lease_seconds
-            )
-        return len(rows)
-
-    async def _renew_forever(self) -> None:
-        interval = max(1.0, self.settings.lease_seconds / 3)
-        while True:
-            await asyncio.sleep(interval)
-            if not self.held:
-                continue
-            try:
-                await self.renew()
-            except Exception as exc:
-                logger.warning("heartbeat failed: %s", exc, extra={"action": "heartbeat"})
-
-    async def release_all(self) -> int:
-        """Give back every job still held (pending again, to be dispatched again by the sweeper)."""
-        if not self.held or self._pool is None:
-            return 0
-        ids = list(self.held)
-        async with self.pool.connection() as conn:
-            rows = await store.release_jobs(conn, worker=self.worker_id, ids=ids)
-        self.held.clear()
-        if rows:
-            logger.info("released %d jobs on shutdown", len(rows), extra={"action": "release"})
-        return len(rows)
+        return await self.leases.claim_pending(limit, tenant=tenant, batch_id=batch_id)
 
     async def close(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         try:
-            await self.release_all()
+            if self._leases is not None:
+                await self._leases.release_all()
         finally:
             if self._egress is not None:
                 await self._egress.close()

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
-from crawlproject.context import ClaimedJob
+from crawljobs.lifecycle import AttemptRecord, ClaimedJob, ResultRecord
 
 
 @dataclass
@@ -19,11 +18,23 @@ class JobResult:
     content_type: str | None = None
     success_method: str | None = None
     error_message: str | None = None
-    attempts: list[dict[str, Any]] = field(default_factory=list)
+    attempts: list[AttemptRecord] = field(default_factory=list)
 
-    @property
-    def processing_time_ms(self) -> int:
-        return int((time.monotonic() - self.job.started) * 1000)
+    def record(self) -> ResultRecord:
+        """The result as the lifecycle writes it, fenced by the attempt the job is at now."""
+        return ResultRecord(
+            id=self.job.id,
+            attempt=self.job.attempt,
+            status=self.status,
+            processing_time_ms=self.job.elapsed_ms,
+            cost=self.job.cost,
+            html=self.html,
+            http_status=self.http_status,
+            final_url=self.final_url,
+            content_type=self.content_type,
+            success_method=self.success_method,
+            error_message=self.error_message,
+        )
 
 
 def failure_result(job: ClaimedJob, reason: str, *, http_status: int | None = None) -> JobResult:

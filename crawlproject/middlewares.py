@@ -24,9 +24,10 @@ from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response, TextResponse
 
 from crawljobs.exceptions import UrlRejected
+from crawljobs.lifecycle import AttemptRecord, ClaimedJob
 from crawljobs.urls import NetworkPolicy, parse_ip_literal, resolve_and_check
 from crawlproject.blocks import DEFAULT_RULES, detect_block
-from crawlproject.context import ClaimedJob, WorkerContext
+from crawlproject.context import WorkerContext
 from crawlproject.egress import REFUSED_HEADER
 from crawlproject.items import JobResult, failure_result
 from crawlproject.ladder import DomainMemory
@@ -162,17 +163,17 @@ class JobRetryMiddleware:
         started = request.meta.get("crawljobs_started", time.monotonic())
         job.cost += self.plan.cost(method)
         job.attempts.append(
-            {
-                "job_id": job.id,
-                "attempt": job.attempt,
-                "method": method.name,
-                "worker": self.context.worker_id,
-                "started_at": request.meta.get("crawljobs_started_at", datetime.now(UTC)),
-                "duration_ms": int((time.monotonic() - started) * 1000),
-                "http_status": status,
-                "outcome": outcome,
-                "error": error,
-            }
+            AttemptRecord(
+                job_id=job.id,
+                attempt=job.attempt,
+                method=method.name,
+                worker=self.context.worker_id,
+                started_at=request.meta.get("crawljobs_started_at", datetime.now(UTC)),
+                duration_ms=int((time.monotonic() - started) * 1000),
+                http_status=status,
+                outcome=outcome,
+                error=error,
+            )
         )
         stats = self.crawler.stats
         if stats is not None:
@@ -259,11 +260,13 @@ class JobRetryMiddleware:
         ladder: list[Method] = request.meta["ladder"]
         index: int = request.meta["method_index"]
         target = self._escalation_target(ladder, index, reason)
+        # The retry budget (crawljobs.lifecycle): transient failures spend the job's retries, blocks climb the
+        # ladder and spend none; a lost lease is the sweeper's to count.
         decision = decide(
             outcome=outcome,
             reason=reason,
-            attempt=job.attempt - job.escalations,
-            max_attempts=job.max_attempts,
+            attempt=job.tries,
+            max_attempts=job.max_tries,
             can_escalate=target is not None,
             retry_after=retry_after,
             rng=self.rng,
@@ -271,11 +274,10 @@ class JobRetryMiddleware:
         if decision.action in ("escalate", "retry"):
             if decision.action == "escalate":
                 assert target is not None
-                job.escalations += 1
                 index = target
             elif decision.delay > 0:
                 await asyncio.sleep(decision.delay)
-            if not await self.context.next_attempt(job):
+            if not await self.context.leases.next_attempt(job, retry=decision.action == "retry"):
                 raise IgnoreRequest(f"job {job.id} is no longer held by this worker")
             meta = {**request.meta, "method_index": index}
             meta.pop("redirect_times", None)

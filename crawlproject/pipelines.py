@@ -13,7 +13,6 @@ from typing import Any
 
 from scrapy.crawler import Crawler
 
-from crawljobs import store
 from crawlproject.context import WorkerContext
 from crawlproject.items import JobResult
 from crawlproject.telemetry import WorkerMetrics
@@ -58,41 +57,23 @@ class ResultPipeline:
                 await self._write(batch)
 
     async def _write(self, batch: list[JobResult]) -> None:
-        worker = self.context.worker_id
-        results = [
-            {
-                "id": r.job.id,
-                "attempt": r.job.attempt,
-                "status": r.status,
-                "html": r.html,
-                "html_length": len(r.html) if r.html is not None else None,
-                "processing_time_ms": r.processing_time_ms,
-                "success_method": r.success_method,
-                "http_status": r.http_status,
-                "final_url": r.final_url,
-                "content_type": r.content_type,
-                "error_message": r.error_message,
-                "cost": r.job.cost,
-            }
-            for r in batch
-        ]
+        leases = self.context.leases
+        results = [r.record() for r in batch]
         attempts = [attempt for r in batch for attempt in r.attempts]
         for delay in (0.5, 1, 2, 4, 8):
             try:
-                async with self.context.pool.connection() as conn:
-                    written = await store.finish_jobs(conn, worker=worker, results=results, attempts=attempts)
+                written = await leases.finish(results, attempts)
                 break
             except Exception as exc:  # the database restarting: keep the results and try again
                 logger.warning("could not write %d results (%s); retrying", len(batch), exc)
                 await asyncio.sleep(delay)
         else:
             # Let go of them unwritten: no longer renewed, their leases expire and they run again.
-            self.context.let_go([r.job.id for r in batch])
+            leases.let_go([r.job.id for r in batch])
             logger.error(
                 "gave up writing %d results; their leases will expire and they run again", len(batch)
             )
             return
-        self.context.let_go([r.job.id for r in batch])
         self.metrics.record_results(batch, written)  # counted in memory; sent to Redis by a task of its own
         stats = self.crawler.stats
         written_ids = set(written)

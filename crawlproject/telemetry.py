@@ -59,9 +59,9 @@ class WorkerMetrics:
         written_ids = set(written)
         for result in batch:
             for attempt in result.attempts:
-                buffer.count("attempts", attempt["method"], attempt["outcome"])
-                if attempt.get("duration_ms") is not None:
-                    buffer.observe_fetch(attempt["method"], attempt["duration_ms"] / 1000)
+                buffer.count("attempts", attempt.method, attempt.outcome)
+                if attempt.duration_ms is not None:
+                    buffer.observe_fetch(attempt.method, attempt.duration_ms / 1000)
             job = result.job
             if job.id not in written_ids:
                 logger.info(

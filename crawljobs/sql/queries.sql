@@ -1,3 +1,15 @@
+-- job_columns --
+-- Fragment: the columns of a job as `crawljobs.models.Job` reads it, without its HTML (each query adds `html`
+-- or a NULL in its place). Every query that returns jobs names this list, never its own.
+id, tenant, batch_id, batch_index, url, status, render, premium, ultra_premium, obey_robots, priority, attempt,
+retries, lost_leases, max_retries, max_attempts, lease_owner, lease_expires_at, dispatched_at, created_at,
+updated_at, started_at, completed_at, html_length, processing_time_ms, success_method, http_status, final_url,
+content_type, error_message, cost, idempotency_key, callback_url
+
+-- claimed_job_columns --
+-- Fragment: what a worker gets back when it claims a job (`crawljobs.lifecycle.ClaimedJob`).
+id, tenant, batch_id, url, render, premium, ultra_premium, obey_robots, attempt, retries, lost_leases, max_retries
+
 -- find_tenant_by_key --
 -- The tenant of an API key that is not revoked, by the key's hash.
 SELECT tenant FROM api_keys WHERE key_hash = %(key_hash)s AND revoked_at IS NULL;
@@ -17,11 +29,12 @@ INSERT INTO crawl_jobs (id, tenant, url, render, premium, ultra_premium, obey_ro
                         max_attempts, dispatched_at, idempotency_key, callback_url)
 VALUES (%(id)s, %(tenant)s, %(url)s, %(render)s, %(premium)s, %(ultra_premium)s, %(obey_robots)s, %(priority)s,
         %(max_retries)s, %(max_retries)s + 1, now(), %(idempotency_key)s, %(callback_url)s)
-RETURNING *;
+RETURNING {job_columns}, html;
 
 -- find_job_by_idempotency_key --
 -- A tenant's job submitted with this Idempotency-Key.
-SELECT * FROM crawl_jobs WHERE tenant = %(tenant)s AND idempotency_key = %(idempotency_key)s;
+SELECT {job_columns}, NULL::text AS html FROM crawl_jobs
+WHERE tenant = %(tenant)s AND idempotency_key = %(idempotency_key)s;
 
 -- insert_batch --
 -- Insert a batch row; its jobs follow by COPY in the same transaction.
@@ -50,14 +63,11 @@ WHERE id = ANY(%(ids)s::uuid[]) AND status = 'pending';
 
 -- get_job --
 -- One job of a tenant, with its HTML.
-SELECT * FROM crawl_jobs WHERE tenant = %(tenant)s AND id = %(id)s;
+SELECT {job_columns}, html FROM crawl_jobs WHERE tenant = %(tenant)s AND id = %(id)s;
 
 -- get_job_meta --
 -- One job of a tenant, without its HTML.
-SELECT id, tenant, batch_id, batch_index, url, status, render, premium, ultra_premium, obey_robots, priority, attempt,
-       max_retries, max_attempts, lease_owner, lease_expires_at, dispatched_at, created_at, updated_at,
-       started_at, completed_at, NULL::text AS html, html_length, processing_time_ms, success_method,
-       http_status, final_url, content_type, error_message, cost, idempotency_key
+SELECT {job_columns}, NULL::text AS html
 FROM crawl_jobs WHERE tenant = %(tenant)s AND id = %(id)s;
 
 -- list_attempts --
@@ -77,10 +87,7 @@ WHERE tenant = %(tenant)s AND batch_id = %(batch_id)s ORDER BY batch_index;
 
 -- batch_jobs --
 -- A page of a batch's jobs (without HTML) in submission order, optionally of one status.
-SELECT id, tenant, batch_id, batch_index, url, status, render, premium, ultra_premium, obey_robots, priority, attempt,
-       max_retries, max_attempts, lease_owner, lease_expires_at, dispatched_at, created_at, updated_at,
-       started_at, completed_at, NULL::text AS html, html_length, processing_time_ms, success_method,
-       http_status, final_url, content_type, error_message, cost, idempotency_key
+SELECT {job_columns}, NULL::text AS html
 FROM crawl_jobs
 WHERE tenant = %(tenant)s AND batch_id = %(batch_id)s
   AND (%(status)s::text IS NULL OR status = %(status)s::text)
@@ -111,11 +118,13 @@ ORDER BY b.created_at DESC, b.batch_id DESC;
 SELECT count(*) FROM crawl_batches WHERE tenant = %(tenant)s;
 
 -- retry_failed_jobs --
--- Put a batch's failed jobs back to pending with a fresh retry budget; their attempts stay recorded.
+-- The one explicit retry (error -> pending, which the transition trigger allows only in a transaction that
+-- declares it): a batch's failed jobs back to pending with a fresh retry budget; their attempts stay recorded.
 UPDATE crawl_jobs
-SET status = 'pending', max_attempts = attempt + max_retries + 1, error_message = NULL,
-    completed_at = NULL, lease_owner = NULL, lease_expires_at = NULL, dispatched_at = now(),
-    updated_at = now()
+SET status = 'pending', retries = 0, lost_leases = 0, max_attempts = attempt + max_retries + 1,
+    error_message = NULL, completed_at = NULL, lease_owner = NULL, lease_expires_at = NULL,
+    dispatched_at = now(), updated_at = now()
+FROM (SELECT set_config('crawljobs.explicit_retry', 'on', true)) AS explicit_retry
 WHERE tenant = %(tenant)s AND batch_id = %(batch_id)s AND status = 'error'
 RETURNING id;
 
@@ -126,7 +135,7 @@ SET status = 'processing', attempt = attempt + 1, lease_owner = %(worker)s,
     lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
     started_at = coalesce(started_at, now()), updated_at = now()
 WHERE id = ANY(%(ids)s::uuid[]) AND status = 'pending'
-RETURNING id, tenant, batch_id, url, render, premium, ultra_premium, obey_robots, attempt, max_attempts, max_retries;
+RETURNING {claimed_job_columns};
 
 -- claim_pending_jobs --
 -- Claim up to `limit` pending jobs straight from the table (single jobs first), skipping locked rows.
@@ -143,7 +152,7 @@ WHERE id IN (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, tenant, batch_id, url, render, premium, ultra_premium, obey_robots, attempt, max_attempts, max_retries;
+RETURNING {claimed_job_columns};
 
 -- renew_leases --
 -- The heartbeat: extend the lease of every job this worker holds, in one statement (rule 4). Only the ids it
@@ -154,11 +163,13 @@ WHERE status = 'processing' AND lease_owner = %(worker)s AND id = ANY(%(ids)s::u
 RETURNING id, attempt;
 
 -- next_attempt --
--- Start another fetch of a job this worker holds (a retry or an escalation); fenced by the attempt (rule 3).
-UPDATE crawl_jobs SET attempt = attempt + 1, updated_at = now(),
+-- Start another fetch of a job this worker holds, fenced by the attempt (rule 3): a retry after a transient
+-- failure spends one of the job's retries, an escalation spends none.
+UPDATE crawl_jobs
+SET attempt = attempt + 1, retries = retries + CASE WHEN %(retry)s THEN 1 ELSE 0 END, updated_at = now(),
     lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
 WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'processing' AND lease_owner = %(worker)s
-RETURNING attempt;
+RETURNING attempt, retries;
 
 -- finish_jobs --
 -- Write a batch of results (completed or error), each fenced by (id, attempt, owner): a stale worker's
@@ -191,12 +202,14 @@ WHERE status = 'processing' AND lease_owner = %(worker)s AND id = ANY(%(ids)s::u
 RETURNING id;
 
 -- reclaim_expired_leases --
--- The sweeper: jobs whose worker stopped renewing go back to pending, or to error once attempts are spent.
+-- The sweeper: jobs whose worker stopped renewing go back to pending, each loss counted in `lost_leases`; the
+-- loss that takes the count past `max_lost_leases` ends the job in error ("worker lost").
 UPDATE crawl_jobs
-SET status = CASE WHEN attempt >= max_attempts THEN 'error' ELSE 'pending' END,
-    error_message = CASE WHEN attempt >= max_attempts
-                         THEN 'worker lost: lease expired after ' || attempt || ' attempts' END,
-    completed_at = CASE WHEN attempt >= max_attempts THEN now() END,
+SET status = CASE WHEN lost_leases >= %(max_lost_leases)s THEN 'error' ELSE 'pending' END,
+    lost_leases = lost_leases + 1,
+    error_message = CASE WHEN lost_leases >= %(max_lost_leases)s
+                         THEN 'worker lost: the lease expired ' || (lost_leases + 1) || ' times' END,
+    completed_at = CASE WHEN lost_leases >= %(max_lost_leases)s THEN now() END,
     lease_owner = NULL, lease_expires_at = NULL, dispatched_at = NULL, updated_at = now()
 WHERE id IN (
     SELECT id FROM crawl_jobs
@@ -254,10 +267,7 @@ RETURNING id;
 
 -- export_batch_jobs --
 -- A page of a batch's jobs in submission order after `after_index` (keyset), with the HTML if asked.
-SELECT id, tenant, batch_id, batch_index, url, status, render, premium, ultra_premium, obey_robots, priority, attempt,
-       max_retries, max_attempts, lease_owner, lease_expires_at, dispatched_at, created_at, updated_at,
-       started_at, completed_at, CASE WHEN %(with_html)s THEN html END AS html, html_length, processing_time_ms,
-       success_method, http_status, final_url, content_type, error_message, cost, idempotency_key, html_purged_at
+SELECT {job_columns}, CASE WHEN %(with_html)s THEN html END AS html
 FROM crawl_jobs
 WHERE tenant = %(tenant)s AND batch_id = %(batch_id)s AND batch_index > %(after_index)s
 ORDER BY batch_index
@@ -279,10 +289,7 @@ RETURNING id;
 
 -- get_jobs_meta --
 -- Jobs by id, of whatever tenant, without their HTML: the waiters' coalesced re-read (they check the tenant).
-SELECT id, tenant, batch_id, batch_index, url, status, render, premium, ultra_premium, obey_robots, priority, attempt,
-       max_retries, max_attempts, lease_owner, lease_expires_at, dispatched_at, created_at, updated_at,
-       started_at, completed_at, NULL::text AS html, html_length, processing_time_ms, success_method,
-       http_status, final_url, content_type, error_message, cost, idempotency_key
+SELECT {job_columns}, NULL::text AS html
 FROM crawl_jobs WHERE id = ANY(%(ids)s::uuid[]);
 
 -- list_attempts_of_jobs --

@@ -1,0 +1,249 @@
+"""The lease and attempt lifecycle of a job, for whoever fetches jobs (the Scrapy worker, a test's fake worker).
+
+A worker **claims** a pending job (DESIGN rule 2: ``pending → processing``, a lease, attempt + 1), renews the
+leases of everything it holds in one statement (**heartbeat**, rule 4), starts each further fetch as the job's
+**next attempt** (fenced by the attempt it held, rule 3), **finishes** jobs in batches of typed results, and
+**releases** what it still holds when it stops. The sweeper **reclaims** expired leases. Every status change is
+one named statement of ``sql/queries.sql``, and the database refuses any move rule 6 forbids (a trigger, see
+migration 0005), so no caller can break it.
+
+The retry budget, stated once:
+
+- every fetch is an attempt; ``attempt`` numbers them and fences every write, and is not a budget;
+- a **transient** failure is fetched again while ``retries < max_retries`` (the job's ``maxRetries``): a page
+  that always answers 500 is fetched exactly ``max_retries + 1`` times;
+- a **block** escalates to the next method while the job's ladder has one: bounded by the ladder (six methods
+  at most), spending no retry;
+- a **lost lease** (the worker died or hung) returns the job to pending while ``lost_leases <
+  CRAWLJOBS_MAX_LOST_LEASES``; the loss after that ends it in ``error`` ("worker lost"). Neither retries nor
+  escalations count against it;
+- an explicit retry of a failed job (``retry-failed``) gives it a fresh budget: both counters back to 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from psycopg_pool import AsyncConnectionPool
+
+from crawljobs import store
+
+logger = logging.getLogger(__name__)
+
+
+def new_worker_id() -> str:
+    """A worker's name in leases and attempts: host, process and a random tail (a restarted pid differs)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One fetch of a job, as ``crawl_attempts`` keeps it."""
+
+    job_id: uuid.UUID
+    attempt: int
+    method: str
+    worker: str
+    started_at: datetime
+    duration_ms: int | None
+    http_status: int | None
+    outcome: str
+    error: str | None
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    """How a job ended (``completed`` or ``error``), written only while (id, attempt, worker) still hold."""
+
+    id: uuid.UUID
+    attempt: int
+    status: Literal["completed", "error"]
+    processing_time_ms: int
+    cost: float
+    html: str | None = None
+    http_status: int | None = None
+    final_url: str | None = None
+    content_type: str | None = None
+    success_method: str | None = None
+    error_message: str | None = None
+
+    @property
+    def html_length(self) -> int | None:
+        return len(self.html) if self.html is not None else None
+
+
+@dataclass
+class ClaimedJob:
+    """A job a worker holds: what it fetches, the attempt that fences its writes, and its retry budget."""
+
+    id: uuid.UUID
+    tenant: str
+    batch_id: str | None
+    url: str
+    render: bool
+    premium: bool
+    ultra_premium: bool
+    obey_robots: bool
+    attempt: int
+    retries: int
+    lost_leases: int
+    max_retries: int
+    started: float = field(default_factory=time.monotonic)
+    cost: float = 0.0
+    attempts: list[AttemptRecord] = field(default_factory=list)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> ClaimedJob:
+        """From a row of the ``claimed_job_columns`` fragment (its columns are this class's first fields)."""
+        return cls(**row)
+
+    @property
+    def tries(self) -> int:
+        """Which try of the transient budget the current fetch is (1-based): escalations do not count."""
+        return self.retries + 1
+
+    @property
+    def max_tries(self) -> int:
+        """The tries a transient failure gets in all: the first and `max_retries` more."""
+        return self.max_retries + 1
+
+    @property
+    def elapsed_ms(self) -> int:
+        return int((time.monotonic() - self.started) * 1000)
+
+
+class Leases:
+    """The jobs one worker holds, and every lifecycle step it takes on them."""
+
+    def __init__(
+        self, pool: AsyncConnectionPool[Any], *, worker_id: str | None = None, lease_seconds: int
+    ) -> None:
+        self.pool = pool
+        self.worker_id = worker_id or new_worker_id()
+        self.lease_seconds = lease_seconds
+        self.held: dict[uuid.UUID, ClaimedJob] = {}
+
+    async def claim(self, ids: Sequence[uuid.UUID]) -> list[ClaimedJob]:
+        """Claim dispatched jobs; those no longer pending (taken, cancelled, done) are simply not returned."""
+        async with self.pool.connection() as conn:
+            rows = await store.claim_jobs(
+                conn, ids=ids, worker=self.worker_id, lease_seconds=self.lease_seconds
+            )
+        return self._hold(rows)
+
+    async def claim_pending(
+        self, limit: int, *, tenant: str | None = None, batch_id: str | None = None
+    ) -> list[ClaimedJob]:
+        """Claim up to `limit` pending jobs straight from the table (single jobs first)."""
+        async with self.pool.connection() as conn:
+            rows = await store.claim_pending_jobs(
+                conn,
+                worker=self.worker_id,
+                lease_seconds=self.lease_seconds,
+                limit=limit,
+                tenant=tenant,
+                batch_id=batch_id,
+            )
+        return self._hold(rows)
+
+    def _hold(self, rows: list[dict[str, Any]]) -> list[ClaimedJob]:
+        jobs = [ClaimedJob.from_row(row) for row in rows]
+        for job in jobs:
+            self.held[job.id] = job
+        return jobs
+
+    async def next_attempt(self, job: ClaimedJob, *, retry: bool) -> bool:
+        """Start the job's next fetch: a retry after a transient failure (``retry``, spends one of its retries)
+        or an escalation (spends none). False when this worker no longer holds it (lease reclaimed, cancelled)."""
+        async with self.pool.connection() as conn:
+            moved = await store.next_attempt(
+                conn,
+                job_id=job.id,
+                attempt=job.attempt,
+                retry=retry,
+                worker=self.worker_id,
+                lease_seconds=self.lease_seconds,
+            )
+        if moved is None:
+            self.held.pop(job.id, None)
+            return False
+        job.attempt, job.retries = moved
+        return True
+
+    async def renew(self) -> int:
+        """The heartbeat: extend every held lease in one statement; how many were renewed."""
+        if not self.held:
+            return 0
+        async with self.pool.connection() as conn:
+            rows = await store.renew_leases(
+                conn, worker=self.worker_id, ids=list(self.held), lease_seconds=self.lease_seconds
+            )
+        return len(rows)
+
+    async def heartbeat(self) -> None:
+        """Renew every third of the lease until cancelled; a failed renewal is logged and tried again."""
+        interval = max(1.0, self.lease_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.renew()
+            except Exception as exc:
+                logger.warning("heartbeat failed: %s", exc, extra={"action": "heartbeat"})
+
+    async def finish(
+        self, results: Sequence[ResultRecord], attempts: Sequence[AttemptRecord]
+    ) -> list[uuid.UUID]:
+        """Write results and attempts in one transaction (fenced) and let go of those jobs; the ids written.
+
+        A result whose fence failed (the lease was reclaimed, the job cancelled) changes nothing. Raises when
+        the database cannot be written; the caller keeps the results, tries again, or lets go (`let_go`)."""
+        async with self.pool.connection() as conn:
+            written = await store.finish_jobs(conn, worker=self.worker_id, results=results, attempts=attempts)
+        self.let_go([result.id for result in results])
+        return written
+
+    def let_go(self, job_ids: Sequence[uuid.UUID]) -> None:
+        """Stop renewing these jobs: unwritten, their leases expire and the sweeper gives them back."""
+        for job_id in job_ids:
+            self.held.pop(job_id, None)
+
+    async def release_all(self) -> int:
+        """A worker stopping: give back every job still held (pending, to be dispatched again)."""
+        if not self.held:
+            return 0
+        ids = list(self.held)
+        async with self.pool.connection() as conn:
+            rows = await store.release_jobs(conn, worker=self.worker_id, ids=ids)
+        self.held.clear()
+        if rows:
+            logger.info("released %d jobs on shutdown", len(rows), extra={"action": "release"})
+        return len(rows)
+
+
+@dataclass(frozen=True)
+class Reclaimed:
+    """What one reclaim of expired leases did."""
+
+    pending: tuple[uuid.UUID, ...]
+    lost: tuple[uuid.UUID, ...]
+
+
+async def reclaim_expired_leases(
+    pool: AsyncConnectionPool[Any], *, limit: int, max_lost_leases: int
+) -> Reclaimed:
+    """The sweeper's step: expired leases back to pending, or to error ("worker lost") past the limit."""
+    async with pool.connection() as conn:
+        rows = await store.reclaim_expired_leases(conn, limit=limit, max_lost_leases=max_lost_leases)
+    return Reclaimed(
+        pending=tuple(row["id"] for row in rows if row["status"] == "pending"),
+        lost=tuple(row["id"] for row in rows if row["status"] == "error"),
+    )

@@ -1,0 +1,166 @@
+"""A worker without Scrapy, for tests that need jobs to end: every step goes through the real lifecycle
+(``crawljobs.lifecycle.Leases`` and the store's named statements), so a job claimed, completed, failed or lost
+here is written exactly as a Scrapy worker writes it — the fence, the attempts, the webhook outbox, the NOTIFYs
+that wake waiters, and the transition trigger that refuses what DESIGN rule 6 forbids. No test writes a job's
+status by hand.
+
+``FakeWorker`` works on an open pool (a test's ``JobManager.pool``); ``complete`` and ``fail`` do the same from
+synchronous code given a database URL (a pool of their own for the call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from crawljobs.lifecycle import AttemptRecord, ClaimedJob, Leases, ResultRecord
+
+JobIds = Sequence[uuid.UUID | str]
+
+
+def _uuids(ids: JobIds) -> list[uuid.UUID]:
+    return [job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(job_id) for job_id in ids]
+
+
+class FakeWorker:
+    """Claims jobs and ends them as a worker would, with fixed, readable results."""
+
+    def __init__(
+        self, pool: AsyncConnectionPool[Any], *, worker: str = "fake-worker", lease_seconds: int = 30
+    ) -> None:
+        self.leases = Leases(pool, worker_id=worker, lease_seconds=lease_seconds)
+
+    async def claim(self, ids: JobIds) -> list[ClaimedJob]:
+        """Claim pending jobs (those not pending are not returned); jobs already held are returned too."""
+        wanted = _uuids(ids)
+        fresh = await self.leases.claim([i for i in wanted if i not in self.leases.held])
+        held = {job.id: job for job in fresh} | self.leases.held
+        return [held[i] for i in wanted if i in held]
+
+    async def _at_attempt(self, ids: JobIds, attempt: int) -> list[ClaimedJob]:
+        """Claim the jobs and fetch them again after transient failures until they are at `attempt`."""
+        jobs = await self.claim(ids)
+        for job in jobs:
+            while job.attempt < attempt:
+                assert await self.leases.next_attempt(job, retry=True), f"job {job.id} is no longer held"
+        return jobs
+
+    async def complete(
+        self,
+        ids: JobIds,
+        *,
+        html: str | None = "<p>ok</p>",
+        http_status: int = 200,
+        content_type: str = "text/html",
+        final_url: str | None = None,
+        success_method: str = "http:direct",
+        processing_time_ms: int = 42,
+        cost: float = 1.0,
+        attempt: int = 1,
+    ) -> list[uuid.UUID]:
+        """Claim (if not held) and complete the jobs at `attempt` (earlier ones transient failures); the ids
+        whose result was written."""
+        jobs = await self._at_attempt(ids, attempt)
+        results = [
+            ResultRecord(
+                id=job.id,
+                attempt=job.attempt,
+                status="completed",
+                processing_time_ms=processing_time_ms,
+                cost=cost,
+                html=html,
+                http_status=http_status,
+                final_url=final_url or job.url,
+                content_type=content_type,
+                success_method=success_method,
+            )
+            for job in jobs
+        ]
+        return await self.leases.finish(
+            results, [self._attempt(job, "ok", http_status, None) for job in jobs]
+        )
+
+    async def fail(
+        self,
+        ids: JobIds,
+        *,
+        error: str = "HTTP 500",
+        http_status: int | None = None,
+        processing_time_ms: int = 42,
+        cost: float = 1.0,
+        attempt: int = 1,
+    ) -> list[uuid.UUID]:
+        """Claim (if not held) and fail the jobs with `error` at `attempt`; the ids whose result was written."""
+        jobs = await self._at_attempt(ids, attempt)
+        results = [
+            ResultRecord(
+                id=job.id,
+                attempt=job.attempt,
+                status="error",
+                processing_time_ms=processing_time_ms,
+                cost=cost,
+                http_status=http_status,
+                error_message=error,
+            )
+            for job in jobs
+        ]
+        return await self.leases.finish(
+            results, [self._attempt(job, "permanent", http_status, error) for job in jobs]
+        )
+
+    async def die(self, ids: JobIds) -> list[ClaimedJob]:
+        """Claim the jobs and vanish: nothing renews their leases, which run out now (time passing is the one
+        thing a test writes by hand); the sweeper's next reclaim finds them."""
+        jobs = await self.claim(ids)
+        async with self.leases.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE crawl_jobs SET lease_expires_at = now() - interval '1 second' "
+                "WHERE id = ANY(%s) AND lease_owner = %s",
+                ([job.id for job in jobs], self.leases.worker_id),
+            )
+        self.leases.let_go([job.id for job in jobs])
+        return jobs
+
+    def _attempt(
+        self, job: ClaimedJob, outcome: str, http_status: int | None, error: str | None
+    ) -> AttemptRecord:
+        return AttemptRecord(
+            job_id=job.id,
+            attempt=job.attempt,
+            method="http:direct",
+            worker=self.leases.worker_id,
+            started_at=datetime.now(UTC),
+            duration_ms=5,
+            http_status=http_status,
+            outcome=outcome,
+            error=error,
+        )
+
+
+async def _with_worker(
+    database_url: str, action: str, ids: JobIds, kwargs: dict[str, Any]
+) -> list[uuid.UUID]:
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        database_url, min_size=1, max_size=1, kwargs={"autocommit": True}, open=False
+    )
+    await pool.open(wait=True, timeout=30)
+    try:
+        written: list[uuid.UUID] = await getattr(FakeWorker(pool), action)(ids, **kwargs)
+        return written
+    finally:
+        await pool.close()
+
+
+def complete(database_url: str, ids: JobIds, **kwargs: Any) -> list[uuid.UUID]:
+    """`FakeWorker.complete` from synchronous code (a test's thread, a TestClient test)."""
+    return asyncio.run(_with_worker(database_url, "complete", ids, kwargs))
+
+
+def fail(database_url: str, ids: JobIds, **kwargs: Any) -> list[uuid.UUID]:
+    """`FakeWorker.fail` from synchronous code."""
+    return asyncio.run(_with_worker(database_url, "fail", ids, kwargs))
