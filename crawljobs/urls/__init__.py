@@ -11,8 +11,8 @@ rebinding).
 - `resolve`: the look-ups of submit time and fetch time.
 """
 
-from crawljobs.urls.hosts import IPAddress, parse_ip_literal
-from crawljobs.urls.normalise import DEFAULT_MAX_LENGTH, host_of, normalize_url
+from crawljobs.urls.hosts import parse_ip_literal
+from crawljobs.urls.normalise import host_of, normalize_url
 from crawljobs.urls.policy import NetworkPolicy
 from crawljobs.urls.resolve import (
     DNS_CONCURRENCY,
@@ -24,9 +24,7 @@ from crawljobs.urls.resolve import (
 )
 
 __all__ = [
-    "DEFAULT_MAX_LENGTH",
     "DNS_CONCURRENCY",
-    "IPAddress",
     "NetworkPolicy",
     "Resolver",
     "UrlCheck",

@@ -78,8 +78,6 @@ class EgressGuard:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.port = 0
-        self.connects = 0  # upstream connections opened
-        self.refused = 0  # targets refused by the network rules
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
 
@@ -105,21 +103,10 @@ class EgressGuard:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(server.wait_closed(), 5)
 
-    async def __aenter__(self) -> EgressGuard:
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
     @property
     def server_url(self) -> str:
         """``http://127.0.0.1:PORT``, without credentials."""
         return f"http://{self.host}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """``http://user:password@127.0.0.1:PORT`` (the credentials need no quoting)."""
-        return f"http://{self.username}:{self.password}@{self.host}:{self.port}"
 
     @property
     def playwright_proxy(self) -> dict[str, str]:
@@ -263,7 +250,6 @@ class EgressGuard:
                 resolve_and_check(host, self.policy, self.resolver), self.connect_timeout
             )
         except UrlRejected as exc:
-            self.refused += 1
             logger.warning(
                 "browser request to %s refused by the network rules: %s",
                 shown,
@@ -293,7 +279,6 @@ class EgressGuard:
             except (OSError, TimeoutError) as exc:
                 error = exc
             else:
-                self.connects += 1
                 return opened
         reason = "timed out" if error is None or isinstance(error, TimeoutError) else str(error)
         logger.info("egress to %s failed: %s", shown, reason, extra={"action": "egress"})
