@@ -5,7 +5,8 @@
         proxy.requests                                                  # [ProxyRequest(...), ...]
 
 Each proxy is an asyncio server in a daemon thread on a free port of 127.0.0.1. It speaks HTTP/1.1 with
-keep-alive towards its clients and handles
+keep-alive towards its clients, reading messages with the egress guard's framing
+(``crawlproject.egress.framing``), and handles
 
 - absolute-form requests (``GET http://127.0.0.1:PORT/path HTTP/1.1``, any method, with or without a body,
   Content-Length or chunked): the request is forwarded with ``X-Test-Proxy: <name>`` added (replacing any the
@@ -37,19 +38,22 @@ from dataclasses import dataclass
 from types import TracebackType
 from urllib.parse import urlsplit
 
+from crawlproject.egress.framing import (
+    Head,
+    ProtocolError,
+    UpstreamError,
+    body_framing,
+    iter_body,
+    read_head,
+    serialize_head,
+    without_hop_by_hop,
+)
 from tests.acceptance.site import (
     PROXY_HEADER,
     BackgroundLoop,
-    BadRequest,
-    MessageHead,
-    content_length,
-    is_chunked,
-    parse_request_line,
     read_body,
-    read_head,
     reason_phrase,
     register_proxy_connection,
-    serialize_head,
     unregister_proxy_connection,
     wants_keep_alive,
 )
@@ -60,19 +64,6 @@ ALLOWED_UPSTREAM_HOST = "127.0.0.1"
 
 _CHUNK = 64 * 1024
 _STREAM_LIMIT = 1024 * 1024
-_HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 
 
 @dataclass
@@ -108,50 +99,15 @@ class _Upstream:
         self.writer.close()
 
 
-def _without_hop_by_hop(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    named = set(_HOP_BY_HOP)
-    for name, value in headers:
-        if name.lower() == "connection":
-            named.update(token.strip().lower() for token in value.split(","))
-    return [(name, value) for name, value in headers if name.lower() not in named]
-
-
-async def _relay_response_body(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: MessageHead, mode: str
+async def _relay_body(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, framing: str, length: int
 ) -> None:
-    """Copy a response body from ``reader`` to ``writer`` as it arrives, keeping its framing."""
-    if mode == "chunked":
-        while True:
-            line = await reader.readuntil(b"\r\n")
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError as error:
-                raise BadRequest("bad chunk size from upstream") from error
-            writer.write(line)
-            if size == 0:
-                while True:
-                    trailer = await reader.readuntil(b"\r\n")
-                    writer.write(trailer)
-                    if trailer == b"\r\n":
-                        break
-                break
-            remaining = size + 2
-            while remaining:
-                piece = await reader.readexactly(min(remaining, _CHUNK))
-                remaining -= len(piece)
-                writer.write(piece)
-                await writer.drain()
-    elif mode == "length":
-        remaining = content_length(head) or 0
-        while remaining:
-            piece = await reader.readexactly(min(remaining, _CHUNK))
-            remaining -= len(piece)
-            writer.write(piece)
-            await writer.drain()
-    elif mode == "eof":
-        while piece := await reader.read(_CHUNK):
-            writer.write(piece)
-            await writer.drain()
+    """Copy a response body from ``reader`` to ``writer`` as it arrives (a chunked one chunked again)."""
+    async for piece in iter_body(reader, framing, length):
+        writer.write(b"%x\r\n%s\r\n" % (len(piece), piece) if framing == "chunked" else piece)
+        await writer.drain()
+    if framing == "chunked":
+        writer.write(b"0\r\n\r\n")
     await writer.drain()
 
 
@@ -239,7 +195,7 @@ class TestProxy:
 
     # ---- serving -------------------------------------------------------------------------------------------
 
-    def _authorized(self, head: MessageHead) -> bool:
+    def _authorized(self, head: Head) -> bool:
         value = head.get("proxy-authorization") or ""
         scheme, _, credentials = value.partition(" ")
         if scheme.lower() != "basic":
@@ -283,14 +239,14 @@ class TestProxy:
         try:
             while True:
                 try:
-                    head = await read_head(reader)
+                    head = await read_head(reader, None, request=True)
                     if head is None:
                         break
-                    method, target, version = parse_request_line(head.start_line)
+                    method, target, version = head.start
                     body = b"" if method == "CONNECT" else await read_body(reader, head)
-                except BadRequest as error:
+                except ProtocolError as error:
                     record = self._record("?", "?", False, client)
-                    await self._answer(writer, record, 400, str(error), keep_alive=False)
+                    await self._answer(writer, record, error.status, str(error), keep_alive=False)
                     break
                 keep_alive = wants_keep_alive(version, head, "proxy-connection")
                 record = self._record(method, target, self._authorized(head), client)
@@ -314,7 +270,7 @@ class TestProxy:
                     )
                 if not keep_alive:
                     break
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, BadRequest):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ProtocolError):
             pass
         except asyncio.CancelledError:
             pass  # shutdown; ending normally keeps asyncio's stream callback from logging it
@@ -359,7 +315,7 @@ class TestProxy:
         record: ProxyRequest,
         method: str,
         target: str,
-        head: MessageHead,
+        head: Head,
         body: bytes,
         upstreams: dict[int, _Upstream],
         *,
@@ -382,17 +338,16 @@ class TestProxy:
 
         headers = [
             (name, value)
-            for name, value in _without_hop_by_hop(head.headers)
-            if name.lower() != "x-test-proxy"
+            for name, value in without_hop_by_hop(head.headers)
+            if name.lower() != PROXY_HEADER.lower()
         ]
-        headers = [(name, value) for name, value in headers if name.lower() != "content-length"]
         if body or method in ("POST", "PUT", "PATCH") or head.get("content-length") is not None:
             headers.append(("Content-Length", str(len(body))))
         headers.append((PROXY_HEADER, self.name))
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         request = serialize_head(f"{method} {path} HTTP/1.1", headers) + body
 
-        response: MessageHead | None = None
+        response: Head | None = None
         upstream: _Upstream | None = None
         for attempt in range(
             2
@@ -404,14 +359,11 @@ class TestProxy:
                     upstream = await _Upstream.open(host, port, self.name)
                 upstream.writer.write(request)
                 await upstream.writer.drain()
-                response = await read_head(upstream.reader)
-                while response is not None and response.start_line.split(" ")[1:2] in (
-                    ["100"],
-                    ["102"],
-                    ["103"],
-                ):
-                    response = await read_head(upstream.reader)  # interim responses are not relayed
-            except (OSError, asyncio.IncompleteReadError, BadRequest) as error:
+                response = await read_head(upstream.reader, None, request=False)
+                while response is not None and response.start[1] in ("100", "102", "103"):
+                    # interim responses are not relayed
+                    response = await read_head(upstream.reader, None, request=False)
+            except (OSError, asyncio.IncompleteReadError, UpstreamError) as error:
                 if upstream is not None:
                     upstream.close()
                 if reused and attempt == 0:
@@ -428,35 +380,33 @@ class TestProxy:
             await self._answer(writer, record, 502, "upstream closed the connection", keep_alive=keep_alive)
             return keep_alive
 
-        status_parts = response.start_line.split(" ", 2)
-        try:
-            status = int(status_parts[1])
-        except (IndexError, ValueError):
-            upstream.close()
-            await self._answer(writer, record, 502, "bad status line from upstream", keep_alive=keep_alive)
-            return keep_alive
+        response_version, status_text, phrase = response.start
+        status = int(status_text)
+        length = 0
         if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
             mode = "none"
-        elif is_chunked(response):
-            mode = "chunked"
-        elif response.get("content-length") is not None:
-            mode = "length"
         else:
-            mode = "eof"
-        upstream_keep_alive = mode != "eof" and wants_keep_alive(status_parts[0], response)
+            try:
+                mode, length = body_framing(response, request=False)
+            except UpstreamError as error:
+                upstream.close()
+                await self._answer(writer, record, 502, str(error), keep_alive=keep_alive)
+                return keep_alive
+        upstream_keep_alive = mode != "eof" and wants_keep_alive(response_version, response)
         keep_alive = keep_alive and mode != "eof"
 
-        out = _without_hop_by_hop(response.headers)
+        out = without_hop_by_hop(response.headers)
+        declared = response.get("content-length")
         if mode == "chunked":
             out.append(("Transfer-Encoding", "chunked"))
+        elif mode == "length" or (mode == "none" and declared is not None):
+            out.append(("Content-Length", str(length) if mode == "length" else str(declared)))
         if not keep_alive:
             out.append(("Connection", "close"))
         record.status = status
-        writer.write(
-            serialize_head(f"HTTP/1.1 {status} {status_parts[2] if len(status_parts) > 2 else ''}", out)
-        )
+        writer.write(serialize_head(f"HTTP/1.1 {status} {phrase}", out))
         try:
-            await _relay_response_body(upstream.reader, writer, response, mode)
+            await _relay_body(upstream.reader, writer, mode, length)
         except BaseException:
             upstream.close()
             raise

@@ -1,9 +1,10 @@
 """A local test site that imitates what real sites do, for the acceptance tests of the crawl workers.
 
-A small HTTP/1.1 server of our own on asyncio streams (keep-alive, pipelining-safe, chunked request bodies), run
-in a daemon thread on a free port of a loopback address (127.0.0.1 unless asked otherwise; only 127.0.0.0/8 is
-accepted). Nothing on any page refers to another host: a browser rendering these pages makes requests only to
-the site itself (and to whatever a test passes in ``target=`` / ``url=``).
+A small HTTP/1.1 server of our own on asyncio streams (keep-alive, pipelining-safe, chunked request bodies),
+reading requests with the egress guard's framing (``crawlproject.egress.framing``), run in a daemon thread on
+a free port of a loopback address (127.0.0.1 unless asked otherwise; only 127.0.0.0/8 is accepted). Nothing
+on any page refers to another host: a browser rendering these pages makes requests only to the site itself
+(and to whatever a test passes in ``target=`` / ``url=``).
 
     with start_site() as site:
         httpx.get(site.url("/ok/1"))
@@ -81,6 +82,15 @@ from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
+from crawlproject.egress.framing import (
+    Head,
+    ProtocolError,
+    body_framing,
+    iter_body,
+    read_head,
+    serialize_head,
+)
+
 __all__ = [
     "JS_MARKER",
     "JS_RENDERED_TEXT",
@@ -133,113 +143,21 @@ def _proxy_for_address(address: tuple[str, int]) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# A minimal HTTP/1.1 toolkit, shared with proxies.py.
+# HTTP/1.1 on top of the egress guard's framing (crawlproject.egress.framing), shared with proxies.py.
 
 
-class BadRequest(Exception):
-    """The peer sent something that is not HTTP/1.x."""
+async def read_body(reader: asyncio.StreamReader, head: Head) -> bytes:
+    """The whole decoded body of a request ``head`` (Content-Length or chunked; neither means none)."""
+    framing, length = body_framing(head, request=True)
+    return b"".join([piece async for piece in iter_body(reader, framing, length)])
 
 
-@dataclass
-class MessageHead:
-    start_line: str
-    headers: list[tuple[str, str]]
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        """The value of header ``name`` (case-insensitive); repeated headers are joined with ", "."""
-        lowered = name.lower()
-        values = [value for key, value in self.headers if key.lower() == lowered]
-        return ", ".join(values) if values else default
-
-
-async def read_head(reader: asyncio.StreamReader) -> MessageHead | None:
-    """The next message head on ``reader``, or None at a clean end of stream."""
-    try:
-        data = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as error:
-        if not error.partial.strip():
-            return None
-        raise BadRequest("truncated message head") from error
-    except asyncio.LimitOverrunError as error:
-        raise BadRequest("message head too long") from error
-    lines = data.decode("latin-1").lstrip("\r\n").split("\r\n")
-    if not lines or not lines[0]:
-        raise BadRequest("empty start line")
-    headers: list[tuple[str, str]] = []
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip():
-            raise BadRequest(f"bad header line {line!r}")
-        headers.append((name, value.strip()))
-    return MessageHead(lines[0], headers)
-
-
-def is_chunked(head: MessageHead) -> bool:
-    encoding = head.get("transfer-encoding")
-    return encoding is not None and "chunked" in encoding.lower()
-
-
-def content_length(head: MessageHead) -> int | None:
-    value = head.get("content-length")
-    if value is None:
-        return None
-    # Repeated identical values ("5, 5") are allowed; anything else is an error.
-    values = {part.strip() for part in value.split(",")}
-    if len(values) != 1 or not next(iter(values)).isdigit():
-        raise BadRequest(f"bad Content-Length {value!r}")
-    return int(values.pop())
-
-
-async def _chunk_size(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    try:
-        line = await reader.readuntil(b"\r\n")
-        return int(line.split(b";", 1)[0].strip(), 16), line
-    except (ValueError, asyncio.LimitOverrunError) as error:
-        raise BadRequest("bad chunk size") from error
-
-
-async def iter_body(reader: asyncio.StreamReader, head: MessageHead) -> AsyncIterator[bytes]:
-    """The decoded body of a request ``head`` (Content-Length or chunked; none means empty)."""
-    if is_chunked(head):
-        while True:
-            size, _ = await _chunk_size(reader)
-            if size == 0:
-                while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers
-                    pass
-                return
-            yield await reader.readexactly(size)
-            if await reader.readexactly(2) != b"\r\n":
-                raise BadRequest("chunk not followed by CRLF")
-    remaining = content_length(head) or 0
-    while remaining:
-        piece = await reader.readexactly(min(remaining, _STREAM_CHUNK))
-        remaining -= len(piece)
-        yield piece
-
-
-async def read_body(reader: asyncio.StreamReader, head: MessageHead) -> bytes:
-    return b"".join([piece async for piece in iter_body(reader, head)])
-
-
-def parse_request_line(line: str) -> tuple[str, str, str]:
-    parts = line.split(" ")
-    if len(parts) != 3 or not parts[0].isalpha() or not parts[2].startswith("HTTP/1."):
-        raise BadRequest(f"bad request line {line!r}")
-    return parts[0].upper(), parts[1], parts[2]
-
-
-def wants_keep_alive(version: str, head: MessageHead, *extra: str) -> bool:
+def wants_keep_alive(version: str, head: Head, *extra: str) -> bool:
     """Whether the sender of ``head`` keeps the connection open (``extra``: more Connection-like headers)."""
-    tokens: set[str] = set()
-    for name in ("connection", *extra):
-        value = head.get(name)
-        if value:
-            tokens.update(token.strip().lower() for token in value.split(","))
+    tokens = {token for name in ("connection", *extra) for token in head.tokens(name)}
     if "close" in tokens:
         return False
-    return version != "HTTP/1.0" or "keep-alive" in tokens
+    return version != "1.0" or "keep-alive" in tokens
 
 
 def reason_phrase(status: int) -> str:
@@ -247,11 +165,6 @@ def reason_phrase(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Unknown"
-
-
-def serialize_head(start_line: str, headers: list[tuple[str, str]]) -> bytes:
-    lines = [start_line, *(f"{name}: {value}" for name, value in headers), "", ""]
-    return "\r\n".join(lines).encode("latin-1")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -632,13 +545,13 @@ class TestSite:
         try:
             while True:
                 try:
-                    head = await read_head(reader)
+                    head = await read_head(reader, None, request=True)
                     if head is None:
                         break
-                    method, target, version = parse_request_line(head.start_line)
+                    method, target, version = head.start
                     body = await read_body(reader, head)
-                except BadRequest as error:
-                    await self._write(writer, "GET", _error_page(400, str(error)), keep_alive=False)
+                except ProtocolError as error:
+                    await self._write(writer, "GET", _error_page(error.status, str(error)), keep_alive=False)
                     break
                 keep_alive = wants_keep_alive(version, head)
                 hit = self._record(method, target, head, body, client)
@@ -650,7 +563,7 @@ class TestSite:
                 await self._write(writer, method, response, keep_alive=keep_alive)
                 if not keep_alive:
                     break
-        except (ConnectionError, asyncio.IncompleteReadError, BadRequest):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
         except asyncio.CancelledError:
             pass  # shutdown; ending normally keeps asyncio's stream callback from logging it
@@ -658,9 +571,7 @@ class TestSite:
             untrack()
             writer.close()
 
-    def _record(
-        self, method: str, target: str, head: MessageHead, body: bytes, client: tuple[str, int]
-    ) -> Hit:
+    def _record(self, method: str, target: str, head: Head, body: bytes, client: tuple[str, int]) -> Hit:
         if not target.startswith("/"):
             parts = urlsplit(target)  # absolute-form, which a server must accept
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

@@ -329,7 +329,7 @@ def test_a_refusal_is_logged_as_ssrf(caplog: pytest.LogCaptureFixture) -> None:
             assert (await client.request("GET", world.url(world.forbidden))).status == 403
 
     refused()
-    (record,) = [r for r in caplog.records if r.name == "crawlproject.egress"]
+    (record,) = [r for r in caplog.records if r.name == "crawlproject.egress.guard"]
     assert record.levelno == logging.WARNING
     assert getattr(record, "action", None) == "ssrf"
 

@@ -16,9 +16,9 @@ from crawljobs.exceptions import InvalidRequest, UrlRejected
 from crawljobs.urls import (
     NetworkPolicy,
     UrlCheck,
-    check_address_literal,
     check_urls,
     host_of,
+    hosts,
     normalize_url,
     parse_ip_literal,
     resolve_and_check,
@@ -157,7 +157,7 @@ def test_plain_url_comes_back_as_the_same_object() -> None:
 def test_idna_falls_back_to_the_stdlib_codec(
     monkeypatch: pytest.MonkeyPatch, raw: str, expected: str
 ) -> None:
-    monkeypatch.setattr(urls, "_idna", None)
+    monkeypatch.setattr(hosts, "_idna", None)
     assert normalize_url(raw) == expected
 
 
@@ -418,8 +418,8 @@ def test_literal_addresses_and_local_names_are_refused_without_dns(url: str, rea
     [(index, raw, message)] = result.rejected
     assert (index, raw) == (0, url)
     assert reason in message
-    with pytest.raises(UrlRejected, match="is "):
-        check_address_literal(normalize_url(url), PUBLIC)
+    with pytest.raises(UrlRejected, match="is "):  # at fetch time too, still without a look-up
+        run(resolve_and_check(host_of(normalize_url(url)), PUBLIC, no_dns))
 
 
 @pytest.mark.parametrize(
@@ -440,7 +440,8 @@ def test_literal_addresses_and_local_names_are_refused_without_dns(url: str, rea
     ],
 )
 def test_public_literal_addresses_are_accepted_without_dns(url: str) -> None:
-    check_address_literal(normalize_url(url), PUBLIC)
+    address = host_of(normalize_url(url))
+    assert run(resolve_and_check(address, PUBLIC, no_dns)) == [address]
     result = check([url], resolver=no_dns)
     assert result.rejected == []
     assert result.accepted == [(0, normalize_url(url))]
@@ -505,7 +506,7 @@ def test_allowed_network_overrides_only_what_it_covers(url: str, accepted: bool)
 def test_allowed_metadata_network_lets_metadata_through() -> None:
     policy = networks("169.254.0.0/16")
     assert policy.refusal("169.254.169.254") is None
-    check_address_literal("http://metadata.google.internal/", policy)
+    assert run(resolve_and_check("metadata.google.internal", policy, no_dns)) == ["169.254.169.254"]
 
 
 def test_allowed_ipv6_network() -> None:
