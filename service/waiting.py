@@ -33,12 +33,14 @@ from typing import Annotated, Any
 
 import psycopg
 from fastapi import Depends, Request
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from crawljobs import store
 from crawljobs.exceptions import JobNotFound
 from crawljobs.manager import JobManager
 from crawljobs.models import Attempt, Batch, Job
+from crawljobs.queries import query
 from crawljobs.store import BATCH_MARK, NOTIFY_CHANNEL
 from service import render
 
@@ -183,7 +185,9 @@ class CompletionHub:
             try:
                 async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as conn:
                     self._conn = conn
-                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    await conn.execute(
+                        sql.SQL(query("listen_jobs")).format(channel=sql.Identifier(NOTIFY_CHANNEL))
+                    )
                     self.connects += 1
                     self.listening.set()
                     logger.info("listening on %s", NOTIFY_CHANNEL, extra={"action": "listen"})

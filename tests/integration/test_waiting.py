@@ -1,7 +1,7 @@
 """Waiting without polling against real PostgreSQL (issue 4, items 1 and 2): job, batch and legacy waits, SSE.
 
 The API runs for real (uvicorn on a free 127.0.0.1 port, in a thread) so that waits are in flight while the
-test plays the worker from another connection: UPDATE the rows to final and ``pg_notify`` their ids in one
+test plays the worker from another connection: UPDATE the rows to final and NOTIFY their ids in one
 transaction, as ``store.finish_jobs`` does.
 """
 
@@ -25,6 +25,7 @@ from fastapi import FastAPI
 
 from crawljobs import store
 from crawljobs.config import Settings
+from crawljobs.queries import query
 from service import waiting
 from service.app import create_app
 from service.render import LEGACY_JOB_FIELDS
@@ -133,8 +134,13 @@ def finish(database_url: str, ids: Sequence[str], status: str = "completed") -> 
                WHERE id = ANY(%(ids)s::uuid[]) RETURNING batch_id""",
             {"status": status, "ids": list(ids)},
         )
-        for payload in store.notify_payloads(ids, [row[0] for row in cur.fetchall()]):
-            conn.execute("SELECT pg_notify(%s, %s)", (store.NOTIFY_CHANNEL, payload))
+        notify(conn, ids, [row[0] for row in cur.fetchall()])
+
+
+def notify(conn: psycopg.Connection[Any], ids: Sequence[str], batch_ids: Sequence[str | None] = ()) -> None:
+    """NOTIFY the ids and batches as the store does (with the transaction of ``conn``)."""
+    payloads = store.notify_payloads(ids, batch_ids)
+    conn.execute(query("notify_jobs"), {"channel": store.NOTIFY_CHANNEL, "payloads": payloads})
 
 
 def backends(database_url: str, exclude: Sequence[int] = ()) -> int:
@@ -464,7 +470,7 @@ def test_batch_wait_rereads_without_a_batch_mark(
             " WHERE id = ANY(%s::uuid[])",
             (ids,),
         )
-        conn.execute("SELECT pg_notify(%s, %s)", (store.NOTIFY_CHANNEL, ",".join(ids)))
+        notify(conn, ids)  # no batch
     body = future.result(20).json()  # the wait's own end is 30 s away: a re-read answered it
     assert body["timed_out"] is False and body["progress"] == 100
 
