@@ -23,13 +23,13 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from crawljobs import store
+from crawljobs import store, waiting
 from crawljobs.config import Settings
+from crawljobs.hub import CompletionHub
 from crawljobs.queries import query
-from service import waiting
+from service import streams
 from service.app import create_app
 from service.render import LEGACY_JOB_FIELDS
-from service.waiting import CompletionHub
 from tests.integration.conftest import fake_resolver
 
 
@@ -502,7 +502,7 @@ def test_batch_events_follow_the_counts(
     import json
 
     assert settings.database_url is not None
-    monkeypatch.setattr(waiting, "KEEPALIVE_SECONDS", 0.3)
+    monkeypatch.setattr(streams, "KEEPALIVE_SECONDS", 0.3)
     ids = submit_batch(http, "live", 3)
     events: queue.Queue[tuple[str, str]] = queue.Queue()
     with http.stream("GET", "/v1/batches/live/events") as response:
