@@ -2,7 +2,8 @@
 
 The API runs for real (uvicorn on a free 127.0.0.1 port, in a thread) so that waits are in flight while the
 test plays the worker from another connection: UPDATE the rows to final and NOTIFY their ids in one
-transaction, as ``store.finish_jobs`` does.
+transaction, as ``store.finish_jobs`` does. The app runs in the test's process: a test can watch the server's
+reads (`recorded`) to know that a wait has seen a state, instead of sleeping and hoping it has.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import psycopg
@@ -26,11 +27,14 @@ from fastapi import FastAPI
 from crawljobs import store, waiting
 from crawljobs.config import Settings
 from crawljobs.hub import CompletionHub
+from crawljobs.models import Batch, Job
 from crawljobs.queries import query
 from service import streams
 from service.app import create_app
 from service.render import LEGACY_JOB_FIELDS
 from tests.integration.conftest import fake_resolver
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -165,16 +169,53 @@ def start_wait(
     return future
 
 
+def recorded(monkeypatch: pytest.MonkeyPatch, owner: object, method: str) -> queue.Queue[T]:
+    """What the live app's ``owner.method`` (a coroutine method) answers from now on, each answer put in the
+    returned queue as it is returned."""
+    answers: queue.Queue[T] = queue.Queue()
+    original: Callable[..., Awaitable[T]] = getattr(owner, method)
+
+    async def recording(*args: Any, **kwargs: Any) -> T:
+        answer = await original(*args, **kwargs)
+        answers.put(answer)
+        return answer
+
+    monkeypatch.setattr(owner, method, recording)
+    return answers
+
+
+def next_answer(answers: queue.Queue[T], condition: Callable[[T], bool], *, what: str) -> T:
+    """The first answer recorded that meets ``condition``, waiting for it up to 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            answer = answers.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"timed out waiting for {what}") from None
+        if condition(answer):
+            return answer
+
+
 # -- /v1/jobs/{id}/wait ---------------------------------------------------------------------------
 
 
 def test_waiter_is_released_by_a_completion(
-    api: LiveApi, http: httpx.Client, background: ThreadPoolExecutor, settings: Settings
+    api: LiveApi,
+    http: httpx.Client,
+    background: ThreadPoolExecutor,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert settings.database_url is not None
+    reads: queue.Queue[Job] = recorded(monkeypatch, api.app.state.job_reader, "read")
     job_id = submit_job(http)
     future = start_wait(background, http, f"/v1/jobs/{job_id}/wait", api, timeout=30)
-    time.sleep(0.2)
+    held_from = time.monotonic()  # the server's wait had begun: its waiter is registered
+    # A notification is only a hint: the waiter re-reads its job, finds it pending, and waits on.
+    with psycopg.connect(settings.database_url) as conn:
+        notify(conn, [job_id])
+    for _ in range(2):  # its first read, and the one after the hint (in whichever order they came)
+        assert reads.get(timeout=10).status == "pending"
     assert not future.done()
     finished_at = time.monotonic()
     finish(settings.database_url, [job_id])
@@ -186,7 +227,7 @@ def test_waiter_is_released_by_a_completion(
     assert body["status"] == "completed"
     assert body["html_length"] == 9
     assert body["timed_out"] is False
-    assert body["waited_ms"] >= 200
+    assert body["waited_ms"] >= int((finished_at - held_from) * 1000)  # it answered after the completion
     assert "attempts" in body
     assert answered < 5  # woken by the NOTIFY, far from the 30 s timeout
     assert api.waiters() == 0
@@ -427,16 +468,23 @@ def test_notifications_wake_only_the_waiters_of_their_job_or_batch() -> None:
 
 
 def test_batch_wait_returns_when_every_job_is_final(
-    api: LiveApi, http: httpx.Client, background: ThreadPoolExecutor, settings: Settings
+    api: LiveApi,
+    http: httpx.Client,
+    background: ThreadPoolExecutor,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert settings.database_url is not None
     ids = submit_batch(http, "waitme", 3)
     timed = http.get("/v1/batches/waitme/wait", params={"timeout": 0.3}).json()
     assert timed["timed_out"] is True
     assert timed["counts"]["pending"] == 3
+    reads: queue.Queue[Batch] = recorded(monkeypatch, api.app.state.manager, "get_batch")
     future = start_wait(background, http, "/v1/batches/waitme/wait", api, timeout=30)
     finish(settings.database_url, ids[:1])
-    time.sleep(0.3)
+    # The waiter has read the batch with one job final of three (the only reader of it now), and waits on:
+    # an answer with it would fail the counts asserted below.
+    next_answer(reads, lambda batch: batch.counts.completed == 1, what="a read with one job final")
     assert not future.done()
     finish(settings.database_url, ids[1:2], status="error")
     finish(settings.database_url, ids[2:], status="cancelled")
