@@ -31,9 +31,9 @@ import httpx
 import psycopg
 
 from bench.common import api_process, median, scratch_database, services
-from crawljobs.store import NOTIFY_CHANNEL
+from crawljobs.queries import query
+from crawljobs.store import NOTIFY_CHANNEL, notify_payloads
 
-NOTIFY_IDS = 200
 # A request answered this fast found no backlog in the API.
 QUIET_SECONDS = 0.02
 
@@ -51,10 +51,7 @@ def complete(conn: psycopg.Connection[tuple[Any, ...]], ids: list[str]) -> float
             " html = '<p>ok</p>', html_length = 9, success_method = 'http:direct' WHERE id = ANY(%s::uuid[])",
             (ids,),
         )
-        for start in range(0, len(ids), NOTIFY_IDS):
-            conn.execute(
-                "SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, ",".join(ids[start : start + NOTIFY_IDS]))
-            )
+        conn.execute(query("notify_jobs"), {"channel": NOTIFY_CHANNEL, "payloads": notify_payloads(ids)})
     return time.perf_counter()
 
 

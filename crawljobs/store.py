@@ -403,9 +403,11 @@ async def count_pending_dispatched(conn: AsyncConnection[Any]) -> int:
 async def _notify(
     cur: psycopg.AsyncCursor[Any], ids: Sequence[uuid.UUID], batch_ids: Iterable[str | None] = ()
 ) -> None:
-    """The NOTIFYs of `notify_payloads`, sent with the caller's transaction (waiters wake after its commit)."""
-    for payload in notify_payloads(ids, batch_ids):
-        await cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, payload))
+    """The NOTIFYs of `notify_payloads`, in one statement of the caller's transaction (waiters wake after its
+    commit)."""
+    payloads = notify_payloads(ids, batch_ids)
+    if payloads:
+        await cur.execute(query("notify_jobs"), {"channel": NOTIFY_CHANNEL, "payloads": payloads})
 
 
 async def cancel_job(conn: AsyncConnection[Any], *, tenant: str, job_id: uuid.UUID) -> bool:

@@ -11,15 +11,16 @@ from psycopg_pool import AsyncConnectionPool
 
 from crawljobs import __version__
 from crawljobs.config import Settings
+from crawljobs.hub import CompletionHub
 from crawljobs.manager import JobManager
 from crawljobs.metrics import MetricsBuffer
 from crawljobs.queue import redis_client
+from crawljobs.reader import JobReader
 from crawljobs.urls import Resolver, system_resolver
 from service.errors import install_error_handlers
 from service.limits import BodyLimitMiddleware
 from service.routes import batches, health, jobs, legacy, metrics, waiting, webhooks
 from service.timing import ServerTimingMiddleware
-from service.waiting import CompletionHub, JobReader
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,10 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver = system_
             "CRAWLJOBS_DATABASE_URL is not set (`crawljobs up` sets it for the embedded database)"
         )
 
+    # One LISTEN connection for the whole app, while it runs (the lifespan); made with the app, so that the
+    # server running the app can drain it when it stops (service.server).
+    hub = CompletionHub(settings.database_url)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         assert settings.database_url is not None
@@ -58,8 +63,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver = system_
         app.state.manager = JobManager(
             pool=pool, redis=redis, settings=settings, resolver=resolver, meter=meter
         )
-        # One LISTEN connection for the whole process; waiters share the pool for their re-reads.
-        app.state.hub = hub = CompletionHub(settings.database_url)
+        # Waiters share the pool for their re-reads.
         app.state.job_reader = JobReader(pool)
         await hub.start()
         try:
@@ -90,6 +94,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver = system_
         ],
     )
     app.state.settings = settings
+    app.state.hub = hub
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(ServerTimingMiddleware)

@@ -405,3 +405,15 @@ LIMIT 1;
 SELECT (SELECT count(*) FROM crawl_jobs WHERE status = 'pending' AND dispatched_at IS NULL)
      + (SELECT count(*) FROM crawl_jobs WHERE status = 'pending' AND dispatched_at IS NOT NULL) AS pending,
        (SELECT count(*) FROM crawl_jobs WHERE status = 'processing') AS processing;
+
+-- -- waiting: the job changes announced to the API's hubs ------------------------------------------------
+-- The channel is named once, in Python (store.NOTIFY_CHANNEL); the payloads are store.notify_payloads'.
+
+-- listen_jobs --
+-- The hub's connection: hear every job change. LISTEN takes no parameter: `{channel}` is composed as an identifier.
+LISTEN {channel};
+
+-- notify_jobs --
+-- Announce changed jobs (their ids, and marks of their batches), one notification per payload, delivered to the
+-- listeners when the writer's transaction commits.
+SELECT pg_notify(%(channel)s, payload) FROM unnest(%(payloads)s::text[]) AS payload;

@@ -1,6 +1,6 @@
 """Waiting for results without polling: a job, a batch, a batch's live counts, and the legacy wait.
 
-Every wait is woken by the job's completion (PostgreSQL LISTEN/NOTIFY through ``service.waiting``), not by a
+Every wait is woken by the job's completion (PostgreSQL LISTEN/NOTIFY through ``crawljobs.hub``), not by a
 poll, and is cut to ``CRAWLJOBS_MAX_WAIT_SECONDS``. A wait that runs out answers 200 with the job or batch as
 it stands and says so (``timed_out`` / ``timedOut``): a timeout is an answer, not an error.
 """
@@ -9,16 +9,32 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from service import render
+from crawljobs.hub import CompletionHub
+from crawljobs.reader import JobReader
+from crawljobs.waiting import wait_for_batch, wait_for_job
+from service import render, streams
 from service.deps import ManagerDep, TenantDep
 from service.routes.common import ERRORS, NOT_FOUND, parse_job_id
 from service.schemas import BATCH_ID_PATTERN, BatchWaited, JobWaited, LegacyWaited, LegacyWaitForJob
-from service.waiting import HubDep, JobReaderDep, batch_events, wait_for_batch, wait_for_job
 
 router = APIRouter(tags=["waiting"])
+
+
+def get_hub(request: Request) -> CompletionHub:
+    hub: CompletionHub = request.app.state.hub
+    return hub
+
+
+def get_job_reader(request: Request) -> JobReader:
+    reader: JobReader = request.app.state.job_reader
+    return reader
+
+
+HubDep = Annotated[CompletionHub, Depends(get_hub)]
+JobReaderDep = Annotated[JobReader, Depends(get_job_reader)]
 
 BatchIdPath = Annotated[str, Path(pattern=BATCH_ID_PATTERN)]
 Timeout = Annotated[
@@ -89,11 +105,7 @@ async def batch_event_stream(
     `: keep-alive` comment is sent after 15 quiet seconds.
     """
     await manager.get_batch(tenant=tenant, batch_id=batch_id)  # 404 before the stream starts
-    return StreamingResponse(
-        batch_events(hub, manager, tenant=tenant, batch_id=batch_id),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return streams.batch_stream(hub, manager, tenant=tenant, batch_id=batch_id)
 
 
 @router.post(

@@ -1,8 +1,9 @@
 """Waiting without polling against real PostgreSQL (issue 4, items 1 and 2): job, batch and legacy waits, SSE.
 
 The API runs for real (uvicorn on a free 127.0.0.1 port, in a thread) so that waits are in flight while the
-test plays the worker from another connection: UPDATE the rows to final and ``pg_notify`` their ids in one
-transaction, as ``store.finish_jobs`` does.
+test plays the worker from another connection: UPDATE the rows to final and NOTIFY their ids in one
+transaction, as ``store.finish_jobs`` does. The app runs in the test's process: a test can watch the server's
+reads (`recorded`) to know that a wait has seen a state, instead of sleeping and hoping it has.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import psycopg
@@ -23,13 +24,17 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from crawljobs import store
+from crawljobs import store, waiting
 from crawljobs.config import Settings
-from service import waiting
+from crawljobs.hub import CompletionHub
+from crawljobs.models import Batch, Job
+from crawljobs.queries import query
+from service import streams
 from service.app import create_app
 from service.render import LEGACY_JOB_FIELDS
-from service.waiting import CompletionHub
 from tests.integration.conftest import fake_resolver
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -133,8 +138,13 @@ def finish(database_url: str, ids: Sequence[str], status: str = "completed") -> 
                WHERE id = ANY(%(ids)s::uuid[]) RETURNING batch_id""",
             {"status": status, "ids": list(ids)},
         )
-        for payload in store.notify_payloads(ids, [row[0] for row in cur.fetchall()]):
-            conn.execute("SELECT pg_notify(%s, %s)", (store.NOTIFY_CHANNEL, payload))
+        notify(conn, ids, [row[0] for row in cur.fetchall()])
+
+
+def notify(conn: psycopg.Connection[Any], ids: Sequence[str], batch_ids: Sequence[str | None] = ()) -> None:
+    """NOTIFY the ids and batches as the store does (with the transaction of ``conn``)."""
+    payloads = store.notify_payloads(ids, batch_ids)
+    conn.execute(query("notify_jobs"), {"channel": store.NOTIFY_CHANNEL, "payloads": payloads})
 
 
 def backends(database_url: str, exclude: Sequence[int] = ()) -> int:
@@ -159,16 +169,53 @@ def start_wait(
     return future
 
 
+def recorded(monkeypatch: pytest.MonkeyPatch, owner: object, method: str) -> queue.Queue[T]:
+    """What the live app's ``owner.method`` (a coroutine method) answers from now on, each answer put in the
+    returned queue as it is returned."""
+    answers: queue.Queue[T] = queue.Queue()
+    original: Callable[..., Awaitable[T]] = getattr(owner, method)
+
+    async def recording(*args: Any, **kwargs: Any) -> T:
+        answer = await original(*args, **kwargs)
+        answers.put(answer)
+        return answer
+
+    monkeypatch.setattr(owner, method, recording)
+    return answers
+
+
+def next_answer(answers: queue.Queue[T], condition: Callable[[T], bool], *, what: str) -> T:
+    """The first answer recorded that meets ``condition``, waiting for it up to 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            answer = answers.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"timed out waiting for {what}") from None
+        if condition(answer):
+            return answer
+
+
 # -- /v1/jobs/{id}/wait ---------------------------------------------------------------------------
 
 
 def test_waiter_is_released_by_a_completion(
-    api: LiveApi, http: httpx.Client, background: ThreadPoolExecutor, settings: Settings
+    api: LiveApi,
+    http: httpx.Client,
+    background: ThreadPoolExecutor,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert settings.database_url is not None
+    reads: queue.Queue[Job] = recorded(monkeypatch, api.app.state.job_reader, "read")
     job_id = submit_job(http)
     future = start_wait(background, http, f"/v1/jobs/{job_id}/wait", api, timeout=30)
-    time.sleep(0.2)
+    held_from = time.monotonic()  # the server's wait had begun: its waiter is registered
+    # A notification is only a hint: the waiter re-reads its job, finds it pending, and waits on.
+    with psycopg.connect(settings.database_url) as conn:
+        notify(conn, [job_id])
+    for _ in range(2):  # its first read, and the one after the hint (in whichever order they came)
+        assert reads.get(timeout=10).status == "pending"
     assert not future.done()
     finished_at = time.monotonic()
     finish(settings.database_url, [job_id])
@@ -180,7 +227,7 @@ def test_waiter_is_released_by_a_completion(
     assert body["status"] == "completed"
     assert body["html_length"] == 9
     assert body["timed_out"] is False
-    assert body["waited_ms"] >= 200
+    assert body["waited_ms"] >= int((finished_at - held_from) * 1000)  # it answered after the completion
     assert "attempts" in body
     assert answered < 5  # woken by the NOTIFY, far from the 30 s timeout
     assert api.waiters() == 0
@@ -421,16 +468,23 @@ def test_notifications_wake_only_the_waiters_of_their_job_or_batch() -> None:
 
 
 def test_batch_wait_returns_when_every_job_is_final(
-    api: LiveApi, http: httpx.Client, background: ThreadPoolExecutor, settings: Settings
+    api: LiveApi,
+    http: httpx.Client,
+    background: ThreadPoolExecutor,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert settings.database_url is not None
     ids = submit_batch(http, "waitme", 3)
     timed = http.get("/v1/batches/waitme/wait", params={"timeout": 0.3}).json()
     assert timed["timed_out"] is True
     assert timed["counts"]["pending"] == 3
+    reads: queue.Queue[Batch] = recorded(monkeypatch, api.app.state.manager, "get_batch")
     future = start_wait(background, http, "/v1/batches/waitme/wait", api, timeout=30)
     finish(settings.database_url, ids[:1])
-    time.sleep(0.3)
+    # The waiter has read the batch with one job final of three (the only reader of it now), and waits on:
+    # an answer with it would fail the counts asserted below.
+    next_answer(reads, lambda batch: batch.counts.completed == 1, what="a read with one job final")
     assert not future.done()
     finish(settings.database_url, ids[1:2], status="error")
     finish(settings.database_url, ids[2:], status="cancelled")
@@ -464,7 +518,7 @@ def test_batch_wait_rereads_without_a_batch_mark(
             " WHERE id = ANY(%s::uuid[])",
             (ids,),
         )
-        conn.execute("SELECT pg_notify(%s, %s)", (store.NOTIFY_CHANNEL, ",".join(ids)))
+        notify(conn, ids)  # no batch
     body = future.result(20).json()  # the wait's own end is 30 s away: a re-read answered it
     assert body["timed_out"] is False and body["progress"] == 100
 
@@ -496,7 +550,7 @@ def test_batch_events_follow_the_counts(
     import json
 
     assert settings.database_url is not None
-    monkeypatch.setattr(waiting, "KEEPALIVE_SECONDS", 0.3)
+    monkeypatch.setattr(streams, "KEEPALIVE_SECONDS", 0.3)
     ids = submit_batch(http, "live", 3)
     events: queue.Queue[tuple[str, str]] = queue.Queue()
     with http.stream("GET", "/v1/batches/live/events") as response:
