@@ -3,7 +3,7 @@
 The worker's pipeline (``store.finish_jobs``), cancels, retries and the sweeper NOTIFY the ids of the jobs they
 changed once per committed write, and a payload of batch marks (``batch:<batch_id>``, see
 ``store.notify_payloads``) for the batches those jobs belong to. A :class:`CompletionHub` holds ONE dedicated
-connection doing ``LISTEN`` (``crawljobs.listener``) and wakes the waiters of the ids and batches it hears: a
+connection doing ``LISTEN`` (``crawljobs.store.listen``) and wakes the waiters of the ids and batches it hears: a
 job wait wakes for its job, a batch wait or event stream for its batch only. Waiters do not hold a connection
 while they wait: they take one from the shared pool only for their short re-reads (``crawljobs.reader``), so
 a thousand waiters cost a thousand asyncio events, not a thousand connections.
@@ -23,8 +23,8 @@ import uuid
 from collections.abc import Iterable, Iterator
 
 from crawljobs.exceptions import DatabaseUnavailable
-from crawljobs.listener import JobListener, listen_jobs
 from crawljobs.store import BATCH_MARK, NOTIFY_CHANNEL
+from crawljobs.store.listen import JobListener, listen_jobs
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,8 @@
 
 A block starts with ``-- name --`` and a comment line saying what it does; Python calls it by name. A block
 may name another block as ``{name}`` (a fragment, such as the one column list of a job): it is replaced by that
-block's text when the file is loaded, so each shape is written once.
+block's text when the file is loaded, so each shape is written once. A ``{name}`` that is no block is left for
+psycopg's ``sql.SQL(...).format`` (an identifier such as the LISTEN channel).
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ def parse_queries(text: str) -> dict[str, str]:
 
     def expand(match: re.Match[str]) -> str:
         fragment = match.group(1)
-        if fragment not in queries or _FRAGMENT.search(queries[fragment]):
-            raise ValueError(f"no fragment {fragment!r} (fragments are blocks that name no other block)")
+        if fragment not in queries:  # not a block: a placeholder of psycopg's sql.SQL (``LISTEN {channel}``)
+            return match.group(0)
+        if _FRAGMENT.search(queries[fragment]):
+            raise ValueError(f"fragment {fragment!r} names another block (a fragment must name none)")
         return queries[fragment]
 
     return {name: _FRAGMENT.sub(expand, body) for name, body in queries.items()}

@@ -1,6 +1,6 @@
 """The hub's own connection to PostgreSQL, LISTENing to the job changes that the store announces.
 
-The store's side of waiting: the store NOTIFYs (``store._notify``, the ``notify_jobs`` block) and this module
+The store's side of waiting: the store NOTIFYs (``store.events.notify``, the ``notify_jobs`` block) and this module
 LISTENs (``listen_jobs``), both on ``store.NOTIFY_CHANNEL``. The connection is a dedicated one, never a pooled
 one: a LISTEN lasts as long as its session, and a pooled connection goes back to serve others.
 """
@@ -16,7 +16,7 @@ from psycopg import sql
 
 from crawljobs.exceptions import DatabaseUnavailable
 from crawljobs.queries import query
-from crawljobs.store import NOTIFY_CHANNEL
+from crawljobs.store.events import NOTIFY_CHANNEL
 
 
 class JobListener:
