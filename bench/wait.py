@@ -2,9 +2,10 @@
 
     python -m bench.wait [--single 200] [--many 1000] [--one-by-one 200] [--rounds 3] [--pool-size 10]
 
-A real API process serves `GET /v1/jobs/{id}/wait`. The benchmark holds the waits open, then plays the worker:
-a transaction that sets jobs completed and NOTIFYs their ids (200 per NOTIFY, as store.finish_jobs does).
-Each sample is the time from that commit returning to the waiter's response arriving in the client. Three
+A real API process serves `GET /v1/jobs/{id}/wait`. The benchmark holds the waits open, then plays the worker
+through the real lifecycle (``crawljobs.testing.FakeWorker``: the jobs claimed first, then finished in one
+transaction that NOTIFYs their ids, 200 per NOTIFY, as a worker's pipeline does). Each sample is the time from
+that finishing commit returning to the waiter's response arriving in the client. Three
 ways, each printed as a row:
 
 - ``1``: one waiter, its job completed alone;
@@ -29,10 +30,10 @@ from typing import Any
 
 import httpx
 import psycopg
+from psycopg_pool import AsyncConnectionPool
 
 from bench.common import api_process, median, scratch_database, services
-from crawljobs.queries import query
-from crawljobs.store import NOTIFY_CHANNEL, notify_payloads
+from crawljobs.testing import FakeWorker
 
 # A request answered this fast found no backlog in the API.
 QUIET_SECONDS = 0.02
@@ -43,15 +44,10 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def complete(conn: psycopg.Connection[tuple[Any, ...]], ids: list[str]) -> float:
-    """Finish the jobs and NOTIFY their ids in one transaction; the perf_counter when the commit returned."""
-    with conn.transaction():
-        conn.execute(
-            "UPDATE crawl_jobs SET status = 'completed', attempt = 1, completed_at = now(), updated_at = now(),"
-            " html = '<p>ok</p>', html_length = 9, success_method = 'http:direct' WHERE id = ANY(%s::uuid[])",
-            (ids,),
-        )
-        conn.execute(query("notify_jobs"), {"channel": NOTIFY_CHANNEL, "payloads": notify_payloads(ids)})
+async def complete(worker: FakeWorker, ids: list[str]) -> float:
+    """Finish the jobs as a worker does (claimed first, untimed); the perf_counter when the commit returned."""
+    await worker.claim(ids)
+    await worker.complete(ids)
     return time.perf_counter()
 
 
@@ -112,7 +108,11 @@ async def raw_get(base: str, path: str, headers: dict[str, str]) -> tuple[int, b
 
 
 async def round_trip(
-    http: httpx.AsyncClient, conn: psycopg.Connection[tuple[Any, ...]], ids: list[str], canary: str
+    http: httpx.AsyncClient,
+    conn: psycopg.Connection[tuple[Any, ...]],
+    worker: FakeWorker,
+    ids: list[str],
+    canary: str,
 ) -> tuple[list[float], int]:
     """Open a wait per id, complete them all at once; the latency of each (ms) and the API's connections."""
     answered: dict[str, float] = {}
@@ -134,7 +134,7 @@ async def round_trip(
         await asyncio.gather(*tasks)
         raise RuntimeError("a wait was answered before its job completed")
     connections = api_backends(conn)
-    committed = complete(conn, ids)
+    committed = await complete(worker, ids)
     await asyncio.gather(*tasks)
     return [(answered[job_id] - committed) * 1000 for job_id in ids], connections
 
@@ -142,6 +142,7 @@ async def round_trip(
 async def one_by_one(
     http: httpx.AsyncClient,
     conn: psycopg.Connection[tuple[Any, ...]],
+    worker: FakeWorker,
     ids: list[str],
     canary: str,
     count: int,
@@ -166,10 +167,10 @@ async def one_by_one(
     connections = api_backends(conn)
     latencies: list[float] = []
     for job_id in ids[:count]:
-        committed = complete(conn, [job_id])
+        committed = await complete(worker, [job_id])
         await tasks[job_id]
         latencies.append((answered[job_id] - committed) * 1000)
-    complete(conn, ids[count:])
+    await complete(worker, ids[count:])
     await asyncio.gather(*tasks.values())
     return latencies, connections
 
@@ -177,10 +178,15 @@ async def one_by_one(
 async def run(base: str, key: str, database_url: str, args: argparse.Namespace) -> None:
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     headers = {"Authorization": f"Bearer {key}"}
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        database_url, min_size=1, max_size=2, kwargs={"autocommit": True}, open=False
+    )
+    await pool.open(wait=True, timeout=30)
+    worker = FakeWorker(pool, worker="bench-wait")
     with psycopg.connect(database_url, autocommit=True) as conn:
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=180, limits=limits) as http:
             canary = (await submit(http, 1))[0]
-            complete(conn, [canary])
+            await complete(worker, [canary])
             print(
                 f"{'waiters':>14} {'samples':>8} {'median ms':>10} {'p99 ms':>8} {'max ms':>8} {'API conns':>10}"
             )
@@ -196,9 +202,9 @@ async def run(base: str, key: str, database_url: str, args: argparse.Namespace) 
                 for index in range(rounds + 1):
                     ids = await submit(http, waiters)
                     if count is None:
-                        latencies, connections = await round_trip(http, conn, ids, canary)
+                        latencies, connections = await round_trip(http, conn, worker, ids, canary)
                     else:
-                        latencies, connections = await one_by_one(http, conn, ids, canary, count)
+                        latencies, connections = await one_by_one(http, conn, worker, ids, canary, count)
                     if index:
                         samples.extend(latencies)
                         peak = max(peak, connections)
@@ -206,6 +212,7 @@ async def run(base: str, key: str, database_url: str, args: argparse.Namespace) 
                     f"{label:>14} {len(samples):>8} {median(samples):>10.1f} "
                     f"{percentile(samples, 0.99):>8.1f} {max(samples):>8.1f} {peak:>10}"
                 )
+    await pool.close()
     print(f"(API pool size {args.pool_size}, plus one LISTEN connection; 'API conns' sampled while waiting)")
 
 

@@ -12,8 +12,8 @@ from crawljobs.config import Settings
 from crawljobs.lifecycle import Leases, reclaim_expired_leases
 from crawljobs.manager import JobManager
 from crawljobs.queries import parse_queries
+from crawljobs.testing import FakeWorker
 from crawlproject.retrying import decide
-from tests.fakeworker import FakeWorker
 from tests.integration.conftest import run_with_manager
 
 
@@ -163,5 +163,9 @@ def test_the_allowed_moves_pass_the_trigger(settings: Settings, database_url: st
 def test_a_fragment_is_written_once_and_named_by_the_blocks() -> None:
     text = "-- cols --\n-- The columns.\na, b\n\n-- one --\n-- Uses it.\nSELECT {cols} FROM t;\n"
     assert parse_queries(text) == {"cols": "a, b", "one": "SELECT a, b FROM t"}
-    with pytest.raises(ValueError, match="no fragment 'missing'"):
-        parse_queries("-- one --\n-- Names nothing real.\nSELECT {missing} FROM t;\n")
+    # A name that is no block stays for psycopg's sql.SQL; a fragment may not name another block.
+    assert parse_queries("-- listen --\n-- A channel.\nLISTEN {channel};\n") == {"listen": "LISTEN {channel}"}
+    with pytest.raises(ValueError, match="fragment 'cols' names another block"):
+        parse_queries(
+            "-- a --\n-- A.\nx\n\n-- cols --\n-- Nested.\n{a}, b\n\n-- one --\n-- B.\nSELECT {cols};\n"
+        )

@@ -25,10 +25,12 @@ import uvicorn
 from fastapi import FastAPI
 
 from crawljobs import store, waiting
+from crawljobs import testing as fakeworker
 from crawljobs.config import Settings
 from crawljobs.hub import CompletionHub
 from crawljobs.models import Batch, Job
 from crawljobs.queries import query
+from crawljobs.store import events as store_events
 from service import streams
 from service.app import create_app
 from service.render import LEGACY_JOB_FIELDS
@@ -129,16 +131,12 @@ def submit_batch(http: httpx.Client, batch_id: str, n: int) -> list[str]:
 
 
 def finish(database_url: str, ids: Sequence[str], status: str = "completed") -> None:
-    """What a worker does: write the results and NOTIFY their ids and batches, in one transaction."""
-    with psycopg.connect(database_url) as conn:
-        cur = conn.execute(
-            """UPDATE crawl_jobs SET status = %(status)s, attempt = 1, updated_at = now(), completed_at = now(),
-                   html = '<p>ok</p>', html_length = 9, processing_time_ms = 12, success_method = 'http:direct',
-                   http_status = 200, lease_owner = NULL, lease_expires_at = NULL
-               WHERE id = ANY(%(ids)s::uuid[]) RETURNING batch_id""",
-            {"status": status, "ids": list(ids)},
-        )
-        notify(conn, ids, [row[0] for row in cur.fetchall()])
+    """What a worker does: claim the jobs, write their results and NOTIFY their ids and batches, in one
+    transaction (through the real lifecycle: tests/fakeworker.py)."""
+    if status == "completed":
+        fakeworker.complete(database_url, ids, processing_time_ms=12)
+    else:
+        fakeworker.fail(database_url, ids)
 
 
 def notify(conn: psycopg.Connection[Any], ids: Sequence[str], batch_ids: Sequence[str | None] = ()) -> None:
@@ -487,7 +485,7 @@ def test_batch_wait_returns_when_every_job_is_final(
     next_answer(reads, lambda batch: batch.counts.completed == 1, what="a read with one job final")
     assert not future.done()
     finish(settings.database_url, ids[1:2], status="error")
-    finish(settings.database_url, ids[2:], status="cancelled")
+    assert http.post(f"/v1/jobs/{ids[2]}/cancel").json()["status"] == "cancelled"
     response = future.result(10)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -512,13 +510,9 @@ def test_batch_wait_rereads_without_a_batch_mark(
     monkeypatch.setattr(waiting, "BATCH_FALLBACK_SECONDS", 0.3)
     ids = submit_batch(http, "unmarked", 2)
     future = start_wait(background, http, "/v1/batches/unmarked/wait", api, timeout=30)
-    with psycopg.connect(settings.database_url) as conn:
-        conn.execute(
-            "UPDATE crawl_jobs SET status = 'completed', attempt = 1, completed_at = now(), updated_at = now()"
-            " WHERE id = ANY(%s::uuid[])",
-            (ids,),
-        )
-        notify(conn, ids)  # no batch
+    # The older worker: its NOTIFYs name the jobs, never their batch.
+    monkeypatch.setattr(store_events, "notify_payloads", lambda ids, batch_ids=(): store.notify_payloads(ids))
+    finish(settings.database_url, ids)
     body = future.result(20).json()  # the wait's own end is 30 s away: a re-read answered it
     assert body["timed_out"] is False and body["progress"] == 100
 
