@@ -6,6 +6,7 @@ Jobs are submitted through the job manager (the same code the API runs) and watc
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -81,6 +82,20 @@ class Process:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def json_lines(self) -> list[dict[str, Any]]:
+        """Every line the process wrote, each parsed as JSON (its logs in CRAWLJOBS_LOG_FORMAT=json; any line
+        that is not JSON fails the test)."""
+        text = self.output()
+        lines = []
+        # Complete lines only: the process may be writing the last one now.
+        for number, line in enumerate(text[: text.rfind("\n") + 1].splitlines(), 1):
+            if line.strip():
+                try:
+                    lines.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise AssertionError(f"line {number} of {self.log.name} is not JSON: {line!r}") from None
+        return lines
+
 
 class System:
     """Workers and a sweeper on the settings' database and Redis; submit, wait and inspect jobs."""
@@ -110,6 +125,14 @@ class System:
 
     def logs_text(self) -> str:
         return "\n".join(f"--- {p.log.name}\n{p.output()[-4000:]}" for p in self.processes)
+
+    def wait_for(self, condition: Callable[[], object], what: str, timeout: float = 30) -> None:
+        """Poll until ``condition()`` holds, or fail with ``what`` and the processes' logs after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not within {timeout:.0f} s: {what}\n{self.logs_text()}")
+            time.sleep(0.05)
 
     # -- jobs ------------------------------------------------------------------------------------
 
