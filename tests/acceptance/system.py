@@ -1,4 +1,5 @@
-"""The running system of an acceptance test: real worker and sweeper processes on the test database and Redis.
+"""The running system of an acceptance test: real worker, sweeper and API processes on the test database and
+Redis.
 
 Jobs are submitted through the job manager (the same code the API runs) and watched in PostgreSQL.
 """
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -55,7 +57,7 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 class Process:
-    """A child process of the system (worker, sweeper) with its output in a log file."""
+    """A child process of the system (worker, sweeper, API) with its output in a log file."""
 
     def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
@@ -98,7 +100,7 @@ class Process:
 
 
 class System:
-    """Workers and a sweeper on the settings' database and Redis; submit, wait and inspect jobs."""
+    """Workers, sweepers and API processes on the settings' database and Redis; submit, wait and inspect jobs."""
 
     def __init__(self, settings: Settings, logs: Path) -> None:
         self.settings = settings
@@ -117,6 +119,23 @@ class System:
         argv = [sys.executable, "-m", "crawljobs.cli", "sweeper"]
         process = Process(argv, worker_env(self.settings), self.logs / f"sweeper-{len(self.processes)}.log")
         self.processes.append(process)
+        return process
+
+    def start_api(self, port: int) -> Process:
+        """An API process (``crawljobs api``) on 127.0.0.1:``port``, its log beside the others'; returned once
+        it answers ready."""
+        argv = [sys.executable, "-m", "crawljobs.cli", "api", "--host", "127.0.0.1", "--port", str(port)]
+        process = Process(argv, worker_env(self.settings), self.logs / f"api-{len(self.processes)}.log")
+        self.processes.append(process)
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return process.popen.poll() is not None  # it exited: fail below, without waiting on
+
+        self.wait_for(ready, f"the API process on port {port} ready", timeout=60)
+        assert process.popen.poll() is None, f"the API process exited\n{process.output()[-3000:]}"
         return process
 
     def stop(self) -> None:
