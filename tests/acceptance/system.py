@@ -1,4 +1,5 @@
-"""The running system of an acceptance test: real worker and sweeper processes on the test database and Redis.
+"""The running system of an acceptance test: real worker, sweeper and API processes on the test database and
+Redis.
 
 Jobs are submitted through the job manager (the same code the API runs) and watched in PostgreSQL.
 """
@@ -6,6 +7,7 @@ Jobs are submitted through the job manager (the same code the API runs) and watc
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -54,7 +57,7 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 class Process:
-    """A child process of the system (worker, sweeper) with its output in a log file."""
+    """A child process of the system (worker, sweeper, API) with its output in a log file."""
 
     def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
@@ -81,9 +84,23 @@ class Process:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def json_lines(self) -> list[dict[str, Any]]:
+        """Every line the process wrote, each parsed as JSON (its logs in CRAWLJOBS_LOG_FORMAT=json; any line
+        that is not JSON fails the test)."""
+        text = self.output()
+        lines = []
+        # Complete lines only: the process may be writing the last one now.
+        for number, line in enumerate(text[: text.rfind("\n") + 1].splitlines(), 1):
+            if line.strip():
+                try:
+                    lines.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise AssertionError(f"line {number} of {self.log.name} is not JSON: {line!r}") from None
+        return lines
+
 
 class System:
-    """Workers and a sweeper on the settings' database and Redis; submit, wait and inspect jobs."""
+    """Workers, sweepers and API processes on the settings' database and Redis; submit, wait and inspect jobs."""
 
     def __init__(self, settings: Settings, logs: Path) -> None:
         self.settings = settings
@@ -104,12 +121,37 @@ class System:
         self.processes.append(process)
         return process
 
+    def start_api(self, port: int) -> Process:
+        """An API process (``crawljobs api``) on 127.0.0.1:``port``, its log beside the others'; returned once
+        it answers ready."""
+        argv = [sys.executable, "-m", "crawljobs.cli", "api", "--host", "127.0.0.1", "--port", str(port)]
+        process = Process(argv, worker_env(self.settings), self.logs / f"api-{len(self.processes)}.log")
+        self.processes.append(process)
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return process.popen.poll() is not None  # it exited: fail below, without waiting on
+
+        self.wait_for(ready, f"the API process on port {port} ready", timeout=60)
+        assert process.popen.poll() is None, f"the API process exited\n{process.output()[-3000:]}"
+        return process
+
     def stop(self) -> None:
         for process in self.processes:
             process.stop()
 
     def logs_text(self) -> str:
         return "\n".join(f"--- {p.log.name}\n{p.output()[-4000:]}" for p in self.processes)
+
+    def wait_for(self, condition: Callable[[], object], what: str, timeout: float = 30) -> None:
+        """Poll until ``condition()`` holds, or fail with ``what`` and the processes' logs after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not within {timeout:.0f} s: {what}\n{self.logs_text()}")
+            time.sleep(0.05)
 
     # -- jobs ------------------------------------------------------------------------------------
 

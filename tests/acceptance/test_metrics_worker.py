@@ -6,14 +6,12 @@ served by the API app on the same PostgreSQL and Redis, as any API process would
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -23,7 +21,7 @@ from service.app import create_app
 from tests.acceptance.conftest import drop_prefix, system_settings_for
 from tests.acceptance.proxies import TestProxy
 from tests.acceptance.site import TestSite
-from tests.acceptance.system import ROOT, Process, System, running_system, worker_env
+from tests.acceptance.system import ROOT, System, running_system, worker_env
 
 pytestmark = pytest.mark.acceptance
 
@@ -130,8 +128,10 @@ def test_metrics_show_a_real_workers_attempts_fetch_times_heartbeat_and_stats(
                 for w, beat in workers_of(samples).items()
                 if f":{worker.popen.pid}:" in w and beat >= started
             ]
+            # Published once every job is written: four completed, and none left in flight.
             return bool(ours) and any(
                 value(samples, "crawljobs_worker_scrapy_stat", worker=w, stat="crawljobs/completed") >= 4
+                and samples.get(("crawljobs_worker_in_flight_jobs", (("worker", w),))) == 0
                 for w in ours
             )
 
@@ -156,20 +156,8 @@ def test_metrics_show_a_real_workers_attempts_fetch_times_heartbeat_and_stats(
     assert stat["downloader/response_status_count/404"] >= 1
     assert stat["crawljobs/attempts/http:premium/ok"] >= 1
     assert stat["crawljobs/failed"] >= 1
-    assert value(samples, "crawljobs_worker_in_flight_jobs", worker=worker_id) >= 0
+    assert samples[("crawljobs_worker_in_flight_jobs", (("worker", worker_id),))] == 0
     assert value(samples, "crawljobs_workers") >= 1
-
-
-def json_lines(process: Process) -> list[dict[str, Any]]:
-    """Every line the process wrote, each parsed as JSON (any line that is not fails the test)."""
-    lines = []
-    for number, line in enumerate(process.output().splitlines(), 1):
-        if line.strip():
-            try:
-                lines.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise AssertionError(f"line {number} is not JSON: {line!r}") from None
-    return lines
 
 
 def test_json_logs_carry_the_job_and_batch_ids(observed: System, clean_site: TestSite) -> None:
@@ -178,10 +166,10 @@ def test_json_logs_carry_the_job_and_batch_ids(observed: System, clean_site: Tes
     (job,) = observed.wait_final([job_id])
     assert job["status"] == "error"
     deadline = time.monotonic() + DEADLINE_SECONDS
-    while not any(line.get("job_id") == str(job_id) for line in json_lines(worker)):
+    while not any(line.get("job_id") == str(job_id) for line in worker.json_lines()):
         assert time.monotonic() < deadline, worker.output()[-3000:]
         time.sleep(0.1)
-    lines = json_lines(worker)
+    lines = worker.json_lines()
     (failed,) = [line for line in lines if line.get("job_id") == str(job_id)]
     assert failed["batch_id"] == job["batch_id"]
     assert failed["level"] == "WARNING"
@@ -233,7 +221,7 @@ def test_a_bounded_run_publishes_its_stats_at_close(
         assert (
             value(samples, "crawljobs_worker_scrapy_stat", worker=worker_id, stat="crawljobs/completed") == 2
         )
-        assert value(samples, "crawljobs_worker_in_flight_jobs", worker=worker_id) == 0
+        assert samples[("crawljobs_worker_in_flight_jobs", (("worker", worker_id),))] == 0
         assert value(samples, "crawljobs_attempts_total", method="http:direct", outcome="ok") == 2
     finally:
         drop_prefix(redis_url, settings.queue_prefix)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from pathlib import Path
 
 import httpx
@@ -68,9 +67,22 @@ def test_delivery_survives_an_api_and_sweeper_restart(
             with api_process(database_url, redis_url, key=key, **api_env) as (base, _):
                 system.start_sweeper()
                 until(lambda: len(receiver.received) == 2, what="the delivery after the restart", seconds=60)
-                log = httpx.get(f"{base}/v1/webhooks/deliveries", params={"job_id": job_id}, headers=auth)
+
+                def delivery_log() -> httpx.Response:
+                    return httpx.get(
+                        f"{base}/v1/webhooks/deliveries", params={"job_id": job_id}, headers=auth
+                    )
+
+                # The sweeper records the receiver's answer after it has it: read the log once it has.
+                until(
+                    lambda: [d["status"] for d in delivery_log().json()["deliveries"]] == ["delivered"],
+                    what="the delivery recorded as delivered",
+                    seconds=30,
+                )
+                log = delivery_log()
                 secret = httpx.get(f"{base}/v1/webhooks/secret", headers=auth).json()["secret"]
-        time.sleep(0.5)  # nothing more arrives: one accepted delivery
+        # Every process has stopped (none can send any more) after the delivery was recorded as delivered:
+        # what the receiver got is all it will ever get, one accepted delivery.
         assert [r.answered for r in receiver.received] == [500, 200]
     finally:
         receiver.stop()

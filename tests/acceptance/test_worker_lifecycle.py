@@ -15,6 +15,7 @@ import redis
 
 from crawljobs.config import Settings
 from crawljobs.manager import JobManager
+from crawljobs.queue import QueueKeys
 from tests.acceptance.conftest import drop_prefix, system_settings_for
 from tests.acceptance.proxies import TestProxy
 from tests.acceptance.site import TestSite
@@ -61,10 +62,7 @@ def held_by(settings: Settings, ids: list) -> int:
 def test_sigkill_mid_job_completes_through_lease_expiry(fresh: System, site: TestSite) -> None:
     worker = fresh.start_worker()
     ids = fresh.submit_batch([site.url(f"/slow?delay=6&n={i}") for i in range(3)])
-    deadline = time.monotonic() + 30
-    while held_by(fresh.settings, ids) < 3:
-        assert time.monotonic() < deadline, fresh.logs_text()
-        time.sleep(0.1)
+    fresh.wait_for(lambda: held_by(fresh.settings, ids) == 3, "the worker held the three jobs")
     worker.signal(signal.SIGKILL)
     worker.wait(10)
     killed_at = time.monotonic()
@@ -81,10 +79,7 @@ def test_sigkill_mid_job_completes_through_lease_expiry(fresh: System, site: Tes
 def test_sigterm_drains_cleanly_and_exits_zero(fresh: System, site: TestSite) -> None:
     worker = fresh.start_worker()
     ids = fresh.submit_batch([site.url(f"/slow?delay=1&n={i}") for i in range(4)])
-    deadline = time.monotonic() + 30
-    while held_by(fresh.settings, ids) == 0:
-        assert time.monotonic() < deadline, fresh.logs_text()
-        time.sleep(0.05)
+    fresh.wait_for(lambda: held_by(fresh.settings, ids) > 0, "the worker held a job")
     worker.signal(signal.SIGTERM)
     assert worker.wait(60) == 0, worker.output()[-3000:]
     # Every job is finished or given back: none is left held by the stopped worker.
@@ -97,16 +92,23 @@ def test_sigterm_drains_cleanly_and_exits_zero(fresh: System, site: TestSite) ->
 
 def test_the_same_job_dispatched_twice_completes_once(fresh: System, site: TestSite) -> None:
     job_id = fresh.submit(site.url("/ok/twice"))
+    keys = QueueKeys.for_prefix(fresh.settings.queue_prefix)
     client = redis.Redis.from_url(fresh.settings.redis_url or "")
-    for _ in range(3):
-        client.rpush(f"{fresh.settings.queue_prefix}:queue:priority", str(job_id))
-    client.rpush(
-        f"{fresh.settings.queue_prefix}:queue:priority", "not-a-job-id", '{"url": "http://127.0.0.2/"}'
-    )
-    client.close()
-    fresh.start_worker()
-    (job,) = fresh.wait_final([job_id])
-    time.sleep(1)
+    try:
+        for _ in range(3):
+            client.rpush(keys.priority, str(job_id))
+        client.rpush(keys.priority, "not-a-job-id", '{"url": "http://127.0.0.2/"}')
+        worker = fresh.start_worker()
+        fresh.wait_final([job_id])
+        # Every message taken (the duplicates and the junk too); then the worker drains and stops, so that
+        # whatever it made of them is done before the job and the site are read.
+        fresh.wait_for(
+            lambda: sum(int(client.llen(key)) for key in keys.in_order) == 0, "the worker took every message"
+        )
+    finally:
+        client.close()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(60) == 0, worker.output()[-3000:]
     job = fresh.job(job_id)
     assert job["status"] == "completed"
     assert job["attempt"] == 1
@@ -133,19 +135,23 @@ def test_url_mode_makes_a_batch_and_crawls_it(fresh: System, site: TestSite, tmp
 
 
 def test_cancel_during_a_fetch_writes_no_result(fresh: System, site: TestSite) -> None:
-    fresh.start_worker()
+    worker = fresh.start_worker(CRAWLJOBS_LOG_FORMAT="json")
     job_id = fresh.submit(site.url("/slow?delay=3&n=cancel"))
-    deadline = time.monotonic() + 30
-    while held_by(fresh.settings, [job_id]) == 0:
-        assert time.monotonic() < deadline, fresh.logs_text()
-        time.sleep(0.05)
+    fresh.wait_for(lambda: held_by(fresh.settings, [job_id]) == 1, "the worker held the job")
 
     async def cancel(manager: JobManager) -> str:
         return (await manager.cancel_job(tenant="acceptance", job_id=job_id)).status
 
     assert fresh.with_manager(cancel) == "cancelled"
     site.wait_for_hits("/slow?delay=3&n=cancel", 1, timeout=10)
-    time.sleep(4)  # the page has been fetched by now, and the worker has tried to write it
+
+    def result_refused() -> bool:  # the worker got the page and tried to write it: its fence failed
+        return any(
+            line.get("action") == "fenced_out" and line.get("job_id") == str(job_id)
+            for line in worker.json_lines()
+        )
+
+    fresh.wait_for(result_refused, "the worker's result for the cancelled job was refused")
     job = fresh.job(job_id)
     assert job["status"] == "cancelled"
     assert job["html"] is None

@@ -4,23 +4,37 @@ the batch size, and a summary of what every case counted at the end of pytest's 
 The batch size is 1,000 jobs per case; ``pytest tests/faults --fault-jobs 10000`` runs more (the option exists
 when tests/faults is named on the command line; ``FAULT_JOBS=10000`` works however pytest is run). Each case's
 time limit grows with it.
+
+A case that fails keeps its part of the logs of every process it ran on (workers, sweeper, API) in a folder of
+its own under ``.crawljobs/fault-logs/`` (or ``$FAULT_LOGS``), named in its failure report and at the end of
+pytest's output; nothing deletes them.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.acceptance.site import TestSite, start_site
-from tests.faults.harness import RECOVERY_BOUND_SECONDS, RESULTS, CaseResult, FaultRun, FaultSystem
+from tests.faults.harness import (
+    RECOVERY_BOUND_SECONDS,
+    RESULTS,
+    CaseLogs,
+    CaseResult,
+    FaultRun,
+    FaultSystem,
+)
 from tests.faults.servers import FaultPostgres, FaultRedis
 
 DEFAULT_JOBS = 1000
 JOBS_VARIABLE = "FAULT_JOBS"  # not CRAWLJOBS_: tests/conftest.py strips those from the environment
+LOGS_VARIABLE = "FAULT_LOGS"
+KEPT_LOGS: list[Path] = []  # the folders of the failed cases' logs, for the summary
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -48,10 +62,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.timeout(240 + int(jobs * 0.1)))
 
 
+def kept_logs_root(config: pytest.Config) -> Path:
+    configured = os.environ.get(LOGS_VARIABLE)
+    return Path(configured) if configured else config.rootpath / ".crawljobs" / "fault-logs"
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not RESULTS:
+    if not RESULTS and not KEPT_LOGS:
         return
     terminalreporter.section("fault injection")
+    for folder in KEPT_LOGS:
+        terminalreporter.write_line(f"the logs of a failed case are kept in {folder}")
+    if not RESULTS:
+        return
     terminalreporter.write_line(
         f"recovery: seconds from the end of the fault until no job is stranded (bound {RECOVERY_BOUND_SECONDS} s"
         " = 2 x lease; for the API restart, the longest a client waited for an answer that was there to be had);"
@@ -126,6 +149,7 @@ def fault_systems(
 
 
 _FAILED = pytest.StashKey[bool]()
+_CASE_LOGS = pytest.StashKey[CaseLogs]()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -135,6 +159,15 @@ def pytest_runtest_makereport(
     report = yield
     if report.when == "call" and report.failed:
         item.stash[_FAILED] = True
+        logs = item.stash.get(_CASE_LOGS, None)
+        if logs is not None:
+            folder = kept_logs_root(item.config) / f"{time.strftime('%Y%m%d-%H%M%S')}-{item.name}"
+            kept = logs.keep(folder)
+            KEPT_LOGS.append(folder)
+            item.user_properties.append(("fault_logs", str(folder)))
+            report.sections.append(
+                ("fault logs", f"kept in {folder}: " + ", ".join(path.name for path in kept))
+            )
     return report
 
 
@@ -142,8 +175,10 @@ def pytest_runtest_makereport(
 def fault_run(
     request: pytest.FixtureRequest, fault_systems: FaultSystems, fault_jobs: int
 ) -> Iterator[Callable[[str], FaultRun]]:
-    """Makes the run of a case on the current system; a case that fails leaves the system to be made again."""
+    """Makes the run of a case on the current system; a case that fails leaves the system to be made again
+    (and its logs kept: ``pytest_runtest_makereport``)."""
     system = fault_systems.get()
+    request.node.stash[_CASE_LOGS] = CaseLogs.begin(system)
 
     def make(case: str) -> FaultRun:
         return FaultRun(system, case, fault_jobs)

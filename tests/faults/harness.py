@@ -235,6 +235,34 @@ class FaultSystem:
             pass
 
 
+@dataclass
+class CaseLogs:
+    """The processes' logs as one case found them: the workers and the sweeper outlive a case (consecutive cases
+    share them), so a failed case keeps its own part of each log, from where it stood when the case began."""
+
+    fault_system: FaultSystem
+    begun_at: dict[Path, int]
+
+    @classmethod
+    def begin(cls, fault_system: FaultSystem) -> CaseLogs:
+        processes = fault_system.system.processes
+        return cls(fault_system, {p.log: p.log.stat().st_size for p in processes if p.log.exists()})
+
+    def keep(self, folder: Path) -> list[Path]:
+        """Copy the case's part of every process's log (those it started: all of it) into ``folder``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        kept = []
+        for process in self.fault_system.system.processes:
+            if not process.log.exists():
+                continue
+            with process.log.open("rb") as log:
+                log.seek(self.begun_at.get(process.log, 0))
+                copy = folder / process.log.name
+                copy.write_bytes(log.read())
+            kept.append(copy)
+        return kept
+
+
 class FaultRun:
     """One case on a ready :class:`FaultSystem`: its own batch, watched, faulted and tallied."""
 
@@ -261,11 +289,12 @@ class FaultRun:
     def page_urls(self) -> list[str]:
         return [self.site.url(f"/slow?delay={PAGE_DELAY_SECONDS}&n={i}") for i in range(self.jobs)]
 
-    def submit(self) -> list[uuid.UUID]:
-        urls = self.page_urls()
+    def submit(self, count: int | None = None) -> list[uuid.UUID]:
+        """Submit the next ``count`` pages of the case (by default all those not submitted yet)."""
+        urls = self.page_urls()[len(self.ids) :]
+        urls = urls if count is None else urls[:count]
         for start in range(0, len(urls), SUBMIT_CHUNK):
             self.ids += self.system.submit_batch(urls[start : start + SUBMIT_CHUNK])
-        assert len(self.ids) == self.jobs
         return self.ids
 
     def query(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -410,6 +439,9 @@ class FaultRun:
 
     def check(self) -> CaseResult:
         """Assert what every case promises: all final, all completed once, recovery within the bound."""
+        assert len(self.ids) == self.jobs, (
+            f"only {len(self.ids)} of the case's {self.jobs} jobs were submitted"
+        )
         result = self.tally()
         RESULTS.append(result)
         logs = self.system.logs_text

@@ -10,23 +10,24 @@ at the end of pytest's output.
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
 
 import httpx
-import psutil
 import pytest
 
-from bench.common import api_process, free_port
+from bench.common import free_port
 from crawljobs.keys import create_key
-from tests.faults.harness import LEASE_SECONDS, SUBMIT_CHUNK, FaultRun, api_child
+from tests.faults.harness import LEASE_SECONDS, SUBMIT_CHUNK, FaultRun
 from tests.faults.waiters import Waiters
 
 pytestmark = [pytest.mark.faults]
 
 RunFactory = Callable[[str], FaultRun]
 WAITERS = 50  # clients waiting on jobs through the API in the API-restart case
+HELD_BACK = 0.2  # the share of the batch the SIGTERM case submits once its new workers are up
 
 
 def started(fault_run: RunFactory, case: str) -> FaultRun:
@@ -134,8 +135,14 @@ def test_sigterm_of_every_worker_then_new_workers(fault_run: RunFactory) -> None
     A stopping worker finishes or gives back every job it holds (none may be left to a lease expiry).
     Recovery: from the moment the new workers are up to the moment no job is stranded (given-back jobs are
     queued again by the sweeper's next sweep).
+
+    A share of the batch (``HELD_BACK``) is submitted only once both new workers are up: whatever the old
+    workers got done before they stopped, and however far apart the new ones started, there is work left
+    for each of them (a worker takes at most twice its concurrency at once; the other wakes on the same push).
     """
-    run = started(fault_run, "e  SIGTERM all workers")
+    run = fault_run("e  SIGTERM all workers")
+    run.submit(run.jobs - int(run.jobs * HELD_BACK))
+    run.wait_until_fault_time()
     old = list(run.workers)
     for worker in old:
         worker.signal(signal.SIGTERM)
@@ -145,6 +152,7 @@ def test_sigterm_of_every_worker_then_new_workers(fault_run: RunFactory) -> None
     given_back = run.given_back()
     run.start_workers(2)
     fault_end, moment = time.monotonic(), time.time()
+    run.submit()  # the held-back share
 
     run.watch_until_final(fault_end)
     run.result.notes.append(f"given back on SIGTERM: {given_back}")
@@ -167,10 +175,10 @@ def test_api_restart_while_clients_wait(fault_run: RunFactory) -> None:
     settings = run.fault_system.settings
     assert settings.database_url is not None and settings.redis_url is not None
     key = create_key(settings.database_url, name="faults")
-    api_env = {"allowed_networks": "127.0.0.1/32", "queue_prefix": settings.queue_prefix}
     port = free_port()
-    deadline = 120 + run.jobs * 0.05
-    with api_process(settings.database_url, settings.redis_url, key=key, port=port, **api_env) as (base, _):
+    base, deadline = f"http://127.0.0.1:{port}", 120 + run.jobs * 0.05
+    old_api = run.system.start_api(port)  # its log and the new one's are kept with the workers' if it fails
+    try:
         urls = run.page_urls()
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
             for start in range(0, len(urls), SUBMIT_CHUNK):
@@ -180,18 +188,23 @@ def test_api_restart_while_clients_wait(fault_run: RunFactory) -> None:
         step = max(1, run.jobs // WAITERS)
         waiters = Waiters(base, key, [str(i) for i in run.ids[::step]], deadline).start()
         run.wait_until_fault_time()
-        stopping, server = time.monotonic(), api_child(port)
-        server.send_signal(signal.SIGTERM)
+        stopping = time.monotonic()
+        old_api.signal(signal.SIGTERM)
         try:  # not as long as its clients asked to wait: it answers them and stops
-            exit_code: int | None = server.wait(60)
-        except psutil.TimeoutExpired:
-            exit_code = None  # it waits for its waits to end (the context kills it)
+            exit_code: int | None = old_api.wait(60)
+        except subprocess.TimeoutExpired:
+            exit_code = None  # it waits for its waits to end (stop() kills it)
         stop_seconds = time.monotonic() - stopping
+    finally:
+        old_api.stop()
     assert exit_code in (0, -signal.SIGTERM), f"the API process did not stop by itself: {exit_code}"
-    with api_process(settings.database_url, settings.redis_url, key=key, port=port, **api_env):
+    new_api = run.system.start_api(port)
+    try:
         fault_end, ready_at = time.monotonic(), time.time()
         run.watch_until_final(fault_end)
         waiters.join(deadline)
+    finally:
+        new_api.stop()
 
     completed_at = dict(
         run.query(

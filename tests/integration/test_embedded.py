@@ -46,9 +46,16 @@ def test_postgres_keeps_data_across_restart(short_dir: Path) -> None:
 
 
 def test_postgres_stop_twice_is_harmless(short_dir: Path) -> None:
-    server = start_postgres(short_dir / "pg", cleanup="delete")
+    folder = short_dir / "pg"
+    server = start_postgres(folder)
     server.stop()
-    server.stop()
+    assert not (folder / "postmaster.pid").exists(), "the first stop did not stop the server"
+    # The same folder served again; the first handle's second stop must leave the new server alone.
+    with start_postgres(folder, cleanup="delete") as again:
+        server.stop()
+        with psycopg.connect(again.url, connect_timeout=5) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert not folder.exists(), "the server started again was not stopped and deleted"
 
 
 def test_postgres_refuses_a_socket_path_too_long(short_dir: Path) -> None:

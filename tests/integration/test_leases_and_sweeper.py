@@ -1,19 +1,45 @@
-"""Claim, fencing, heartbeat and the sweeper against real PostgreSQL and Redis (DESIGN rules 1-4, 6)."""
+"""Claim, fencing, heartbeat and the sweeper against real PostgreSQL and Redis (DESIGN rules 1-4, 6).
+
+The sweeper acts on every row of its database, so each test here has a database of its own (``database_url``
+below): what a sweep reports is about that test's jobs alone, whatever ran before it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
+import pytest
 import redis
+from psycopg import sql
 
 from crawljobs import store
 from crawljobs.config import Settings
 from crawljobs.manager import JobManager
 from crawljobs.sweeper import Sweeper
+from tests.conftest import database_url_for
 from tests.integration.conftest import run_with_manager
+
+
+@pytest.fixture
+def database_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
+    """A fresh migrated database for this test alone (the module-wide one of tests/conftest.py, per test)."""
+    name = f"cjtest_{secrets.token_hex(4)}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template_db)
+            )
+        )
+    try:
+        yield database_url_for(pg_admin_url, name)
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 async def _submit(manager: JobManager, n: int, tenant: str = "t") -> list[uuid.UUID]:
@@ -53,12 +79,15 @@ def test_writes_are_fenced_by_attempt_and_owner(settings: Settings, database_url
             "cost": 1.0,
         }  # fmt: skip
 
-    async def body(manager: JobManager) -> None:
+    async def body(manager: JobManager) -> uuid.UUID:
         (job_id,) = await _submit(manager, 1)
         async with manager.pool.connection() as conn:
             await store.claim_jobs(conn, ids=[job_id], worker="old", lease_seconds=1)
             # The old worker's lease expires; the sweeper gives the job back; a new worker claims attempt 2.
-            await conn.execute("UPDATE crawl_jobs SET lease_expires_at = now() - interval '1 second'")
+            await conn.execute(
+                "UPDATE crawl_jobs SET lease_expires_at = now() - interval '1 second' WHERE id = %s",
+                (job_id,),
+            )
             await Sweeper(manager).sweep_once()
             claimed = await store.claim_jobs(conn, ids=[job_id], worker="new", lease_seconds=30)
             assert claimed[0]["attempt"] == 2
@@ -78,10 +107,11 @@ def test_writes_are_fenced_by_attempt_and_owner(settings: Settings, database_url
                 conn, worker="new", results=[result(job_id, 2, "new", "twice")], attempts=[]
             )
             assert again == []  # completion is idempotent: done once
+        return job_id
 
-    run_with_manager(settings, body)
+    job_id = run_with_manager(settings, body)
     with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT status, html, attempt FROM crawl_jobs WHERE html IS NOT NULL").fetchone()
+        row = conn.execute("SELECT status, html, attempt FROM crawl_jobs WHERE id = %s", (job_id,)).fetchone()
     assert row == ("completed", "fresh", 2)
 
 
@@ -148,9 +178,9 @@ def test_sweeper_dispatches_jobs_submitted_while_redis_was_down(
     async def sweep(manager: JobManager) -> int:
         return (await Sweeper(manager).sweep_once()).dispatched
 
-    assert run_with_manager(local, sweep) >= 4
+    assert run_with_manager(local, sweep) == 4
     queued = redis.Redis.from_url(restarted.url).lrange(f"{local.queue_prefix}:queue:bulk", 0, -1)
-    assert {uuid.UUID(m.decode()) for m in queued} >= set(ids)
+    assert sorted(uuid.UUID(m.decode()) for m in queued) == sorted(ids)
 
 
 def test_sweeper_replaces_lost_messages_only(
@@ -159,8 +189,6 @@ def test_sweeper_replaces_lost_messages_only(
     async def body(manager: JobManager) -> tuple[int, int]:
         ids = await _submit(manager, 3)
         async with manager.pool.connection() as conn:
-            # Earlier tests' jobs share this database but not this Redis prefix: finish them.
-            await conn.execute("UPDATE crawl_jobs SET status = 'completed' WHERE NOT (id = ANY(%s))", (ids,))
             await conn.execute(
                 "UPDATE crawl_jobs SET dispatched_at = now() - interval '1 hour' WHERE id = ANY(%s)", (ids,)
             )

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 
 import psycopg
 from fastapi.testclient import TestClient
 
+from crawljobs.config import Settings
 from crawljobs.keys import hash_key
+from tests.integration.conftest import run_with_manager
+from tests.integration.test_webhooks import finish
 
 
 def test_routes_need_a_key(client: TestClient) -> None:
@@ -33,12 +37,34 @@ def test_legacy_apikey_header(client: TestClient, api_key: str) -> None:
 
 
 def test_tenant_isolation_on_every_route(
-    client: TestClient, auth: dict[str, str], other_auth: dict[str, str]
+    settings: Settings, client: TestClient, auth: dict[str, str], other_auth: dict[str, str]
 ) -> None:
-    job = client.post("/v1/jobs", json={"url": "https://example.com/mine"}, headers=auth).json()
-    client.post(
+    created = client.post("/v1/jobs", json={"url": "https://example.com/mine"}, headers=auth)
+    assert created.status_code == 201, created.text
+    job = created.json()
+    batch = client.post(
         "/v1/batches", json={"urls": ["https://example.com/m"], "batch_id": "tenant-a-batch"}, headers=auth
     )
+    assert batch.status_code == 201, batch.text
+    run_with_manager(settings, lambda manager: finish(manager, [uuid.UUID(job["id"])]))  # it has HTML now
+
+    # Everything is there for its owner: the other tenant's 404s below are the isolation, not a missing row.
+    owner_views = [
+        client.get(f"/v1/jobs/{job['id']}", headers=auth),
+        client.get(f"/v1/jobs/{job['id']}/html", headers=auth),
+        client.get("/functions/v1/get-crawl-job", params={"jobId": job["id"]}, headers=auth),
+        client.get("/v1/batches/tenant-a-batch", headers=auth),
+        client.post("/v1/batches/tenant-a-batch/retry-failed", headers=auth),
+        client.get("/functions/v1/get-crawl-jobs-batch", params={"batchId": "tenant-a-batch"}, headers=auth),
+        client.post(
+            "/functions/v1/retry-failed-batch-jobs", json={"batchId": "tenant-a-batch"}, headers=auth
+        ),
+    ]
+    assert [r.status_code for r in owner_views] == [200] * len(owner_views), [r.text for r in owner_views]
+    own_list = client.get("/v1/batches", headers=auth).json()
+    assert "tenant-a-batch" in [b["batch_id"] for b in own_list["batches"]]
+    own_legacy_list = client.get("/functions/v1/list-crawl-job-batches", headers=auth).json()
+    assert "tenant-a-batch" in [b["batch_id"] for b in own_legacy_list["batches"]]
 
     assert client.get(f"/v1/jobs/{job['id']}", headers=other_auth).status_code == 404
     assert client.get(f"/v1/jobs/{job['id']}/html", headers=other_auth).status_code == 404
