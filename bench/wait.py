@@ -30,9 +30,9 @@ from typing import Any
 
 import httpx
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 
 from bench.common import api_process, median, scratch_database, services
+from crawljobs.store.pool import open_pool
 from crawljobs.testing import FakeWorker
 
 # A request answered this fast found no backlog in the API.
@@ -178,10 +178,7 @@ async def one_by_one(
 async def run(base: str, key: str, database_url: str, args: argparse.Namespace) -> None:
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     headers = {"Authorization": f"Bearer {key}"}
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        database_url, min_size=1, max_size=2, kwargs={"autocommit": True}, open=False
-    )
-    await pool.open(wait=True, timeout=30)
+    pool = await open_pool(database_url, max_size=2)
     worker = FakeWorker(pool, worker="bench-wait")
     with psycopg.connect(database_url, autocommit=True) as conn:
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=180, limits=limits) as http:

@@ -33,9 +33,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from psycopg_pool import AsyncConnectionPool
-
 from crawljobs import store
+from crawljobs.store.pool import Pool
 
 logger = logging.getLogger(__name__)
 
@@ -124,9 +123,7 @@ class ClaimedJob:
 class Leases:
     """The jobs one worker holds, and every lifecycle step it takes on them."""
 
-    def __init__(
-        self, pool: AsyncConnectionPool[Any], *, worker_id: str | None = None, lease_seconds: int
-    ) -> None:
+    def __init__(self, pool: Pool, *, worker_id: str | None = None, lease_seconds: int) -> None:
         self.pool = pool
         self.worker_id = worker_id or new_worker_id()
         self.lease_seconds = lease_seconds
@@ -237,9 +234,7 @@ class Reclaimed:
     lost: tuple[uuid.UUID, ...]
 
 
-async def reclaim_expired_leases(
-    pool: AsyncConnectionPool[Any], *, limit: int, max_lost_leases: int
-) -> Reclaimed:
+async def reclaim_expired_leases(pool: Pool, *, limit: int, max_lost_leases: int) -> Reclaimed:
     """The sweeper's step: expired leases back to pending, or to error ("worker lost") past the limit."""
     async with pool.connection() as conn:
         rows = await store.reclaim_expired_leases(conn, limit=limit, max_lost_leases=max_lost_leases)

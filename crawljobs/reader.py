@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from typing import Any
-
-from psycopg_pool import AsyncConnectionPool
 
 from crawljobs import store
 from crawljobs.exceptions import JobNotFound
 from crawljobs.models import Attempt, Job
+from crawljobs.store.pool import Pool
 
 # Job re-reads coalesced into one query: at most this many ids per query.
 READ_BATCH = 500
@@ -28,7 +26,7 @@ Asking = dict[uuid.UUID, tuple[bool, list[asyncio.Future[Job | None]]]]
 class JobReader:
     """Reads jobs by id for the waiters of one process, many at a time (see the module)."""
 
-    def __init__(self, pool: AsyncConnectionPool[Any], *, batch_size: int = READ_BATCH) -> None:
+    def __init__(self, pool: Pool, *, batch_size: int = READ_BATCH) -> None:
         self.pool = pool
         self.batch_size = batch_size
         self._queue: Asking = {}

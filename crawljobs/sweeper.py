@@ -25,6 +25,7 @@ from crawljobs.config import Settings
 from crawljobs.lifecycle import reclaim_expired_leases
 from crawljobs.manager import PRIORITY_SINGLE, JobManager
 from crawljobs.queue import redis_client
+from crawljobs.store.pool import open_pool
 from crawljobs.webhooks import WebhookSender
 
 logger = logging.getLogger(__name__)
@@ -179,13 +180,8 @@ class Sweeper:
 
 async def run_sweeper(settings: Settings, stop: asyncio.Event) -> None:
     """Open the database and Redis, sweep until `stop` is set, close them."""
-    from psycopg_pool import AsyncConnectionPool
-
     assert settings.database_url is not None
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        settings.database_url, min_size=1, max_size=2, kwargs={"autocommit": True}, open=False
-    )
-    await pool.open(wait=True, timeout=30)
+    pool = await open_pool(settings.database_url, max_size=2)
     redis = redis_client(settings.redis_url) if settings.redis_url else None
     try:
         manager = JobManager(pool=pool, redis=redis, settings=settings)

@@ -16,9 +16,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
-
 from crawljobs.lifecycle import AttemptRecord, ClaimedJob, Leases, ResultRecord
+from crawljobs.store.pool import Pool, open_pool
 
 JobIds = Sequence[uuid.UUID | str]
 
@@ -30,9 +29,7 @@ def _uuids(ids: JobIds) -> list[uuid.UUID]:
 class FakeWorker:
     """Claims jobs and ends them as a worker would, with fixed, readable results."""
 
-    def __init__(
-        self, pool: AsyncConnectionPool[Any], *, worker: str = "fake-worker", lease_seconds: int = 30
-    ) -> None:
+    def __init__(self, pool: Pool, *, worker: str = "fake-worker", lease_seconds: int = 30) -> None:
         self.leases = Leases(pool, worker_id=worker, lease_seconds=lease_seconds)
 
     async def claim(self, ids: JobIds) -> list[ClaimedJob]:
@@ -145,10 +142,7 @@ class FakeWorker:
 async def _with_worker(
     database_url: str, action: str, ids: JobIds, kwargs: dict[str, Any]
 ) -> list[uuid.UUID]:
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        database_url, min_size=1, max_size=1, kwargs={"autocommit": True}, open=False
-    )
-    await pool.open(wait=True, timeout=30)
+    pool = await open_pool(database_url, max_size=1)
     try:
         written: list[uuid.UUID] = await getattr(FakeWorker(pool), action)(ids, **kwargs)
         return written
