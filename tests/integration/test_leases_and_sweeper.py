@@ -19,6 +19,7 @@ from psycopg import sql
 
 from crawljobs import store
 from crawljobs.config import Settings
+from crawljobs.lifecycle import ResultRecord
 from crawljobs.manager import JobManager
 from crawljobs.sweeper import Sweeper
 from tests.conftest import database_url_for
@@ -71,13 +72,11 @@ def test_claim_is_exclusive_and_duplicates_are_harmless(settings: Settings) -> N
 
 
 def test_writes_are_fenced_by_attempt_and_owner(settings: Settings, database_url: str) -> None:
-    def result(job_id: uuid.UUID, attempt: int, worker: str, html: str) -> dict[str, Any]:
-        return {
-            "id": job_id, "attempt": attempt, "worker": worker, "status": "completed", "html": html,
-            "html_length": len(html), "processing_time_ms": 5, "success_method": "http:direct",
-            "http_status": 200, "final_url": "https://example.com/", "content_type": "text/html", "error_message": None,
-            "cost": 1.0,
-        }  # fmt: skip
+    def result(job_id: uuid.UUID, attempt: int, html: str) -> ResultRecord:
+        return ResultRecord(
+            id=job_id, attempt=attempt, status="completed", processing_time_ms=5, cost=1.0, html=html,
+            http_status=200, final_url="https://example.com/", content_type="text/html", success_method="http:direct",
+        )  # fmt: skip
 
     async def body(manager: JobManager) -> uuid.UUID:
         (job_id,) = await _submit(manager, 1)
@@ -92,19 +91,21 @@ def test_writes_are_fenced_by_attempt_and_owner(settings: Settings, database_url
             claimed = await store.claim_jobs(conn, ids=[job_id], worker="new", lease_seconds=30)
             assert claimed[0]["attempt"] == 2
             stale = await store.finish_jobs(
-                conn, worker="old", results=[result(job_id, 1, "old", "stale")], attempts=[]
+                conn, worker="old", results=[result(job_id, 1, "stale")], attempts=[]
             )
             assert stale == []
             assert (
-                await store.next_attempt(conn, job_id=job_id, attempt=1, worker="old", lease_seconds=30)
+                await store.next_attempt(
+                    conn, job_id=job_id, attempt=1, retry=True, worker="old", lease_seconds=30
+                )
                 is None
             )
             fresh = await store.finish_jobs(
-                conn, worker="new", results=[result(job_id, 2, "new", "fresh")], attempts=[]
+                conn, worker="new", results=[result(job_id, 2, "fresh")], attempts=[]
             )
             assert fresh == [job_id]
             again = await store.finish_jobs(
-                conn, worker="new", results=[result(job_id, 2, "new", "twice")], attempts=[]
+                conn, worker="new", results=[result(job_id, 2, "twice")], attempts=[]
             )
             assert again == []  # completion is idempotent: done once
         return job_id
@@ -145,7 +146,10 @@ def test_sweeper_reclaims_expired_leases_and_fails_spent_ones(settings: Settings
                 "UPDATE crawl_jobs SET lease_expires_at = now() - interval '1 second' WHERE id = ANY(%s)",
                 (ids,),
             )
-            await conn.execute("UPDATE crawl_jobs SET max_attempts = 1 WHERE id = %s", (ids[1],))
+            # The second has lost its worker as often as it may already: this loss fails it.
+            await conn.execute(
+                "UPDATE crawl_jobs SET lost_leases = %s WHERE id = %s", (settings.max_lost_leases, ids[1])
+            )
         report = await Sweeper(manager).sweep_once()
         return ids, report
 
