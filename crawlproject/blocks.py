@@ -1,8 +1,11 @@
 """Block detection as data: status codes, header and page signatures, and the rules that combine them.
 
-``detect_block`` answers None or a short reason:
+``detect_block`` answers None or a ``Block``: its ``kind`` (what the site did: ``challenge``, ``captcha``,
+``access_denied``, ``needs_javascript``, ``status``, ``empty_body``), its ``name`` and the ``reason`` a person
+reads:
 
-- ``"signature: <name>"``: a header or page signature matched. *Challenge* signatures are markers only
+- ``"signature: <name>"``: a header or page signature matched (its ``block`` kind says which of challenge,
+  captcha or access denied). *Challenge* signatures are markers only
   bot-protection pages carry (Cloudflare's ``cf-mitigated: challenge`` header, ``_cf_chl_opt`` and "Just a
   moment..." title, PerimeterX's ``px-captcha``, DataDome's ``captcha-delivery.com``, Incapsula's block
   iframe, Akamai's "Access Denied" title...): they count on any page. *Small-page* signatures are words and
@@ -12,7 +15,7 @@
   "captcha" is no signature at all: a footer link to a captcha policy blocks nothing.
 - ``"needs javascript"``: a small page that asks for JavaScript ("Please enable JavaScript", "You need to
   enable JavaScript to run this app"), or a 2xx page with no visible text, links or media, only scripts (an
-  app shell). Its own reason because it escalates to a browser engine, not to a proxy tier. Never said of a
+  app shell). Its own kind (``needs_javascript``) because it escalates to a browser engine, not to a proxy tier. Never said of a
   rendered page (``rendered=True``): that one has had its JavaScript.
 - ``"status <code>"``: a status that means "not you" (``status_codes``: 401, 403, 406, 407, 451), when no
   signature says more.
@@ -42,6 +45,10 @@ from typing import Literal
 
 SignatureKind = Literal["challenge", "small_page", "javascript"]
 SignatureScope = Literal["page", "title"]
+BlockKind = Literal["challenge", "captcha", "access_denied", "needs_javascript", "status", "empty_body"]
+
+# The kinds whose name is the whole reason (the others read "signature: <name>").
+_PLAIN_KINDS: frozenset[BlockKind] = frozenset({"needs_javascript", "status", "empty_body"})
 
 # How far around a needle a signature's match may reach.
 _REACH = 128
@@ -57,7 +64,8 @@ class Signature:
 
     ``needles`` (for ``scope="page"``): lowercase literals, one of which every match of ``pattern`` contains,
     no match reaching further than 128 characters either side of it. A ``scope="title"`` signature is
-    matched against the page's ``<title>`` text. ``kind``: see the module docstring.
+    matched against the page's ``<title>`` text. ``kind``: where it counts (see the module docstring);
+    ``block``: what a match is (a ``javascript`` signature is always ``needs_javascript``).
     """
 
     name: str
@@ -65,8 +73,13 @@ class Signature:
     needles: tuple[str, ...]
     kind: SignatureKind = "challenge"
     scope: SignatureScope = "page"
+    block: BlockKind = "access_denied"
 
     def __post_init__(self) -> None:
+        if (self.kind == "javascript") != (self.block == "needs_javascript"):
+            raise ValueError(
+                f"signature {self.name!r}: javascript signatures, and only they, need javascript"
+            )
         if self.scope == "page" and not self.needles:
             raise ValueError(f"signature {self.name!r}: a page signature needs at least one needle")
         if any(needle != needle.lower() or not needle for needle in self.needles):
@@ -80,6 +93,29 @@ class HeaderSignature:
     name: str
     header: str
     pattern: re.Pattern[str]
+    block: BlockKind = "challenge"
+
+
+@dataclass(frozen=True)
+class Block:
+    """Why a response is a block: what the site did (``kind``) and which rule said so (``name``)."""
+
+    kind: BlockKind
+    name: str
+
+    @property
+    def reason(self) -> str:
+        """What a person reads: ``"signature: cloudflare challenge"``, ``"needs javascript"``, ``"status 403"``,
+        ``"empty body"``."""
+        return self.name if self.kind in _PLAIN_KINDS else f"signature: {self.name}"
+
+
+NEEDS_JAVASCRIPT = Block("needs_javascript", "needs javascript")
+EMPTY_BODY = Block("empty_body", "empty body")
+
+
+def status_block(status: int) -> Block:
+    return Block("status", f"status {status}")
 
 
 def signature(
@@ -88,16 +124,22 @@ def signature(
     needles: tuple[str, ...] = (),
     kind: SignatureKind = "challenge",
     scope: SignatureScope = "page",
+    block: BlockKind | None = None,
 ) -> Signature:
-    """A signature matching any of ``patterns`` (regexes, case-insensitive)."""
+    """A signature matching any of ``patterns`` (regexes, case-insensitive). ``block`` defaults to
+    ``needs_javascript`` for a javascript signature, else to ``access_denied``."""
     pattern = re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
-    return Signature(name, pattern, needles, kind, scope)
+    if block is None:
+        block = "needs_javascript" if kind == "javascript" else "access_denied"
+    return Signature(name, pattern, needles, kind, scope, block)
 
 
-def literal(name: str, *texts: str, kind: SignatureKind = "challenge") -> Signature:
+def literal(
+    name: str, *texts: str, kind: SignatureKind = "challenge", block: BlockKind = "access_denied"
+) -> Signature:
     """A page signature matching any of the literal ``texts`` (case-insensitive); they are its needles."""
     lowered = tuple(text.lower() for text in texts)
-    return signature(name, *(re.escape(text) for text in lowered), needles=lowered, kind=kind)
+    return signature(name, *(re.escape(text) for text in lowered), needles=lowered, kind=kind, block=block)
 
 
 DEFAULT_SIGNATURES: tuple[Signature, ...] = (
@@ -106,18 +148,21 @@ DEFAULT_SIGNATURES: tuple[Signature, ...] = (
         "cloudflare challenge",
         r"^\s*just a moment\.\.\.\s*$",
         scope="title",
+        block="challenge",
     ),
     # Not "/cdn-cgi/challenge-platform/scripts/jsd/": Cloudflare injects that one into ordinary pages.
-    literal("cloudflare challenge", "_cf_chl_opt"),
+    literal("cloudflare challenge", "_cf_chl_opt", block="challenge"),
     signature("cloudflare block", r"^\s*attention required! \| cloudflare\s*$", scope="title"),
-    signature("perimeterx captcha", r"^\s*access to this page has been denied", scope="title"),
-    signature("perimeterx captcha", r"px-captcha", needles=("captcha",)),
-    signature("datadome captcha", r"captcha-delivery\.com", needles=("captcha",)),
+    signature(
+        "perimeterx captcha", r"^\s*access to this page has been denied", scope="title", block="captcha"
+    ),
+    signature("perimeterx captcha", r"px-captcha", needles=("captcha",), block="captcha"),
+    signature("datadome captcha", r"captcha-delivery\.com", needles=("captcha",), block="captcha"),
     # Incapsula injects a _Incapsula_Resource *script* into ordinary pages; its block page is an iframe.
     signature("incapsula block", r"<iframe[^>]{0,100}_incapsula_resource", needles=("_incapsula_resource",)),
     signature("akamai access denied", r"^\s*access denied\s*$", scope="title"),
-    signature("distil interruption", r"^\s*pardon our interruption", scope="title"),
-    signature("distil interruption", r"distil_r_captcha", needles=("captcha",)),
+    signature("distil interruption", r"^\s*pardon our interruption", scope="title", block="challenge"),
+    signature("distil interruption", r"distil_r_captcha", needles=("captcha",), block="captcha"),
     # --- Phrases of block pages, which an article or a help page may quote: on small pages only. ---
     literal("incapsula block", "incapsula incident id", kind="small_page"),
     signature(
@@ -126,7 +171,12 @@ DEFAULT_SIGNATURES: tuple[Signature, ...] = (
         needles=("have permission to access",),
         kind="small_page",
     ),
-    literal("google unusual traffic", "our systems have detected unusual traffic", kind="small_page"),
+    literal(
+        "google unusual traffic",
+        "our systems have detected unusual traffic",
+        kind="small_page",
+        block="captcha",
+    ),
     # --- Words that an ordinary page may carry too: on small pages only. ---
     signature(
         "captcha",
@@ -142,6 +192,7 @@ DEFAULT_SIGNATURES: tuple[Signature, ...] = (
         r"not a robot",
         needles=("captcha", "turnstile", "human", "robot"),
         kind="small_page",
+        block="captcha",
     ),
     literal("access denied", "access denied", "access forbidden", kind="small_page"),
     signature(
@@ -342,9 +393,9 @@ def detect_block(
     content_type: str | None,
     rules: BlockRules = DEFAULT_RULES,
     rendered: bool = False,
-) -> str | None:
-    """None, or why this response is a block (``"status 403"``, ``"signature: cloudflare challenge"``,
-    ``"needs javascript"``, ``"empty body"``).
+) -> Block | None:
+    """None, or why this response is a block (its reason: ``"status 403"``, ``"signature: cloudflare
+    challenge"``, ``"needs javascript"``, ``"empty body"``).
 
     ``content_type`` falls back to the Content-Type header. ``rendered``: the body is a browser's DOM, so it
     has had its JavaScript.
@@ -352,7 +403,7 @@ def detect_block(
     for header_signature in rules.header_signatures:
         value = _header(headers, header_signature.header)
         if value is not None and header_signature.pattern.search(value):
-            return f"signature: {header_signature.name}"
+            return Block(header_signature.block, header_signature.name)
 
     blocked_status = status in rules.status_codes
     success = 200 <= status < 300
@@ -362,12 +413,12 @@ def detect_block(
     window = body[: rules.scan_bytes]
     kind = _content_kind(content_type or _header(headers, "content-type"), window)
     if kind == "binary":
-        return f"status {status}" if blocked_status else None
+        return status_block(status) if blocked_status else None
     text = (window.decode("utf-8", "replace") if isinstance(window, bytes) else window).lower()
 
     challenge = rules.find_challenge(text)
     if challenge is not None:
-        return f"signature: {challenge.name}"
+        return Block(challenge.block, challenge.name)
 
     # Only a body that fits in the window can be judged small or empty. Counting stops once the page is
     # known not to be small, so an ordinary page costs the first thousand characters of text.
@@ -377,16 +428,16 @@ def detect_block(
         if chars < rules.small_page_chars:
             found = rules.find_small_page(text, javascript=not rendered)
             if found is not None:
-                return "needs javascript" if found.kind == "javascript" else f"signature: {found.name}"
+                return NEEDS_JAVASCRIPT if found.kind == "javascript" else Block(found.block, found.name)
 
     if blocked_status:
-        return f"status {status}"
+        return status_block(status)
     if chars is None or not success or status in (204, 205) or kind == "text":
         return None
     if not text.strip():
-        return "empty body"
+        return EMPTY_BODY
     if chars >= rules.min_text_chars or _SUBSTANCE.search(text):
         return None
     if not rendered and "<script" in text:
-        return "needs javascript"
-    return "empty body"
+        return NEEDS_JAVASCRIPT
+    return EMPTY_BODY

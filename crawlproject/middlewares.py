@@ -25,19 +25,16 @@ from scrapy.http import Response, TextResponse
 
 from crawljobs.exceptions import UrlRejected
 from crawljobs.urls import NetworkPolicy, parse_ip_literal, resolve_and_check
-from crawlproject.blocks import DEFAULT_RULES, detect_block
+from crawlproject.blocks import DEFAULT_RULES, Block, detect_block
 from crawlproject.context import ClaimedJob, WorkerContext
 from crawlproject.egress import REFUSED_HEADER
+from crawlproject.errors import AddressForbidden, ForbiddenByRobots
 from crawlproject.items import JobResult, failure_result
 from crawlproject.ladder import DomainMemory
 from crawlproject.methods import Method, next_method
-from crawlproject.retrying import Outcome, classify, decide
+from crawlproject.retrying import BODY_TOO_LARGE, Outcome, classify, decide
 
 logger = logging.getLogger(__name__)
-
-
-class AddressForbidden(IgnoreRequest):
-    """The target address is refused by the network rules."""
 
 
 # The headers the block rules read (decoding all of a response's headers for each page cost more).
@@ -195,8 +192,9 @@ class JobRetryMiddleware:
             content_type=content_type,
             rendered=method.engine == "browser",
         )
+        request.meta["crawljobs_block"] = block  # what _escalation_target reads
         outcome: Outcome
-        outcome, reason = classify(status=response.status, exception=None, block_reason=block)
+        outcome, reason = classify(status=response.status, exception=None, block=block)
         if method.engine == "browser" and method.tier == "direct" and response.headers.get(REFUSED_HEADER):
             # The egress guard refused what the browser asked for (a redirect, say): not a block to climb.
             text = " ".join(response.text.split()) if isinstance(response, TextResponse) else ""
@@ -227,18 +225,17 @@ class JobRetryMiddleware:
         job: ClaimedJob | None = request.meta.get("job")
         if job is None:
             return None
-        too_large = "download max size" in str(exception)  # Scrapy's DOWNLOAD_MAXSIZE message
+        request.meta["crawljobs_block"] = None
         outcome: Outcome
         if isinstance(exception, AddressForbidden):
             outcome, reason = "permanent", f"refused by the network rules: {exception}"
-        elif isinstance(exception, IgnoreRequest) and "robots.txt" in str(exception):
+        elif isinstance(exception, ForbiddenByRobots):
             outcome, reason = "permanent", "forbidden by the site's robots.txt"
+        elif isinstance(exception, BODY_TOO_LARGE):
+            outcome = "permanent"
+            reason = f"the page is larger than CRAWLJOBS_MAX_BODY_BYTES ({self.max_body_bytes} bytes)"
         else:
-            outcome, reason = classify(
-                status=None, exception=exception, block_reason=None, body_too_large=too_large
-            )
-            if too_large:
-                reason = f"the page is larger than CRAWLJOBS_MAX_BODY_BYTES ({self.max_body_bytes} bytes)"
+            outcome, reason = classify(status=None, exception=exception, block=None)
         result = await self._after_attempt(request, job, outcome=outcome, reason=reason, status=None)
         return result if isinstance(result, Request) else None
 
@@ -258,7 +255,7 @@ class JobRetryMiddleware:
         self._record(request, job, status=status, outcome=outcome, error=None if outcome == "ok" else reason)
         ladder: list[Method] = request.meta["ladder"]
         index: int = request.meta["method_index"]
-        target = self._escalation_target(ladder, index, reason)
+        target = self._escalation_target(ladder, index, request.meta.get("crawljobs_block"))
         decision = decide(
             outcome=outcome,
             reason=reason,
@@ -302,6 +299,7 @@ class JobRetryMiddleware:
         raise IgnoreRequest(decision.reason)
 
     @staticmethod
-    def _escalation_target(ladder: list[Method], index: int, reason: str) -> int | None:
+    def _escalation_target(ladder: list[Method], index: int, block: Block | None) -> int | None:
         """The next method up; for a page that needs JavaScript, the next browser method."""
-        return next_method(ladder, index, engine="browser" if "javascript" in reason.lower() else None)
+        needs_browser = block is not None and block.kind == "needs_javascript"
+        return next_method(ladder, index, engine="browser" if needs_browser else None)

@@ -15,14 +15,10 @@ from urllib.parse import urlsplit
 from scrapy.crawler import Crawler
 from scrapy.resolver import CachingThreadedResolver
 from twisted.internet.defer import Deferred
-from twisted.internet.error import DNSLookupError
 
 from crawljobs.config import Settings
 from crawljobs.urls import NetworkPolicy
-
-
-class AddressRefused(DNSLookupError):
-    """The host resolves to an address the network rules refuse."""
+from crawlproject.errors import AddressRefused
 
 
 class GuardedResolver(CachingThreadedResolver):

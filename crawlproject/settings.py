@@ -25,6 +25,9 @@ REDIS_START_URLS_KEY = f"{_settings.queue_prefix}:queue:bulk"
 SCHEDULER_IDLE_BEFORE_CLOSE = 0
 
 DOWNLOADER_MIDDLEWARES = {
+    # Scrapy's robots.txt middleware (at its own place), raising a typed refusal.
+    "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
+    "crawlproject.robots.RobotsMiddleware": 100,
     "crawlproject.middlewares.FetchMethodMiddleware": 100,
     "crawlproject.middlewares.NetworkGuardMiddleware": 110,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
