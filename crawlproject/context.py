@@ -1,8 +1,9 @@
 """What every component of one worker process shares: the database pool, Redis, its leases.
 
-Built once per crawler (``WorkerContext.of(crawler)``) and opened from the running asyncio loop. It owns the
-jobs this worker holds: claims them (DESIGN rule 2), renews all their leases in one statement (rule 4), starts
-fenced follow-up attempts (rule 3), and gives back what it still holds when it stops.
+Built once per crawler (``WorkerContext.of(crawler)``, from the crawler's ``WorkerConfig``) and opened from
+the running asyncio loop. It owns the jobs this worker holds: claims them (DESIGN rule 2), renews all their
+leases in one statement (rule 4), starts fenced follow-up attempts (rule 3), and gives back what it still
+holds when it stops.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from crawljobs.config import Settings
 from crawljobs.manager import JobManager
 from crawljobs.queue import redis_client
 from crawljobs.urls import NetworkPolicy
+from crawlproject.config import WorkerConfig
 from crawlproject.egress import EgressGuard
 from crawlproject.ladder import FetchPlan
 
@@ -75,8 +77,9 @@ class ClaimedJob:
 class WorkerContext:
     _KEY = "_crawljobs_worker_context"
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.settings: Settings = config.settings
         self.worker_id = new_worker_id()
         self.held: dict[uuid.UUID, ClaimedJob] = {}
         self._pool: AsyncConnectionPool[Any] | None = None
@@ -85,14 +88,14 @@ class WorkerContext:
         self._open_lock = asyncio.Lock()
         self._heartbeat: asyncio.Task[None] | None = None
         # One plan per worker: the proxies' failure counts must be those the picking reads.
-        self.plan = FetchPlan.from_settings(settings)
+        self.plan = FetchPlan.from_config(config)
         self._egress: EgressGuard | None = None
 
     @classmethod
     def of(cls, crawler: Crawler) -> WorkerContext:
         context: WorkerContext | None = getattr(crawler, cls._KEY, None)
         if context is None:
-            context = cls(Settings())
+            context = cls(WorkerConfig.of(crawler))
             setattr(crawler, cls._KEY, context)
         return context
 

@@ -26,11 +26,12 @@ from scrapy.http import Response, TextResponse
 from crawljobs.exceptions import UrlRejected
 from crawljobs.urls import NetworkPolicy, parse_ip_literal, resolve_and_check
 from crawlproject.blocks import DEFAULT_RULES, Block, detect_block
+from crawlproject.config import WorkerConfig
 from crawlproject.context import ClaimedJob, WorkerContext
 from crawlproject.egress import REFUSED_HEADER
 from crawlproject.errors import AddressForbidden, ForbiddenByRobots
 from crawlproject.items import JobResult, failure_result
-from crawlproject.ladder import DomainMemory
+from crawlproject.memory import DomainMemory
 from crawlproject.methods import Method, next_method
 from crawlproject.retrying import BODY_TOO_LARGE, Outcome, classify, decide
 
@@ -109,7 +110,7 @@ class FetchMethodMiddleware:
 
 class NetworkGuardMiddleware:
     def __init__(self, crawler: Crawler) -> None:
-        self.policy = NetworkPolicy.from_settings(WorkerContext.of(crawler).settings)
+        self.policy: NetworkPolicy = WorkerConfig.of(crawler).network
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> NetworkGuardMiddleware:
@@ -136,8 +137,8 @@ class JobRetryMiddleware:
         self.crawler = crawler
         self.context = WorkerContext.of(crawler)
         self.plan = self.context.plan
-        self.max_body_bytes = self.context.settings.max_body_bytes
-        self._memory: DomainMemory | None = None
+        self.max_body_bytes = WorkerConfig.of(crawler).max_body_bytes
+        self._memory = DomainMemory.of(crawler)
         self.rng = random.Random()
 
     @classmethod
@@ -145,11 +146,8 @@ class JobRetryMiddleware:
         return cls(crawler)
 
     async def memory(self) -> DomainMemory:
-        if self._memory is None:
-            manager = await self.context.manager()
-            self._memory = DomainMemory(
-                self.context.redis, manager.keys, self.plan, enabled=self.context.settings.domain_memory
-            )
+        """The domain memory, on the context's Redis client (opened first)."""
+        await self.context.manager()
         return self._memory
 
     def _record(

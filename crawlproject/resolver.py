@@ -10,14 +10,13 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from scrapy.crawler import Crawler
 from scrapy.resolver import CachingThreadedResolver
 from twisted.internet.defer import Deferred
 
-from crawljobs.config import Settings
 from crawljobs.urls import NetworkPolicy
+from crawlproject.config import WorkerConfig
 from crawlproject.errors import AddressRefused
 
 
@@ -28,13 +27,9 @@ class GuardedResolver(CachingThreadedResolver):
     @classmethod
     def from_crawler(cls, crawler: Crawler, reactor: Any) -> GuardedResolver:
         resolver: GuardedResolver = super().from_crawler(crawler, reactor)
-        settings = Settings()
-        resolver.policy = NetworkPolicy.from_settings(settings)
-        resolver.exempt = frozenset(
-            host
-            for proxy in (*settings.premium_proxies, *settings.ultra_premium_proxies)
-            if (host := urlsplit(proxy).hostname)
-        )
+        config = WorkerConfig.of(crawler)
+        resolver.policy = config.network
+        resolver.exempt = config.proxy_hosts
         return resolver
 
     def getHostByName(self, name: str, timeout: Sequence[int] = ()) -> Deferred[str]:
