@@ -119,7 +119,9 @@ class CrawlJobsSpider(Spider):
             if popped is None or not popped.ids:
                 continue
             try:
-                jobs = await self.context.claim(popped.ids)
+                # Shielded, here and below: Scrapy cancels start() when it stops, and a claim the database
+                # has made must still reach `held`, or this worker could not give those jobs back.
+                jobs = await asyncio.shield(self.context.claim(popped.ids))
             except Exception as exc:  # the database restarting: never let it end the feeding of this worker
                 logger.warning(
                     "cannot claim %d jobs: %s; retrying", len(popped.ids), exc, extra={"action": "claim"}
@@ -136,7 +138,9 @@ class CrawlJobsSpider(Spider):
         while remaining is None or remaining > 0:
             await self._room()
             want = POP_CHUNK if remaining is None else min(POP_CHUNK, remaining)
-            jobs = await self.context.claim_pending(want, tenant=self.tenant, batch_id=batch_id)
+            jobs = await asyncio.shield(
+                self.context.claim_pending(want, tenant=self.tenant, batch_id=batch_id)
+            )
             if not jobs:
                 return
             if remaining is not None:
