@@ -7,17 +7,8 @@ import re
 
 import pytest
 
-from crawlproject.blocks import (
-    DEFAULT_RULES,
-    Block,
-    BlockRules,
-    HeaderSignature,
-    Signature,
-    detect_block,
-    literal,
-    signature,
-    visible_chars,
-)
+from crawlproject.blocks import DEFAULT_RULES, Block, BlockRules, detect_block, visible_chars
+from crawlproject.signatures import HeaderSignature, Signature, literal, signature
 
 HTML = "text/html; charset=utf-8"
 PNG = (
