@@ -12,11 +12,13 @@ from scrapy.utils.test import get_crawler
 
 from crawljobs.config import Settings
 from crawljobs.queue import QueueKeys
+from crawlproject.blocks import Block
 from crawlproject.browser import BrowserGuard, BrowserRequestCheck
 from crawlproject.config import SETTINGS_KEY, WorkerConfig, WorkerConfigError
 from crawlproject.context import WorkerContext
 from crawlproject.ladder import PROXY_MAX_FAILURES
 from crawlproject.memory import DomainMemory
+from crawlproject.methods import Method
 from crawlproject.middlewares import FetchMethodMiddleware, JobRetryMiddleware, NetworkGuardMiddleware
 from crawlproject.resolver import GuardedResolver
 from crawlproject.spiders.crawl_jobs import CrawlJobsSpider
@@ -123,3 +125,23 @@ def test_a_daemon_without_redis_stops_at_start() -> None:
     with pytest.raises(WorkerConfigError, match="CRAWLJOBS_REDIS_URL"):
         CrawlJobsSpider.from_crawler(crawler)
     assert CrawlJobsSpider.from_crawler(crawler, max_jobs="3").mode == "max_jobs"
+
+
+@pytest.mark.parametrize(
+    ("block", "target"),
+    [
+        (Block("needs_javascript", "needs javascript"), 3),  # the next browser method
+        (Block("challenge", "cloudflare challenge"), 1),  # the next method
+        (Block("status", "status 403"), 1),
+        (None, 1),
+    ],
+)
+def test_a_page_that_needs_javascript_climbs_to_the_next_browser_method(
+    block: Block | None, target: int
+) -> None:
+    ladder = [
+        Method.parse(m)
+        for m in ("http:direct", "http:premium", "http:ultra_premium", "browser:ultra_premium")
+    ]
+    assert JobRetryMiddleware._escalation_target(ladder, 0, block) == target
+    assert JobRetryMiddleware._escalation_target(ladder, 3, block) is None  # at the ceiling
