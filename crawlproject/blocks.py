@@ -1,19 +1,22 @@
 """Block detection as data: status codes, header and page signatures, and the rules that combine them.
 
-``detect_block`` answers None or a short reason:
+``detect_block`` answers None or a ``Block``: its ``kind`` (what the site did: ``challenge``, ``captcha``,
+``access_denied``, ``needs_javascript``, ``status``, ``empty_body``), its ``name`` and the ``reason`` a person
+reads:
 
-- ``"signature: <name>"``: a header or page signature matched. *Challenge* signatures are markers only
-  bot-protection pages carry (Cloudflare's ``cf-mitigated: challenge`` header, ``_cf_chl_opt`` and "Just a
-  moment..." title, PerimeterX's ``px-captcha``, DataDome's ``captcha-delivery.com``, Incapsula's block
-  iframe, Akamai's "Access Denied" title...): they count on any page. *Small-page* signatures are words and
+- ``"signature: <name>"``: a header or page signature (``signatures``) matched; its ``block`` kind says
+  which of challenge, captcha or access denied. *Challenge* signatures are markers only bot-protection pages
+  carry (Cloudflare's ``cf-mitigated: challenge`` header, ``_cf_chl_opt`` and "Just a moment..." title,
+  PerimeterX's ``px-captcha``, DataDome's ``captcha-delivery.com``, Incapsula's block iframe, Akamai's
+  "Access Denied" title...): they count on any page. *Small-page* signatures are words and
   phrases an ordinary page may carry too (a reCAPTCHA widget on a contact form, "access denied" in an
   article, a help page quoting "You don't have permission to access"): they count only on a small page, one
   with under ``small_page_chars`` (1000) characters of visible text, as block pages are. The bare word
   "captcha" is no signature at all: a footer link to a captcha policy blocks nothing.
 - ``"needs javascript"``: a small page that asks for JavaScript ("Please enable JavaScript", "You need to
   enable JavaScript to run this app"), or a 2xx page with no visible text, links or media, only scripts (an
-  app shell). Its own reason because it escalates to a browser engine, not to a proxy tier. Never said of a
-  rendered page (``rendered=True``): that one has had its JavaScript.
+  app shell). Its own kind (``needs_javascript``) because it escalates to a browser engine, not to a proxy
+  tier. Never said of a rendered page (``rendered=True``): that one has had its JavaScript.
 - ``"status <code>"``: a status that means "not you" (``status_codes``: 401, 403, 406, 407, 451), when no
   signature says more.
 - ``"empty body"``: a 2xx HTML page with nothing in it: no visible text (under ``min_text_chars``, 1), no
@@ -25,10 +28,8 @@ carries a signature (Cloudflare and others serve challenges with them). Other st
 never blocks: ``retrying.classify`` decides about them. Binary content (images, PDF, archives, or no content
 type and binary bytes) is blocked by status only.
 
-Speed (it runs on every page): only the first ``scan_bytes`` (64 KB) of the body are read, lowercased once.
-A page signature names *needles*, lowercase literals one of which each of its matches contains; the page is
-searched for the needles with ``str.find``, and the signature's regex runs only on the 128 characters either
-side of a needle found. Title signatures read the ``<title>`` only. Small-page signatures are looked for only
+Speed (it runs on every page): only the first ``scan_bytes`` (64 KB) of the body are read, lowercased once,
+and signatures are found by their needles (``signatures``). Small-page signatures are looked for only
 on small pages, and counting visible text stops at the limit, so an ordinary page pays for three needle
 searches and its first few KB of text. (One combined case-insensitive regex took 29 ms on a 100 KB page.)
 """
@@ -40,141 +41,40 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-SignatureKind = Literal["challenge", "small_page", "javascript"]
-SignatureScope = Literal["page", "title"]
+from crawlproject.signatures import (
+    DEFAULT_HEADER_SIGNATURES,
+    DEFAULT_SIGNATURES,
+    BlockKind,
+    HeaderSignature,
+    Signature,
+    first_match,
+)
 
-# How far around a needle a signature's match may reach.
-_REACH = 128
-# How many occurrences of one needle are looked around before the rest of the text is searched whole.
-_MAX_OCCURRENCES = 64
-# Where the <title> is looked for.
-_TITLE_WINDOW = 8192
+# The kinds whose name is the whole reason (the others read "signature: <name>").
+_PLAIN_KINDS: frozenset[BlockKind] = frozenset({"needs_javascript", "status", "empty_body"})
 
 
 @dataclass(frozen=True)
-class Signature:
-    """A named case-insensitive pattern of page text.
+class Block:
+    """Why a response is a block: what the site did (``kind``) and which rule said so (``name``)."""
 
-    ``needles`` (for ``scope="page"``): lowercase literals, one of which every match of ``pattern`` contains,
-    no match reaching further than 128 characters either side of it. A ``scope="title"`` signature is
-    matched against the page's ``<title>`` text. ``kind``: see the module docstring.
-    """
-
+    kind: BlockKind
     name: str
-    pattern: re.Pattern[str]
-    needles: tuple[str, ...]
-    kind: SignatureKind = "challenge"
-    scope: SignatureScope = "page"
 
-    def __post_init__(self) -> None:
-        if self.scope == "page" and not self.needles:
-            raise ValueError(f"signature {self.name!r}: a page signature needs at least one needle")
-        if any(needle != needle.lower() or not needle for needle in self.needles):
-            raise ValueError(f"signature {self.name!r}: needles are non-empty lowercase literals")
+    @property
+    def reason(self) -> str:
+        """What a person reads: ``"signature: cloudflare challenge"``, ``"needs javascript"``, ``"status 403"``,
+        ``"empty body"``."""
+        return self.name if self.kind in _PLAIN_KINDS else f"signature: {self.name}"
 
 
-@dataclass(frozen=True)
-class HeaderSignature:
-    """A named pattern of one response header's value."""
-
-    name: str
-    header: str
-    pattern: re.Pattern[str]
+NEEDS_JAVASCRIPT = Block("needs_javascript", "needs javascript")
+EMPTY_BODY = Block("empty_body", "empty body")
 
 
-def signature(
-    name: str,
-    *patterns: str,
-    needles: tuple[str, ...] = (),
-    kind: SignatureKind = "challenge",
-    scope: SignatureScope = "page",
-) -> Signature:
-    """A signature matching any of ``patterns`` (regexes, case-insensitive)."""
-    pattern = re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
-    return Signature(name, pattern, needles, kind, scope)
+def status_block(status: int) -> Block:
+    return Block("status", f"status {status}")
 
-
-def literal(name: str, *texts: str, kind: SignatureKind = "challenge") -> Signature:
-    """A page signature matching any of the literal ``texts`` (case-insensitive); they are its needles."""
-    lowered = tuple(text.lower() for text in texts)
-    return signature(name, *(re.escape(text) for text in lowered), needles=lowered, kind=kind)
-
-
-DEFAULT_SIGNATURES: tuple[Signature, ...] = (
-    # --- Challenge pages: markers only bot protection serves. ---
-    signature(
-        "cloudflare challenge",
-        r"^\s*just a moment\.\.\.\s*$",
-        scope="title",
-    ),
-    # Not "/cdn-cgi/challenge-platform/scripts/jsd/": Cloudflare injects that one into ordinary pages.
-    literal("cloudflare challenge", "_cf_chl_opt"),
-    signature("cloudflare block", r"^\s*attention required! \| cloudflare\s*$", scope="title"),
-    signature("perimeterx captcha", r"^\s*access to this page has been denied", scope="title"),
-    signature("perimeterx captcha", r"px-captcha", needles=("captcha",)),
-    signature("datadome captcha", r"captcha-delivery\.com", needles=("captcha",)),
-    # Incapsula injects a _Incapsula_Resource *script* into ordinary pages; its block page is an iframe.
-    signature("incapsula block", r"<iframe[^>]{0,100}_incapsula_resource", needles=("_incapsula_resource",)),
-    signature("akamai access denied", r"^\s*access denied\s*$", scope="title"),
-    signature("distil interruption", r"^\s*pardon our interruption", scope="title"),
-    signature("distil interruption", r"distil_r_captcha", needles=("captcha",)),
-    # --- Phrases of block pages, which an article or a help page may quote: on small pages only. ---
-    literal("incapsula block", "incapsula incident id", kind="small_page"),
-    signature(
-        "akamai access denied",
-        r"you don(?:'|&#39;|&#x27;|&rsquo;|\u2019)t have permission to access",
-        needles=("have permission to access",),
-        kind="small_page",
-    ),
-    literal("google unusual traffic", "our systems have detected unusual traffic", kind="small_page"),
-    # --- Words that an ordinary page may carry too: on small pages only. ---
-    signature(
-        "captcha",
-        r"g-recaptcha",
-        r"recaptcha/api\.js",
-        r"h-captcha",
-        r"hcaptcha\.com/1/api\.js",
-        r"(?:complete|solve|enter|fill in) (?:the |a |this )?(?:security )?captcha",
-        r"cf-turnstile",
-        r"challenges\.cloudflare\.com/turnstile",
-        r"verify (?:that )?you are (?:a )?human",
-        r"are you a robot",
-        r"not a robot",
-        needles=("captcha", "turnstile", "human", "robot"),
-        kind="small_page",
-    ),
-    literal("access denied", "access denied", "access forbidden", kind="small_page"),
-    signature(
-        "bot detection",
-        r"bot detection",
-        r"detected (?:unusual|automated|suspicious) (?:activity|traffic|requests)",
-        needles=("bot detection", "detected"),
-        kind="small_page",
-    ),
-    signature(
-        "blocked",
-        r"you have been blocked",
-        r"your (?:ip(?: address)?|request|access) (?:has been|was|is) blocked",
-        r"request (?:was )?blocked",
-        needles=("blocked",),
-        kind="small_page",
-    ),
-    signature(
-        "needs javascript",
-        r"enable javascript",
-        r"javascript is (?:required|disabled|not enabled|turned off)",
-        r"javascript (?:must|needs to) be enabled",
-        r"requires javascript",
-        r"turn on javascript",
-        r"javascript to run this app",
-        needles=("javascript",),
-        kind="javascript",
-    ),
-)
-
-DEFAULT_HEADER_SIGNATURES: tuple[HeaderSignature, ...] = (
-    HeaderSignature("cloudflare challenge", "cf-mitigated", re.compile(r"challenge", re.IGNORECASE)),
-)
 
 # Elements that are content even without text: a page of links or pictures is not empty.
 _SUBSTANCE = re.compile(
@@ -187,7 +87,6 @@ _TAG = re.compile(r"<[^>]*>")
 _SPACES = " \t\n\r\x0b\x0c\xa0"
 # The first piece of a body that visible_chars with a limit counts; it grows fourfold while short of it.
 _FIRST_PIECE = 4096
-_TITLE = re.compile(r"<title\b[^>]*>([^<]{0,500})")
 _BINARY_MAGIC = (b"%PDF", b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"PK\x03\x04", b"\x1f\x8b", b"RIFF", b"OggS")
 
 _ContentKind = Literal["html", "text", "binary", "unknown"]
@@ -222,52 +121,15 @@ class BlockRules:
 
     def find_challenge(self, text: str) -> Signature | None:
         """The first challenge signature found in ``text`` (lowercase), or None."""
-        return _first_match(self._challenges, text)
+        return first_match(self._challenges, text)
 
     def find_small_page(self, text: str, *, javascript: bool) -> Signature | None:
         """The first small-page signature found in ``text`` (lowercase), else (if ``javascript``) the first
         javascript one, or None. Meant for small pages only."""
-        found = _first_match(self._small_pages, text)
+        found = first_match(self._small_pages, text)
         if found is None and javascript:
-            found = _first_match(self._javascript, text)
+            found = first_match(self._javascript, text)
         return found
-
-
-def _title_of(text: str) -> str | None:
-    match = _TITLE.search(text, 0, _TITLE_WINDOW)
-    return match.group(1) if match else None
-
-
-def _first_match(signatures: tuple[Signature, ...], text: str) -> Signature | None:
-    title: str | None = None
-    title_read = False
-    positions: dict[str, int] = {}
-    for sig in signatures:
-        if sig.scope == "title":
-            if not title_read:
-                title, title_read = _title_of(text), True
-            if title is not None and sig.pattern.search(title):
-                return sig
-            continue
-        for needle in sig.needles:
-            position = positions.get(needle)
-            if position is None:
-                position = positions[needle] = text.find(needle)
-            if position >= 0 and _matches_near(sig.pattern, text, needle, position):
-                return sig
-    return None
-
-
-def _matches_near(pattern: re.Pattern[str], text: str, needle: str, position: int) -> bool:
-    """Whether ``pattern`` matches around an occurrence of ``needle``, the first at ``position``. A needle
-    that occurs too often to look around every occurrence has the rest of the text searched."""
-    for _ in range(_MAX_OCCURRENCES):
-        if pattern.search(text, max(0, position - _REACH), position + len(needle) + _REACH):
-            return True
-        position = text.find(needle, position + 1)
-        if position < 0:
-            return False
-    return pattern.search(text, max(0, position - _REACH)) is not None
 
 
 DEFAULT_RULES = BlockRules()
@@ -342,9 +204,9 @@ def detect_block(
     content_type: str | None,
     rules: BlockRules = DEFAULT_RULES,
     rendered: bool = False,
-) -> str | None:
-    """None, or why this response is a block (``"status 403"``, ``"signature: cloudflare challenge"``,
-    ``"needs javascript"``, ``"empty body"``).
+) -> Block | None:
+    """None, or why this response is a block (its reason: ``"status 403"``, ``"signature: cloudflare
+    challenge"``, ``"needs javascript"``, ``"empty body"``).
 
     ``content_type`` falls back to the Content-Type header. ``rendered``: the body is a browser's DOM, so it
     has had its JavaScript.
@@ -352,7 +214,7 @@ def detect_block(
     for header_signature in rules.header_signatures:
         value = _header(headers, header_signature.header)
         if value is not None and header_signature.pattern.search(value):
-            return f"signature: {header_signature.name}"
+            return Block(header_signature.block, header_signature.name)
 
     blocked_status = status in rules.status_codes
     success = 200 <= status < 300
@@ -362,12 +224,12 @@ def detect_block(
     window = body[: rules.scan_bytes]
     kind = _content_kind(content_type or _header(headers, "content-type"), window)
     if kind == "binary":
-        return f"status {status}" if blocked_status else None
+        return status_block(status) if blocked_status else None
     text = (window.decode("utf-8", "replace") if isinstance(window, bytes) else window).lower()
 
     challenge = rules.find_challenge(text)
     if challenge is not None:
-        return f"signature: {challenge.name}"
+        return Block(challenge.block, challenge.name)
 
     # Only a body that fits in the window can be judged small or empty. Counting stops once the page is
     # known not to be small, so an ordinary page costs the first thousand characters of text.
@@ -377,16 +239,16 @@ def detect_block(
         if chars < rules.small_page_chars:
             found = rules.find_small_page(text, javascript=not rendered)
             if found is not None:
-                return "needs javascript" if found.kind == "javascript" else f"signature: {found.name}"
+                return NEEDS_JAVASCRIPT if found.kind == "javascript" else Block(found.block, found.name)
 
     if blocked_status:
-        return f"status {status}"
+        return status_block(status)
     if chars is None or not success or status in (204, 205) or kind == "text":
         return None
     if not text.strip():
-        return "empty body"
+        return EMPTY_BODY
     if chars >= rules.min_text_chars or _SUBSTANCE.search(text):
         return None
     if not rendered and "<script" in text:
-        return "needs javascript"
-    return "empty body"
+        return NEEDS_JAVASCRIPT
+    return EMPTY_BODY

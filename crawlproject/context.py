@@ -1,9 +1,9 @@
 """What every component of one worker process shares: the database pool, Redis, its leases.
 
-Built once per crawler (``WorkerContext.of(crawler)``) and opened from the running asyncio loop. The jobs this
-worker holds are its ``leases`` (``crawljobs.lifecycle.Leases``: claim, heartbeat, next attempt, finish,
-release); the context opens them with the pool, runs their heartbeat, and gives back what they still hold
-when the worker stops.
+Built once per crawler (``WorkerContext.of(crawler)``, from the crawler's ``WorkerConfig``) and opened from the
+running asyncio loop. The jobs this worker holds are its ``leases`` (``crawljobs.lifecycle.Leases``: claim,
+heartbeat, next attempt, finish, release); the context opens them with the pool, runs their heartbeat, and
+gives back what they still hold when the worker stops.
 """
 
 from __future__ import annotations
@@ -11,17 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
 
 import redis.asyncio as aioredis
-from psycopg_pool import AsyncConnectionPool
 from scrapy.crawler import Crawler
 
 from crawljobs.config import Settings
 from crawljobs.lifecycle import ClaimedJob, Leases, new_worker_id
 from crawljobs.manager import JobManager
 from crawljobs.queue import redis_client
-from crawljobs.urls import NetworkPolicy
+from crawljobs.store.pool import Pool, open_pool
+from crawlproject.config import WorkerConfig
 from crawlproject.egress import EgressGuard
 from crawlproject.ladder import FetchPlan
 
@@ -31,24 +30,25 @@ logger = logging.getLogger(__name__)
 class WorkerContext:
     _KEY = "_crawljobs_worker_context"
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.settings: Settings = config.settings
         self.worker_id = new_worker_id()
         self._leases: Leases | None = None
-        self._pool: AsyncConnectionPool[Any] | None = None
+        self._pool: Pool | None = None
         self._redis: aioredis.Redis | None = None
         self._manager: JobManager | None = None
         self._open_lock = asyncio.Lock()
         self._heartbeat: asyncio.Task[None] | None = None
         # One plan per worker: the proxies' failure counts must be those the picking reads.
-        self.plan = FetchPlan.from_settings(settings)
+        self.plan = FetchPlan.from_config(config)
         self._egress: EgressGuard | None = None
 
     @classmethod
     def of(cls, crawler: Crawler) -> WorkerContext:
         context: WorkerContext | None = getattr(crawler, cls._KEY, None)
         if context is None:
-            context = cls(Settings())
+            context = cls(WorkerConfig.of(crawler))
             setattr(crawler, cls._KEY, context)
         return context
 
@@ -56,17 +56,8 @@ class WorkerContext:
         """The job manager of this worker, opening the pool and Redis on first use."""
         async with self._open_lock:
             if self._manager is None:
-                if not self.settings.database_url:
-                    raise RuntimeError("CRAWLJOBS_DATABASE_URL is not set")
-                pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                    self.settings.database_url,
-                    min_size=1,
-                    max_size=4,
-                    kwargs={"autocommit": True},
-                    timeout=30,
-                    open=False,
-                )
-                await pool.open(wait=True, timeout=30)
+                assert self.settings.database_url is not None  # WorkerConfig refuses to start without it
+                pool = await open_pool(self.settings.database_url, max_size=4)
                 self._pool = pool
                 self._redis = redis_client(self.settings.redis_url) if self.settings.redis_url else None
                 self._manager = JobManager(pool=pool, redis=self._redis, settings=self.settings)
@@ -74,14 +65,14 @@ class WorkerContext:
                     pool, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds
                 )
                 # The browser's direct tier connects through this proxy, which checks every address.
-                self._egress = await EgressGuard(NetworkPolicy.from_settings(self.settings)).start()
+                self._egress = await EgressGuard(self.config.network).start()
                 self._heartbeat = asyncio.get_running_loop().create_task(
                     self._leases.heartbeat(), name="crawljobs-heartbeat"
                 )
             return self._manager
 
     @property
-    def pool(self) -> AsyncConnectionPool[Any]:
+    def pool(self) -> Pool:
         assert self._pool is not None, "WorkerContext.manager() opens the pool first"
         return self._pool
 

@@ -1,8 +1,8 @@
-"""The fetch plan of a worker: the ladder of methods, the proxy pools of each tier, and per-domain memory.
+"""The fetch plan of a worker: the ladder of methods and the proxy pools of each tier.
 
 The pure rules (which methods a job may use, where it starts, block and retry decisions) live in
-``methods``, ``blocks`` and ``retrying``; this module adds the state: proxies rotated with failure tracking,
-and the cheapest method that worked for each domain, kept in Redis so that every worker shares it.
+``methods``, ``blocks`` and ``retrying``; this module adds the state: proxies rotated with failure tracking.
+The cheapest method that worked for each domain is kept by ``memory.DomainMemory``.
 """
 
 from __future__ import annotations
@@ -13,14 +13,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
-
-from crawljobs.config import Settings
-from crawljobs.queue import DOMAIN_METHOD_KEY, QueueKeys
-from crawlproject.methods import LadderConfig, Method, domain_of, ladder_for, start_index
+from crawlproject.methods import LadderConfig, Method, ladder_for, start_index
 
 if TYPE_CHECKING:
-    from crawlproject.context import ClaimedJob
+    from crawljobs.lifecycle import ClaimedJob
+    from crawlproject.config import WorkerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -75,19 +72,13 @@ class FetchPlan:
     explore_rate: float
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> FetchPlan:
-        config = LadderConfig.from_values(
-            settings.ladder,
-            settings.ladder_ceiling,
-            settings.method_costs,
-            settings.premium_proxies,
-            settings.ultra_premium_proxies,
-        )
+    def from_config(cls, config: WorkerConfig) -> FetchPlan:
+        settings = config.settings
         pools = {
             "premium": ProxyPool("premium", list(settings.premium_proxies)),
             "ultra_premium": ProxyPool("ultra_premium", list(settings.ultra_premium_proxies)),
         }
-        return cls(config=config, pools=pools, explore_rate=settings.explore_rate)
+        return cls(config=config.ladder, pools=pools, explore_rate=settings.explore_rate)
 
     def start(self, job: ClaimedJob, *, remembered: Method | None, explore: bool) -> tuple[list[Method], int]:
         """The job's ladder and the index it starts at (NoMethodAvailable if it has none)."""
@@ -98,44 +89,3 @@ class FetchPlan:
 
     def cost(self, method: Method) -> float:
         return float(self.config.costs.get(method.name, 0.0))
-
-
-class DomainMemory:
-    """The cheapest method that worked per domain, in a Redis hash shared by every worker."""
-
-    def __init__(
-        self, redis: aioredis.Redis | None, keys: QueueKeys, plan: FetchPlan, *, enabled: bool = True
-    ) -> None:
-        self.redis = redis if enabled else None
-        self.key = DOMAIN_METHOD_KEY.format(prefix=keys.priority.rsplit(":queue:", 1)[0])
-        self.plan = plan
-
-    async def recall(self, urls: list[str]) -> list[Method | None]:
-        if self.redis is None or not urls:
-            return [None] * len(urls)
-        try:
-            values = await self.redis.hmget(self.key, [domain_of(u) for u in urls])
-        except Exception as exc:
-            logger.info("domain memory unavailable: %s", exc)
-            return [None] * len(urls)
-        out: list[Method | None] = []
-        for value in values:
-            try:
-                text = value.decode() if isinstance(value, bytes) else value
-                out.append(Method.parse(text) if text else None)
-            except ValueError:
-                out.append(None)
-        return out
-
-    async def remember(self, url: str, method: Method) -> None:
-        """Keep the method that just worked for the URL's domain: the next job of that domain starts there.
-
-        A block moves a domain up; a cheaper method found by exploring moves it down again. Jobs whose flags
-        set a floor (render, premium...) say nothing about the domain and are not remembered (by the caller).
-        """
-        if self.redis is None:
-            return
-        try:
-            await self.redis.hset(self.key, domain_of(url), method.name)
-        except Exception as exc:
-            logger.info("domain memory unavailable: %s", exc)

@@ -222,11 +222,6 @@ class LadderConfig:
         """The order cut at the ceiling, without the methods of tiers that have no proxies."""
         return tuple(method for method in self.climbable if method.tier in self.available_tiers)
 
-    def cost_of(self, method: Method | str) -> float:
-        """The cost weight of one attempt with ``method``."""
-        name = method.name if isinstance(method, Method) else Method.parse(method).name
-        return self.costs[name]
-
 
 def _allowed_tiers(*, premium: bool, ultra_premium: bool) -> tuple[Tier, ...]:
     if ultra_premium:
@@ -321,23 +316,6 @@ def next_method(ladder: Sequence[Method], current_index: int, *, engine: Engine 
         if engine is None or ladder[index].engine == engine:
             return index
     return None
-
-
-def cheaper_of(a: Method | None, b: Method, order: Sequence[Method]) -> Method:
-    """The cheaper (earlier in ``order``) of two methods that worked; a method outside ``order`` loses.
-
-    This merges concurrent reports for one domain ("remember the cheapest method that worked"). When a job
-    started at the remembered method and had to climb above it, the remembered method no longer works: the
-    caller replaces the memory with the method that worked instead of merging.
-    """
-    if a is None or a == b:
-        return b
-    position = {method: index for index, method in enumerate(order)}
-    if a not in position:
-        return b
-    if b not in position:
-        return a
-    return a if position[a] < position[b] else b
 
 
 def domain_of(url: str) -> str:

@@ -26,19 +26,17 @@ from scrapy.http import Response, TextResponse
 from crawljobs.exceptions import UrlRejected
 from crawljobs.lifecycle import AttemptRecord, ClaimedJob
 from crawljobs.urls import NetworkPolicy, parse_ip_literal, resolve_and_check
-from crawlproject.blocks import DEFAULT_RULES, detect_block
+from crawlproject.blocks import DEFAULT_RULES, Block, detect_block
+from crawlproject.config import WorkerConfig
 from crawlproject.context import WorkerContext
 from crawlproject.egress import REFUSED_HEADER
+from crawlproject.errors import AddressForbidden, ForbiddenByRobots
 from crawlproject.items import JobResult, failure_result
-from crawlproject.ladder import DomainMemory
+from crawlproject.memory import DomainMemory
 from crawlproject.methods import Method, next_method
-from crawlproject.retrying import Outcome, classify, decide
+from crawlproject.retrying import BODY_TOO_LARGE, Outcome, classify, decide
 
 logger = logging.getLogger(__name__)
-
-
-class AddressForbidden(IgnoreRequest):
-    """The target address is refused by the network rules."""
 
 
 # The headers the block rules read (decoding all of a response's headers for each page cost more).
@@ -113,7 +111,7 @@ class FetchMethodMiddleware:
 
 class NetworkGuardMiddleware:
     def __init__(self, crawler: Crawler) -> None:
-        self.policy = NetworkPolicy.from_settings(WorkerContext.of(crawler).settings)
+        self.policy: NetworkPolicy = WorkerConfig.of(crawler).network
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> NetworkGuardMiddleware:
@@ -140,8 +138,8 @@ class JobRetryMiddleware:
         self.crawler = crawler
         self.context = WorkerContext.of(crawler)
         self.plan = self.context.plan
-        self.max_body_bytes = self.context.settings.max_body_bytes
-        self._memory: DomainMemory | None = None
+        self.max_body_bytes = WorkerConfig.of(crawler).max_body_bytes
+        self._memory = DomainMemory.of(crawler)
         self.rng = random.Random()
 
     @classmethod
@@ -149,11 +147,8 @@ class JobRetryMiddleware:
         return cls(crawler)
 
     async def memory(self) -> DomainMemory:
-        if self._memory is None:
-            manager = await self.context.manager()
-            self._memory = DomainMemory(
-                self.context.redis, manager.keys, self.plan, enabled=self.context.settings.domain_memory
-            )
+        """The domain memory, on the context's Redis client (opened first)."""
+        await self.context.manager()
         return self._memory
 
     def _record(
@@ -196,8 +191,9 @@ class JobRetryMiddleware:
             content_type=content_type,
             rendered=method.engine == "browser",
         )
+        request.meta["crawljobs_block"] = block  # what _escalation_target reads
         outcome: Outcome
-        outcome, reason = classify(status=response.status, exception=None, block_reason=block)
+        outcome, reason = classify(status=response.status, exception=None, block=block)
         if method.engine == "browser" and method.tier == "direct" and response.headers.get(REFUSED_HEADER):
             # The egress guard refused what the browser asked for (a redirect, say): not a block to climb.
             text = " ".join(response.text.split()) if isinstance(response, TextResponse) else ""
@@ -228,18 +224,17 @@ class JobRetryMiddleware:
         job: ClaimedJob | None = request.meta.get("job")
         if job is None:
             return None
-        too_large = "download max size" in str(exception)  # Scrapy's DOWNLOAD_MAXSIZE message
+        request.meta["crawljobs_block"] = None
         outcome: Outcome
         if isinstance(exception, AddressForbidden):
             outcome, reason = "permanent", f"refused by the network rules: {exception}"
-        elif isinstance(exception, IgnoreRequest) and "robots.txt" in str(exception):
+        elif isinstance(exception, ForbiddenByRobots):
             outcome, reason = "permanent", "forbidden by the site's robots.txt"
+        elif isinstance(exception, BODY_TOO_LARGE):
+            outcome = "permanent"
+            reason = f"the page is larger than CRAWLJOBS_MAX_BODY_BYTES ({self.max_body_bytes} bytes)"
         else:
-            outcome, reason = classify(
-                status=None, exception=exception, block_reason=None, body_too_large=too_large
-            )
-            if too_large:
-                reason = f"the page is larger than CRAWLJOBS_MAX_BODY_BYTES ({self.max_body_bytes} bytes)"
+            outcome, reason = classify(status=None, exception=exception, block=None)
         result = await self._after_attempt(request, job, outcome=outcome, reason=reason, status=None)
         return result if isinstance(result, Request) else None
 
@@ -259,7 +254,7 @@ class JobRetryMiddleware:
         self._record(request, job, status=status, outcome=outcome, error=None if outcome == "ok" else reason)
         ladder: list[Method] = request.meta["ladder"]
         index: int = request.meta["method_index"]
-        target = self._escalation_target(ladder, index, reason)
+        target = self._escalation_target(ladder, index, request.meta.get("crawljobs_block"))
         # The retry budget (crawljobs.lifecycle): transient failures spend the job's retries, blocks climb the
         # ladder and spend none; a lost lease is the sweeper's to count.
         decision = decide(
@@ -304,6 +299,7 @@ class JobRetryMiddleware:
         raise IgnoreRequest(decision.reason)
 
     @staticmethod
-    def _escalation_target(ladder: list[Method], index: int, reason: str) -> int | None:
+    def _escalation_target(ladder: list[Method], index: int, block: Block | None) -> int | None:
         """The next method up; for a page that needs JavaScript, the next browser method."""
-        return next_method(ladder, index, engine="browser" if "javascript" in reason.lower() else None)
+        needs_browser = block is not None and block.kind == "needs_javascript"
+        return next_method(ladder, index, engine="browser" if needs_browser else None)

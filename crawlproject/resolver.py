@@ -10,19 +10,14 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from scrapy.crawler import Crawler
 from scrapy.resolver import CachingThreadedResolver
 from twisted.internet.defer import Deferred
-from twisted.internet.error import DNSLookupError
 
-from crawljobs.config import Settings
 from crawljobs.urls import NetworkPolicy
-
-
-class AddressRefused(DNSLookupError):
-    """The host resolves to an address the network rules refuse."""
+from crawlproject.config import WorkerConfig
+from crawlproject.errors import AddressRefused
 
 
 class GuardedResolver(CachingThreadedResolver):
@@ -32,13 +27,9 @@ class GuardedResolver(CachingThreadedResolver):
     @classmethod
     def from_crawler(cls, crawler: Crawler, reactor: Any) -> GuardedResolver:
         resolver: GuardedResolver = super().from_crawler(crawler, reactor)
-        settings = Settings()
-        resolver.policy = NetworkPolicy.from_settings(settings)
-        resolver.exempt = frozenset(
-            host
-            for proxy in (*settings.premium_proxies, *settings.ultra_premium_proxies)
-            if (host := urlsplit(proxy).hostname)
-        )
+        config = WorkerConfig.of(crawler)
+        resolver.policy = config.network
+        resolver.exempt = config.proxy_hosts
         return resolver
 
     def getHostByName(self, name: str, timeout: Sequence[int] = ()) -> Deferred[str]:

@@ -1,10 +1,10 @@
 """The retry decision as plain functions (the retry middleware only wires them in; DESIGN.md rule 5).
 
-``classify`` turns what happened to one fetch attempt (a status, an exception, a block reason) into an
+``classify`` turns what happened to one fetch attempt (a status, an exception, a ``blocks.Block``) into an
 outcome: ``ok``, ``blocked`` (escalate the method), ``transient`` (retry after a backoff) or ``permanent``
-(end the job). ``decide`` turns the outcome and the job's attempt count into an action. Exceptions may be
-given as instances or as class names (``"TCPTimedOutError"``, ``"twisted.internet.error.DNSLookupError:
-DNS lookup failed: ..."``), so this module imports neither Scrapy nor Twisted nor Playwright.
+(end the job). ``decide`` turns the outcome and the job's attempt count into an action. Exceptions are known
+by their classes (``ERROR_CLASSES``: those of Python, Twisted, Scrapy, Playwright and ours, imported where
+they live), the most specific class of an exception's hierarchy first.
 """
 
 from __future__ import annotations
@@ -12,10 +12,43 @@ from __future__ import annotations
 import math
 import random
 import re
+import socket
+import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Literal
+
+from OpenSSL.SSL import Error as OpenSSLError
+from playwright._impl._errors import TargetClosedError
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
+from scrapy.core.downloader.handlers.http11 import TunnelError
+from scrapy.exceptions import (
+    CannotResolveHostError,
+    DownloadCancelledError,
+    DownloadConnectionRefusedError,
+    DownloadFailedError,
+    DownloadTimeoutError,
+    IgnoreRequest,
+    NotSupported,
+    ResponseDataLossError,
+    UnsupportedURLSchemeError,
+)
+from twisted.internet import error as tx
+from twisted.web._newclient import _DataLoss
+from twisted.web.client import (
+    RequestGenerationFailed,
+    RequestTransmissionFailed,
+    ResponseFailed,
+    ResponseNeverReceived,
+)
+from twisted.web.error import SchemeNotSupported
+from twisted.web.http import PotentialDataLoss
+
+from crawljobs.exceptions import UrlRejected
+from crawlproject.blocks import Block
+from crawlproject.errors import AddressForbidden, AddressRefused, ForbiddenByRobots
+from crawlproject.methods import NoMethodAvailable
 
 Outcome = Literal["ok", "blocked", "transient", "permanent"]
 Action = Literal["done", "retry", "escalate", "fail"]
@@ -23,74 +56,81 @@ Action = Literal["done", "retry", "escalate", "fail"]
 # Statuses worth another try: timeouts, rate limits, server and gateway errors (Cloudflare's 52x included).
 TRANSIENT_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600)) - {501, 505}
 
-# Exception class names → (outcome, what it means, decisive). A decisive name settles the outcome; for the
-# others (DNS errors, which may be "does not resolve" or "try again"; wrappers such as DownloadFailedError
-# or Playwright's Error) the message is consulted first. Names from Python, Twisted, Scrapy, Playwright and
-# crawljobs; the first name of an exception's class hierarchy found here wins.
-ERROR_CLASSES: dict[str, tuple[Outcome, str, bool]] = {
+# What Scrapy raises for a body over DOWNLOAD_MAXSIZE (CRAWLJOBS_MAX_BODY_BYTES): its HTTP handlers cancel the
+# download, and raise DownloadCancelledError for nothing else.
+BODY_TOO_LARGE: tuple[type[BaseException], ...] = (DownloadCancelledError,)
+
+
+@dataclass(frozen=True)
+class ErrorClass:
+    """Exception classes with one meaning: their outcome and what they mean. A ``decisive`` one settles the
+    outcome; for the others (DNS errors, which may be "does not resolve" or "try again"; wrappers such as
+    DownloadFailedError) the message is consulted first."""
+
+    outcome: Outcome
+    what: str
+    classes: tuple[type[BaseException], ...]
+    decisive: bool = True
+
+
+ERROR_CLASSES: tuple[ErrorClass, ...] = (
     # Timeouts.
-    "TimeoutError": ("transient", "timeout", True),
-    "DownloadTimeoutError": ("transient", "timeout", True),
-    "TCPTimedOutError": ("transient", "timeout", True),
+    ErrorClass(
+        "transient",
+        "timeout",
+        (TimeoutError, tx.TimeoutError, tx.TCPTimedOutError, DownloadTimeoutError, PlaywrightTimeoutError),
+    ),
     # Connections.
-    "ConnectionRefusedError": ("transient", "connection refused", True),
-    "DownloadConnectionRefusedError": ("transient", "connection refused", True),
-    "ConnectionResetError": ("transient", "connection reset", True),
-    "ConnectionAbortedError": ("transient", "connection aborted", True),
-    "ConnectionAborted": ("transient", "connection aborted", True),
-    "BrokenPipeError": ("transient", "connection lost", True),
-    "ConnectionLost": ("transient", "connection lost", True),
-    "ConnectionDone": ("transient", "connection closed", True),
-    "ConnectionClosed": ("transient", "connection closed", True),
-    "ConnectError": ("transient", "connection failed", True),
-    "ConnectingCancelledError": ("transient", "connection failed", True),
-    "NoRouteError": ("transient", "no route to host", True),
-    "TunnelError": ("transient", "proxy tunnel failed", True),
-    "ResponseNeverReceived": ("transient", "no response", True),
-    "RequestGenerationFailed": ("transient", "request failed", True),
-    "RequestTransmissionFailed": ("transient", "request failed", True),
-    "ResponseDataLossError": ("transient", "incomplete response", True),
-    "PotentialDataLoss": ("transient", "incomplete response", True),
-    "_DataLoss": ("transient", "incomplete response", True),
-    "TargetClosedError": ("transient", "browser page closed", True),
-    "SSLError": ("transient", "TLS error", True),
+    ErrorClass(
+        "transient",
+        "connection refused",
+        (ConnectionRefusedError, tx.ConnectionRefusedError, DownloadConnectionRefusedError),
+    ),
+    ErrorClass("transient", "connection reset", (ConnectionResetError,)),
+    ErrorClass("transient", "connection aborted", (ConnectionAbortedError, tx.ConnectionAborted)),
+    ErrorClass("transient", "connection lost", (BrokenPipeError, tx.ConnectionLost)),
+    ErrorClass("transient", "connection closed", (tx.ConnectionDone, tx.ConnectionClosed)),
+    ErrorClass("transient", "connection failed", (tx.ConnectError, tx.ConnectingCancelledError)),
+    ErrorClass("transient", "no route to host", (tx.NoRouteError,)),
+    ErrorClass("transient", "proxy tunnel failed", (TunnelError,)),
+    ErrorClass("transient", "no response", (ResponseNeverReceived,)),
+    ErrorClass("transient", "request failed", (RequestGenerationFailed, RequestTransmissionFailed)),
+    ErrorClass("transient", "incomplete response", (ResponseDataLossError, PotentialDataLoss, _DataLoss)),
+    ErrorClass("transient", "browser page closed", (TargetClosedError,)),
+    ErrorClass("transient", "TLS error", (tx.SSLError, ssl.SSLError, OpenSSLError)),
     # Refused before any byte was sent, or nothing to store: another try cannot help.
-    "UrlRejected": ("permanent", "refused by network rules", True),
-    "AddressForbidden": ("permanent", "refused by network rules", True),
-    "AddressRefused": ("permanent", "refused by network rules", True),
-    "NoMethodAvailable": ("permanent", "no fetch method available", True),
-    "UnsupportedURLSchemeError": ("permanent", "unsupported URL", True),
-    "SchemeNotSupported": ("permanent", "unsupported URL", True),
-    "NotSupported": ("permanent", "unsupported URL", True),
-    "BodyTooLarge": ("permanent", "body over the size limit", True),
-    "ContentNotStorable": ("permanent", "content cannot be stored", True),
-    "TooManyRedirects": ("permanent", "too many redirects", True),
-    "UnknownHostError": ("permanent", "domain does not resolve", True),
+    ErrorClass("permanent", "refused by network rules", (UrlRejected, AddressForbidden, AddressRefused)),
+    ErrorClass("permanent", "forbidden by robots.txt", (ForbiddenByRobots,)),
+    ErrorClass("permanent", "no fetch method available", (NoMethodAvailable,)),
+    ErrorClass("permanent", "unsupported URL", (UnsupportedURLSchemeError, SchemeNotSupported, NotSupported)),
+    ErrorClass("permanent", "body over the size limit", BODY_TOO_LARGE),
+    ErrorClass("permanent", "domain does not resolve", (tx.UnknownHostError,)),
     # Mistakes (ours or the request's) repeat: no retry.
-    "ValueError": ("permanent", "invalid request", True),
-    "TypeError": ("permanent", "internal error", True),
-    "AttributeError": ("permanent", "internal error", True),
-    "LookupError": ("permanent", "internal error", True),
-    "NameError": ("permanent", "internal error", True),
-    "AssertionError": ("permanent", "internal error", True),
-    "NotImplementedError": ("permanent", "internal error", True),
+    ErrorClass("permanent", "invalid request", (ValueError,)),
+    ErrorClass(
+        "permanent",
+        "internal error",
+        (TypeError, AttributeError, LookupError, NameError, AssertionError, NotImplementedError),
+    ),
     # Depends on the message.
-    "DNSLookupError": ("transient", "DNS lookup failed", False),
-    "CannotResolveHostError": ("transient", "DNS lookup failed", False),
-    "gaierror": ("transient", "DNS lookup failed", False),
-    "DownloadCancelledError": ("transient", "download cancelled", False),
-    "DownloadFailedError": ("transient", "download failed", False),
-    "ResponseFailed": ("transient", "response failed", False),
-    "IgnoreRequest": ("permanent", "request dropped", False),
-    "OSError": ("transient", "network error", False),
+    ErrorClass(
+        "transient",
+        "DNS lookup failed",
+        (tx.DNSLookupError, CannotResolveHostError, socket.gaierror),
+        decisive=False,
+    ),
+    ErrorClass("transient", "download failed", (DownloadFailedError,), decisive=False),
+    ErrorClass("transient", "response failed", (ResponseFailed,), decisive=False),
+    ErrorClass("permanent", "request dropped", (IgnoreRequest,), decisive=False),
+    ErrorClass("transient", "network error", (OSError,), decisive=False),
+)
+
+_BY_CLASS: dict[type[BaseException], ErrorClass] = {
+    cls: known for known in ERROR_CLASSES for cls in known.classes
 }
 
-# Messages that settle an undecided exception, checked in order (lowercase text).
+# Messages that settle an undecided exception (or one of no known class), checked in order (lowercase text).
 _PERMANENT_MESSAGES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (
-        re.compile(r"larger than download max size|body (?:is )?(?:too large|over the size limit)"),
-        "body over the size limit",
-    ),
     (re.compile(r"max redirections|too many redirects|err_too_many_redirects"), "too many redirects"),
     (
         re.compile(
@@ -113,68 +153,50 @@ _TRANSIENT_MESSAGES: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
     (re.compile(r"net::err_"), "browser network error"),
 )
-_NAME = re.compile(r"[A-Za-z_][\w.]*")
 _DETAIL_CHARS = 500
 
 
-def _describe(exception: BaseException | str) -> tuple[list[str], str]:
-    """Class names (most specific first) and message of an exception or of its text."""
-    if isinstance(exception, BaseException):
-        names = [cls.__name__ for cls in type(exception).__mro__]
-        return names, str(exception).strip()
-    text = exception.strip()
-    head, sep, rest = text.partition(":")
-    if _NAME.fullmatch(head) and (not sep or rest.startswith(" ")):
-        return [head.rpartition(".")[2]], rest.strip()
-    return [], text
-
-
-def _detail(names: list[str], message: str) -> str:
-    detail = f"{names[0]}: {message}" if names and message else (names[0] if names else message)
+def _detail(exception: BaseException) -> str:
+    name, message = type(exception).__name__, str(exception).strip()
+    detail = f"{name}: {message}" if message else name
     return detail if len(detail) <= _DETAIL_CHARS else detail[: _DETAIL_CHARS - 1] + "…"
 
 
-def _classify_exception(exception: BaseException | str) -> tuple[Outcome, str]:
-    names, message = _describe(exception)
-    detail = _detail(names, message)
-    known = next((ERROR_CLASSES[name] for name in names if name in ERROR_CLASSES), None)
-    if known is not None and known[2]:
-        return known[0], f"{known[1]} ({detail})"
-    text = message.lower()
+def _classify_exception(exception: BaseException) -> tuple[Outcome, str]:
+    detail = _detail(exception)
+    known = next((_BY_CLASS[cls] for cls in type(exception).__mro__ if cls in _BY_CLASS), None)
+    if known is not None and known.decisive:
+        return known.outcome, f"{known.what} ({detail})"
+    text = str(exception).lower()
     for pattern, what in _PERMANENT_MESSAGES:
         if pattern.search(text):
             return "permanent", f"{what} ({detail})"
     if known is not None:
-        return known[0], f"{known[1]} ({detail})"
+        return known.outcome, f"{known.what} ({detail})"
     for pattern, what in _TRANSIENT_MESSAGES:
         if pattern.search(text):
             return "transient", f"{what} ({detail})"
-    return "transient", f"error ({detail or 'unknown'})"
+    return "transient", f"error ({detail})"
 
 
 def classify(
-    *,
-    status: int | None,
-    exception: BaseException | str | None,
-    block_reason: str | None,
-    body_too_large: bool = False,
+    *, status: int | None, exception: BaseException | None, block: Block | None
 ) -> tuple[Outcome, str]:
     """The outcome of one fetch attempt and a reason a person can read.
 
-    In order: a body over the limit is permanent; an exception is classified by its class and message
-    (timeouts, connection errors and temporary DNS failures are transient; a name that does not resolve,
-    too many redirects, an address refused by the network rules are permanent; anything unknown is
-    transient, since retries are bounded); a block reason (``blocks.detect_block``) is a block; then the
-    status: 2xx ok, 408/425/429 and 5xx (but 501 and 505) transient, anything else permanent.
+    In order: an exception is classified by its class (``ERROR_CLASSES``) and, for the undecided ones, its
+    message (timeouts, connection errors and temporary DNS failures are transient; a name that does not
+    resolve, too many redirects, an address refused by the network rules, a body over the size limit are
+    permanent; anything unknown is transient, since retries are bounded); a block (``blocks.detect_block``)
+    is a block; then the status: 2xx ok, 408/425/429 and 5xx (but 501 and 505) transient, anything else
+    permanent.
     """
-    if body_too_large:
-        return "permanent", "body over the size limit"
     if exception is not None:
         return _classify_exception(exception)
-    if block_reason:
-        return "blocked", f"blocked: {block_reason}"
+    if block is not None:
+        return "blocked", f"blocked: {block.reason}"
     if status is None:
-        raise ValueError("classify needs a status, an exception or a block reason")
+        raise ValueError("classify needs a status, an exception or a block")
     if 200 <= status < 300:
         return "ok", f"status {status}"
     if status in TRANSIENT_STATUSES:

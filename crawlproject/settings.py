@@ -1,4 +1,8 @@
-"""Scrapy settings of the crawl worker, derived from the one crawljobs settings object (never retyped)."""
+"""Scrapy settings of the crawl worker, derived from the one crawljobs settings object (never retyped).
+
+The object is read here once and handed to the worker's components as ``CRAWLJOBS_SETTINGS``: they take their
+typed configuration from the crawler's settings (``crawlproject.config.WorkerConfig.of(crawler)``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from crawljobs.config import Settings
 from crawljobs.logs import configure_logging
 
 _settings = Settings()
+CRAWLJOBS_SETTINGS = _settings
 
 BOT_NAME = "crawlproject"
 SPIDER_MODULES = ["crawlproject.spiders"]
@@ -19,18 +24,19 @@ DOWNLOAD_HANDLERS = {
     "https": "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler",
 }
 
-# scrapy-redis: its key convention; its idle-time feeding is replaced by the spider's own start().
-REDIS_URL = _settings.redis_url or "redis://127.0.0.1:6379"
-REDIS_START_URLS_KEY = f"{_settings.queue_prefix}:queue:bulk"
-SCHEDULER_IDLE_BEFORE_CLOSE = 0
-
 DOWNLOADER_MIDDLEWARES = {
+    # Scrapy's robots.txt middleware (at its own place), raising a typed refusal.
+    "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
+    "crawlproject.robots.RobotsMiddleware": 100,
     "crawlproject.middlewares.FetchMethodMiddleware": 100,
     "crawlproject.middlewares.NetworkGuardMiddleware": 110,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "crawlproject.middlewares.JobRetryMiddleware": 550,
 }
 ITEM_PIPELINES = {"crawlproject.pipelines.ResultPipeline": 300}
+# The browser guard installs PLAYWRIGHT_ABORT_REQUEST: this crawler's network rules, checked on every request
+# Chromium makes.
+ADDONS = {"crawlproject.browser.BrowserGuard": 0}
 EXTENSIONS = {
     "crawlproject.extensions.WorkerLifecycle": 0,
     "crawlproject.telemetry.WorkerTelemetry": 10,
@@ -84,7 +90,6 @@ PLAYWRIGHT_LAUNCH_OPTIONS = {
 PLAYWRIGHT_MAX_CONTEXTS = 8
 PLAYWRIGHT_MAX_PAGES_PER_CONTEXT = _settings.browser_concurrency
 PLAYWRIGHT_DEFAULT_NAVIGATION_TIMEOUT = _settings.download_timeout * 1000
-PLAYWRIGHT_ABORT_REQUEST = "crawlproject.browser.refuse_forbidden_request"
 PLAYWRIGHT_PROCESS_REQUEST_HEADERS = None
 
 LOG_LEVEL = "INFO"

@@ -3,9 +3,10 @@
 Three ways to run it:
 
 - ``scrapy crawl crawl_jobs`` (``crawljobs worker``): a daemon reading the Redis lists forever, the priority
-  list first. It reads Redis from its own ``start()`` (current Scrapy no longer calls ``start_requests()``, which
-  is all scrapy-redis's ``RedisSpider`` defines) and blocks on BLPOP for at most a second while idle, so a job
-  pushed to an idle worker is picked up at once without polling Redis hard.
+  list first (``feed.QueueReader``), from its own ``start()``, which never ends. It claims what it pops in
+  PostgreSQL before making a request (DESIGN rule 2) and gives the messages back when the claim fails.
+  (A plain Spider: scrapy-redis's ``RedisSpider`` feeds only from ``spider_idle``, synchronously, one list, a
+  whole batch at a time; it cannot await the claim.)
 - ``-a max_jobs=N``: claims up to N pending jobs straight from PostgreSQL, processes them, prints a summary.
 - ``-a url=URL`` or ``-a urls=FILE``: makes a batch of those URLs (checked like the API's) and crawls it to the end.
 """
@@ -20,28 +21,33 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from scrapy import Request
+from scrapy import Request, Spider
 from scrapy.crawler import Crawler
-from scrapy.exceptions import DontCloseSpider
 from scrapy.http import Response
-from scrapy_redis.spiders import RedisSpider
 from twisted.python.failure import Failure
 
-from crawljobs.exceptions import CrawlJobsError
-from crawljobs.queue import decode_message
-from crawlproject.context import ClaimedJob, WorkerContext
+from crawljobs.lifecycle import ClaimedJob
+from crawlproject.config import WorkerConfig, WorkerConfigError
+from crawlproject.context import WorkerContext
+from crawlproject.feed import QueueReader
 from crawlproject.items import JobResult, failure_result
-from crawlproject.ladder import DomainMemory
+from crawlproject.ladder import FetchPlan
+from crawlproject.memory import DomainMemory
 from crawlproject.methods import NoMethodAvailable
 
 logger = logging.getLogger(__name__)
 
 POP_CHUNK = 100
-IDLE_BLOCK_SECONDS = 1
 
 
-class CrawlJobsSpider(RedisSpider):
+class CrawlJobsSpider(Spider):
     name = "crawl_jobs"
+    # Set by from_crawler.
+    config: WorkerConfig
+    context: WorkerContext
+    memory: DomainMemory
+    plan: FetchPlan
+    max_in_flight: int
 
     def __init__(
         self,
@@ -64,25 +70,15 @@ class CrawlJobsSpider(RedisSpider):
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> CrawlJobsSpider:
         spider: CrawlJobsSpider = super().from_crawler(crawler, *args, **kwargs)
-        context = WorkerContext.of(crawler)
-        spider.context = context
-        spider.redis_key = context.settings.queue_prefix + ":queue:bulk"
-        spider.max_in_flight = crawler.settings.getint("CRAWLJOBS_MAX_IN_FLIGHT", 64)
-        spider.plan = context.plan
+        config = WorkerConfig.of(crawler)
+        if spider.mode == "daemon" and not config.settings.redis_url:
+            raise WorkerConfigError("the daemon reads the queue: set CRAWLJOBS_REDIS_URL")
+        spider.config = config
+        spider.context = WorkerContext.of(crawler)
+        spider.memory = DomainMemory.of(crawler)
+        spider.max_in_flight = config.max_in_flight
+        spider.plan = spider.context.plan
         return spider
-
-    # scrapy-redis's own feeding (spider_idle -> next_requests) is replaced by start(): its message parsing
-    # turns leftover JSON keys into form data and raises on bad messages, losing the rest of a popped batch.
-    def next_requests(self) -> list[Request]:
-        return []
-
-    def make_request_from_data(self, data: bytes | str) -> Request | None:
-        return None
-
-    def spider_idle(self) -> None:
-        """scrapy-redis keeps every spider open when idle; only the daemon should stay (its start() never ends)."""
-        if self.mode == "daemon":
-            raise DontCloseSpider
 
     @property
     def mode(self) -> str:
@@ -91,10 +87,7 @@ class CrawlJobsSpider(RedisSpider):
         return "max_jobs" if self.max_jobs is not None else "daemon"
 
     async def start(self) -> AsyncIterator[Any]:
-        manager = await self.context.manager()
-        self.memory = DomainMemory(
-            self.context.redis, manager.keys, self.plan, enabled=self.context.settings.domain_memory
-        )
+        await self.context.manager()
         if self.mode == "daemon":
             source = self._from_queue()
         elif self.mode == "max_jobs":
@@ -112,50 +105,33 @@ class CrawlJobsSpider(RedisSpider):
             await asyncio.sleep(0.02)
 
     async def _from_queue(self) -> AsyncIterator[list[ClaimedJob]]:
-        keys = (await self.context.manager()).keys
         redis = self.context.redis
-        if redis is None:
-            raise CrawlJobsError("the daemon needs CRAWLJOBS_REDIS_URL")
+        assert redis is not None, "from_crawler refuses a daemon without CRAWLJOBS_REDIS_URL"
+        reader = QueueReader(redis, self.config.keys)
         while True:
             await self._room()
             want = max(1, min(POP_CHUNK, self.max_in_flight - len(self.context.held)))
             try:
-                raw: list[bytes] = []
-                for key in keys.in_order:
-                    raw = await redis.lpop(key, want) or []
-                    if raw:
-                        break
-                if not raw:
-                    popped = await redis.blpop(list(keys.in_order), timeout=IDLE_BLOCK_SECONDS)
-                    key, raw = (popped[0], [popped[1]]) if popped else (key, [])
+                popped = await reader.pop(want)
             except Exception as exc:
                 logger.warning("cannot read the queue: %s; retrying", exc, extra={"action": "pop"})
                 await asyncio.sleep(2)
                 continue
-            ids = [job_id for job_id in map(decode_message, raw) if job_id is not None]
-            if len(ids) < len(raw):
-                logger.warning("dropped %d messages that are not job ids", len(raw) - len(ids))
-            if not ids:
+            if popped is None or not popped.ids:
                 continue
             try:
-                jobs = await self.context.claim(ids)
+                # Shielded, here and below: Scrapy cancels start() when it stops, and a claim the database
+                # has made must still reach `held`, or this worker could not give those jobs back.
+                jobs = await asyncio.shield(self.context.claim(popped.ids))
             except Exception as exc:  # the database restarting: never let it end the feeding of this worker
-                logger.warning("cannot claim %d jobs: %s; retrying", len(ids), exc, extra={"action": "claim"})
-                await self._give_back(key, raw)
+                logger.warning(
+                    "cannot claim %d jobs: %s; retrying", len(popped.ids), exc, extra={"action": "claim"}
+                )
+                await reader.give_back(popped)
                 await asyncio.sleep(2)
                 continue
             if jobs:
                 yield jobs
-
-    async def _give_back(self, key: str | bytes, raw: list[bytes]) -> None:
-        """Put popped messages back at the head of their list (when Redis is down too, the sweeper dispatches
-        their jobs again: they stay pending)."""
-        redis = self.context.redis
-        try:
-            if redis is not None:
-                await redis.lpush(key, *reversed(raw))
-        except Exception as exc:
-            logger.warning("cannot give back %d messages: %s", len(raw), exc, extra={"action": "pop"})
 
     async def _from_table(self, *, batch_id: str | None = None) -> AsyncIterator[list[ClaimedJob]]:
         assert self.max_jobs is not None or batch_id is not None
@@ -163,7 +139,9 @@ class CrawlJobsSpider(RedisSpider):
         while remaining is None or remaining > 0:
             await self._room()
             want = POP_CHUNK if remaining is None else min(POP_CHUNK, remaining)
-            jobs = await self.context.claim_pending(want, tenant=self.tenant, batch_id=batch_id)
+            jobs = await asyncio.shield(
+                self.context.claim_pending(want, tenant=self.tenant, batch_id=batch_id)
+            )
             if not jobs:
                 return
             if remaining is not None:

@@ -7,16 +7,8 @@ import re
 
 import pytest
 
-from crawlproject.blocks import (
-    DEFAULT_RULES,
-    BlockRules,
-    HeaderSignature,
-    Signature,
-    detect_block,
-    literal,
-    signature,
-    visible_chars,
-)
+from crawlproject.blocks import DEFAULT_RULES, Block, BlockRules, detect_block, visible_chars
+from crawlproject.signatures import HeaderSignature, Signature, literal, signature
 
 HTML = "text/html; charset=utf-8"
 PNG = (
@@ -33,9 +25,11 @@ def detect(
     rules: BlockRules = DEFAULT_RULES,
     rendered: bool = False,
 ) -> str | None:
-    return detect_block(
+    """The block's reason, or None."""
+    block = detect_block(
         status=status, headers=headers, body=body, content_type=content_type, rules=rules, rendered=rendered
     )
+    return None if block is None else block.reason
 
 
 def page(title: str, body: str, head: str = "") -> str:
@@ -285,6 +279,37 @@ def test_a_small_ordinary_page_is_no_block() -> None:
 
 # --- Pages that need JavaScript -------------------------------------------------------------------------------
 
+
+@pytest.mark.parametrize(
+    ("body", "status", "expected"),
+    [
+        (CLOUDFLARE_CHALLENGE, 200, Block("challenge", "cloudflare challenge")),
+        (DISTIL, 200, Block("challenge", "distil interruption")),
+        (PERIMETERX, 403, Block("captcha", "perimeterx captcha")),
+        (DATADOME, 403, Block("captcha", "datadome captcha")),
+        (RECAPTCHA_PAGE, 200, Block("captcha", "captcha")),
+        (GOOGLE_SORRY, 429, Block("captcha", "google unusual traffic")),
+        (AKAMAI, 403, Block("access_denied", "akamai access denied")),
+        (CLOUDFLARE_BLOCK, 403, Block("access_denied", "cloudflare block")),
+        (BLOCKED_PAGE, 200, Block("access_denied", "blocked")),
+        (
+            page("Loading...", '<div id="app">Please enable JavaScript.</div>'),
+            200,
+            Block("needs_javascript", "needs javascript"),
+        ),
+        (
+            page("App", '<div id="root"></div><script src="/app.js"></script>'),
+            200,
+            Block("needs_javascript", "needs javascript"),
+        ),
+        (product_page(), 403, Block("status", "status 403")),
+        ("<html><body></body></html>", 200, Block("empty_body", "empty body")),
+    ],
+)
+def test_a_block_says_what_the_site_did(body: str, status: int, expected: Block) -> None:
+    assert detect_block(status=status, headers=None, body=body, content_type=HTML) == expected
+
+
 JS_PAGES = [
     (
         "create-react-app",
@@ -530,6 +555,8 @@ def test_a_title_signature_of_a_small_page_kind() -> None:
         (lambda: Signature("x", re.compile("x"), ()), "needs at least one needle"),
         (lambda: Signature("x", re.compile("x"), ("X",)), "lowercase"),
         (lambda: Signature("x", re.compile("x"), ("",)), "lowercase"),
+        (lambda: Signature("x", re.compile("x"), ("x",), kind="javascript"), "need javascript"),
+        (lambda: Signature("x", re.compile("x"), ("x",), block="needs_javascript"), "need javascript"),
     ],
 )
 def test_bad_rules_are_rejected(make: object, message: str) -> None:

@@ -13,7 +13,6 @@ from crawlproject.methods import (
     LadderConfig,
     Method,
     NoMethodAvailable,
-    cheaper_of,
     domain_of,
     ladder_for,
     next_method,
@@ -156,8 +155,6 @@ def test_order_ceiling_and_costs_are_parsed() -> None:
     assert cfg.costs["http:direct"] == 0.5
     assert cfg.costs["browser:direct"] == 7
     assert cfg.costs["http:premium"] == DEFAULT_COSTS["http:premium"]  # not named: the default
-    assert cfg.cost_of(HD) == 0.5
-    assert cfg.cost_of("browser:direct") == 7
 
 
 @pytest.mark.parametrize(
@@ -290,7 +287,7 @@ def test_the_operators_order_is_kept() -> None:
     assert ladder_for(cfg, render=False, premium=True, ultra_premium=False) == [BU, HP]
 
 
-# --- start_index, next_method, cheaper_of ---------------------------------------------------------------------
+# --- start_index, next_method ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -360,26 +357,6 @@ def test_next_method(ladder: list[Method], index: int, engine: str | None, expec
 def test_next_method_rejects_an_index_outside_the_ladder(index: int) -> None:
     with pytest.raises(IndexError):
         next_method(ALL, index)
-
-
-@pytest.mark.parametrize(
-    ("a", "b", "expected"),
-    [
-        (None, BP, BP),
-        (BD, BP, BD),
-        (BP, BD, BD),
-        (HU, HU, HU),
-        (Method("browser", "premium"), HD, HD),
-    ],
-)
-def test_cheaper_of_keeps_the_earlier_method(a: Method | None, b: Method, expected: Method) -> None:
-    assert cheaper_of(a, b, DEFAULT_ORDER) == expected
-
-
-def test_cheaper_of_drops_a_method_the_order_no_longer_has() -> None:
-    order = (BD, HP)
-    assert cheaper_of(HD, HP, order) == HP  # remembered from an older configuration
-    assert cheaper_of(BD, HU, order) == BD
 
 
 # --- domain_of ------------------------------------------------------------------------------------------------
