@@ -174,7 +174,9 @@ def test_a_replay_reads_a_batch_stored_under_the_old_legacy_name(
         stored = conn.execute(
             "SELECT response FROM crawl_batches WHERE batch_id = %s", (first["batch_id"],)
         ).fetchone()
-        assert stored is not None and stored[0]["batch_id"] == first["batch_id"] and "batchId" not in stored[0]
+        assert (
+            stored is not None and stored[0]["batch_id"] == first["batch_id"] and "batchId" not in stored[0]
+        )
         conn.execute(
             """UPDATE crawl_batches SET response = response - 'batch_id' || jsonb_build_object('batchId', batch_id)
                WHERE batch_id = %s""",
