@@ -146,8 +146,10 @@ class JobOut(BaseModel):
     content_type: str | None
     error_message: str | None
     cost: float
-    attempts: list[AttemptOut] | None = None
-    html: str | None = None
+    attempts: list[AttemptOut] = Field(
+        default_factory=list, description="Every fetch attempt; left out of a batch's page and of exports."
+    )
+    html: str | None = Field(default=None, description="Only when asked for (`include_html`, exports).")
 
     @classmethod
     def from_job(cls, item: Job, *, with_attempts: bool = True, with_html: bool = False) -> JobOut:
