@@ -503,3 +503,15 @@ async def count_live_jobs(conn: AsyncConnection[Any]) -> dict[str, int]:
     row = await _one(conn, "count_live_jobs", {})
     assert row is not None
     return {"pending": int(row["pending"]), "processing": int(row["processing"])}
+
+
+# -- added by the manager split --
+
+
+def insert_api_key(
+    conninfo: str, *, key_id: uuid.UUID, tenant: str, name: str, key_hash: bytes, key_prefix: str
+) -> None:
+    """Store a new API key (only its hash), on a connection of its own (the CLI and the zero-setup start)."""
+    params = {"id": key_id, "tenant": tenant, "name": name, "key_hash": key_hash, "key_prefix": key_prefix}
+    with psycopg.connect(conninfo) as conn:
+        conn.execute(query("insert_api_key"), params)
