@@ -28,15 +28,12 @@ from crawljobs.models import (
     Attempt,
     Batch,
     BatchCounts,
-    BatchSubmission,
     Delivery,
     Job,
-    JobSubmission,
-    SubmitOptions,
 )
 from crawljobs.outbox import WebhookOutbox
 from crawljobs.queue import QueueKeys
-from crawljobs.submission import DEFAULTS, Submitter
+from crawljobs.submission import Submitter
 from crawljobs.urls import NetworkPolicy, Resolver, system_resolver
 
 __all__ = ["PRIORITY_SINGLE", "JobManager"]
@@ -69,43 +66,16 @@ class JobManager:
         self.submitter = Submitter(
             pool=pool, settings=settings, policy=self.policy, resolver=resolver, dispatcher=self.dispatcher
         )
+        # Submitting is the submitter's (checks, idempotency, one transaction, dispatch): its two calls are the
+        # manager's own, ``submit_job(tenant=, url=, options=, idempotency_key=)`` and ``submit_batch(tenant=,
+        # urls=, options=, batch_id=, idempotency_key=)``.
+        self.submit_job = self.submitter.submit_job
+        self.submit_batch = self.submitter.submit_batch
         self.webhooks = WebhookOutbox(pool)
 
     async def dispatch(self, ids: Sequence[uuid.UUID | str], *, priority: bool) -> bool:
         """Push job ids to Redis; on failure mark them undispatched. True when the push succeeded."""
         return await self.dispatcher.dispatch(ids, priority=priority)
-
-    # -- submission ------------------------------------------------------------------------------
-
-    async def submit_job(
-        self,
-        *,
-        tenant: str,
-        url: object,
-        options: SubmitOptions = DEFAULTS,
-        idempotency_key: str | None = None,
-    ) -> JobSubmission:
-        """Check one URL, commit its job, dispatch it on the priority list.
-
-        The same Idempotency-Key with the same request answers the original job; with another request, 409.
-        """
-        return await self.submitter.submit_job(
-            tenant=tenant, url=url, options=options, idempotency_key=idempotency_key
-        )
-
-    async def submit_batch(
-        self,
-        *,
-        tenant: str,
-        urls: Sequence[object],
-        options: SubmitOptions = DEFAULTS,
-        batch_id: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> BatchSubmission:
-        """Check a batch's URLs, commit the good ones in one transaction, then dispatch them (see Submitter)."""
-        return await self.submitter.submit_batch(
-            tenant=tenant, urls=urls, options=options, batch_id=batch_id, idempotency_key=idempotency_key
-        )
 
     # -- tenants, readiness, counts --------------------------------------------------------------
 

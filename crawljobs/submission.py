@@ -48,6 +48,17 @@ def request_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def job_columns(options: SubmitOptions, max_retries: int) -> dict[str, Any]:
+    """The columns a submission's options set on each of its jobs (the callback URL aside: it is checked)."""
+    return {
+        "render": options.render,
+        "premium": options.premium,
+        "ultra_premium": options.ultra_premium,
+        "obey_robots": options.obey_robots,
+        "max_retries": max_retries,
+    }
+
+
 def stored_response(submission: BatchSubmission) -> dict[str, Any]:
     """What is kept to answer an idempotent replay (the job ids are read back from the rows).
 
@@ -111,10 +122,9 @@ class Submitter:
         check = await self.check_urls([url])
         if check.rejected:
             raise UrlRejected(check.rejected[0][2], field="url")
-        retries = self.max_retries(options)
         checked = dataclasses.replace(
             options,
-            max_retries=retries,
+            max_retries=self.max_retries(options),
             callback_url=await self.check_callback_url(options.callback_url),
         )
         if idempotency_key is not None:
@@ -130,11 +140,7 @@ class Submitter:
                     job_id=new_job_id(),
                     tenant=tenant,
                     url=check.accepted[0][1],
-                    render=checked.render,
-                    premium=checked.premium,
-                    ultra_premium=checked.ultra_premium,
-                    obey_robots=checked.obey_robots,
-                    max_retries=retries,
+                    **job_columns(checked, self.max_retries(checked)),
                     priority=PRIORITY_SINGLE,
                     idempotency_key=idempotency_key,
                     callback_url=checked.callback_url,
@@ -186,16 +192,8 @@ class Submitter:
 
         Bad URLs are reported by index; a batch with no good URL raises NoValidUrls and writes nothing.
         """
-        retries = self.max_retries(options)
-        hashed: dict[str, Any] = {
-            "urls": list(urls),
-            "render": options.render,
-            "premium": options.premium,
-            "ultra_premium": options.ultra_premium,
-            "obey_robots": options.obey_robots,
-            "max_retries": retries,
-            "batch_id": batch_id,
-        }
+        columns = job_columns(options, self.max_retries(options))
+        hashed: dict[str, Any] = {"urls": list(urls), **columns, "batch_id": batch_id}
         if (
             options.callback_url is not None
         ):  # only when given: the hashes of earlier batches stay as they were
@@ -240,11 +238,7 @@ class Submitter:
                     tenant=tenant,
                     batch_id=batch_id,
                     total=len(check.accepted),
-                    render=options.render,
-                    premium=options.premium,
-                    ultra_premium=options.ultra_premium,
-                    obey_robots=options.obey_robots,
-                    max_retries=retries,
+                    **columns,
                     idempotency_key=idempotency_key,
                     request_hash=fingerprint,
                     response=stored_response(submission),
@@ -258,11 +252,7 @@ class Submitter:
                         (text, index, url)
                         for text, (index, url) in zip(id_texts, check.accepted, strict=True)
                     ],
-                    render=options.render,
-                    premium=options.premium,
-                    ultra_premium=options.ultra_premium,
-                    obey_robots=options.obey_robots,
-                    max_retries=retries,
+                    **columns,
                     dispatched_at=datetime.now(UTC),
                 )
         except BatchAlreadyExists:

@@ -13,23 +13,7 @@ import httpx
 from crawljobs.client import operations as ops
 from crawljobs.client.errors import WaitTimeout, error_for
 from crawljobs.client.models import Batch, BatchPage, BatchSubmission, Delivery, EventParser, Job, Progress
-from crawljobs.client.operations import (
-    BatchOptions,
-    Done,
-    ExportFormat,
-    Operation,
-    Sleep,
-    SubmitOptions,
-    T,
-    advance,
-    client_headers,
-    client_settings,
-    parse_ndjson_line,
-    request_kwargs,
-    stream_route,
-    stream_timeout,
-    unreachable,
-)
+from crawljobs.client.operations import BatchOptions, ExportFormat, Operation, SubmitOptions, T
 
 
 class AsyncClient:
@@ -45,10 +29,13 @@ class AsyncClient:
         poll_interval: float = 0.5,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.base_url, self.api_key = client_settings(base_url, api_key)
+        self.base_url, self.api_key = ops.client_settings(base_url, api_key)
         self.poll_interval = poll_interval
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, headers=client_headers(self.api_key), timeout=timeout, transport=transport
+            base_url=self.base_url,
+            headers=ops.client_headers(self.api_key),
+            timeout=timeout,
+            transport=transport,
         )
 
     async def __aenter__(self) -> Self:
@@ -61,17 +48,17 @@ class AsyncClient:
         await self._http.aclose()
 
     async def _run(self, operation: Operation[T]) -> T:
-        step = advance(operation, None)
-        while not isinstance(step, Done):
-            if isinstance(step, Sleep):
+        step = ops.advance(operation, None)
+        while not isinstance(step, ops.Done):
+            if isinstance(step, ops.Sleep):
                 await asyncio.sleep(step.seconds)
-                step = advance(operation, None)
+                step = ops.advance(operation, None)
                 continue
             try:
-                response = await self._http.request(step.method, step.path, **request_kwargs(step))
+                response = await self._http.request(step.method, step.path, **ops.request_kwargs(step))
             except httpx.TransportError as exc:
-                raise unreachable(self.base_url, exc) from exc
-            step = advance(operation, response)
+                raise ops.unreachable(self.base_url, exc) from exc
+            step = ops.advance(operation, response)
         return step.value
 
     async def submit(self, url: str, **options: Unpack[SubmitOptions]) -> Job:
@@ -110,9 +97,9 @@ class AsyncClient:
 
     async def iter_results(self, batch_id: str) -> AsyncIterator[Job]:
         """As `Client.iter_results`: every job of the batch with its HTML, streamed."""
-        async with self._stream(*stream_route(batch_id, "ndjson")) as response:
+        async with self._stream(*ops.stream_route(batch_id, "ndjson")) as response:
             async for line in response.aiter_lines():
-                job = parse_ndjson_line(line)
+                job = ops.parse_ndjson_line(line)
                 if job is not None:
                     yield job
 
@@ -139,7 +126,7 @@ class AsyncClient:
         self, batch_id: str, path: str | Path | IO[bytes], *, format: ExportFormat = "ndjson"
     ) -> int:
         """As `Client.export` (the file is written with blocking writes, chunk by chunk)."""
-        route, params = stream_route(batch_id, format)
+        route, params = ops.stream_route(batch_id, format)
         with contextlib.ExitStack() as stack:
             out = stack.enter_context(open(path, "wb")) if isinstance(path, str | Path) else path  # noqa: ASYNC230
             if format == "json":
@@ -153,14 +140,14 @@ class AsyncClient:
     ) -> AsyncIterator[httpx.Response]:
         try:
             async with self._http.stream(
-                "GET", route, params=params, **stream_timeout(read_timeout)
+                "GET", route, params=params, **ops.stream_timeout(read_timeout)
             ) as response:
                 if response.is_error:
                     await response.aread()
                     raise error_for(response)
                 yield response
         except httpx.TransportError as exc:
-            raise unreachable(self.base_url, exc) from exc
+            raise ops.unreachable(self.base_url, exc) from exc
 
     async def retry_failed(self, batch_id: str) -> int:
         return await self._run(ops.retry_failed(batch_id))

@@ -13,23 +13,7 @@ import httpx
 from crawljobs.client import operations as ops
 from crawljobs.client.errors import WaitTimeout, error_for
 from crawljobs.client.models import Batch, BatchPage, BatchSubmission, Delivery, EventParser, Job, Progress
-from crawljobs.client.operations import (
-    BatchOptions,
-    Done,
-    ExportFormat,
-    Operation,
-    Sleep,
-    SubmitOptions,
-    T,
-    advance,
-    client_headers,
-    client_settings,
-    parse_ndjson_line,
-    request_kwargs,
-    stream_route,
-    stream_timeout,
-    unreachable,
-)
+from crawljobs.client.operations import BatchOptions, ExportFormat, Operation, SubmitOptions, T
 
 
 class Client:
@@ -48,10 +32,13 @@ class Client:
         poll_interval: float = 0.5,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.base_url, self.api_key = client_settings(base_url, api_key)
+        self.base_url, self.api_key = ops.client_settings(base_url, api_key)
         self.poll_interval = poll_interval
         self._http = httpx.Client(
-            base_url=self.base_url, headers=client_headers(self.api_key), timeout=timeout, transport=transport
+            base_url=self.base_url,
+            headers=ops.client_headers(self.api_key),
+            timeout=timeout,
+            transport=transport,
         )
 
     def __enter__(self) -> Self:
@@ -64,17 +51,17 @@ class Client:
         self._http.close()
 
     def _run(self, operation: Operation[T]) -> T:
-        step = advance(operation, None)
-        while not isinstance(step, Done):
-            if isinstance(step, Sleep):
+        step = ops.advance(operation, None)
+        while not isinstance(step, ops.Done):
+            if isinstance(step, ops.Sleep):
                 time.sleep(step.seconds)
-                step = advance(operation, None)
+                step = ops.advance(operation, None)
                 continue
             try:
-                response = self._http.request(step.method, step.path, **request_kwargs(step))
+                response = self._http.request(step.method, step.path, **ops.request_kwargs(step))
             except httpx.TransportError as exc:
-                raise unreachable(self.base_url, exc) from exc
-            step = advance(operation, response)
+                raise ops.unreachable(self.base_url, exc) from exc
+            step = ops.advance(operation, response)
         return step.value
 
     # submit
@@ -130,9 +117,9 @@ class Client:
 
     def iter_results(self, batch_id: str) -> Iterator[Job]:
         """Every job of the batch in submission order, with its HTML and ``index``, streamed (NDJSON export)."""
-        with self._stream(*stream_route(batch_id, "ndjson")) as response:
+        with self._stream(*ops.stream_route(batch_id, "ndjson")) as response:
             for line in response.iter_lines():
-                job = parse_ndjson_line(line)
+                job = ops.parse_ndjson_line(line)
                 if job is not None:
                     yield job
 
@@ -158,7 +145,7 @@ class Client:
         ``ndjson`` (with HTML) and ``csv`` (metadata) are the API's streams, written as they arrive; ``json``
         reads the API's pages of jobs and writes one JSON array of them.
         """
-        route, params = stream_route(batch_id, format)
+        route, params = ops.stream_route(batch_id, format)
         with contextlib.ExitStack() as stack:
             out = stack.enter_context(open(path, "wb")) if isinstance(path, str | Path) else path
             if format == "json":
@@ -172,13 +159,15 @@ class Client:
     ) -> Iterator[httpx.Response]:
         """A streamed GET, its errors typed as `_run`'s are."""
         try:
-            with self._http.stream("GET", route, params=params, **stream_timeout(read_timeout)) as response:
+            with self._http.stream(
+                "GET", route, params=params, **ops.stream_timeout(read_timeout)
+            ) as response:
                 if response.is_error:
                     response.read()
                     raise error_for(response)
                 yield response
         except httpx.TransportError as exc:
-            raise unreachable(self.base_url, exc) from exc
+            raise ops.unreachable(self.base_url, exc) from exc
 
     # change
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from crawljobs.models import Batch, BatchCounts, BatchSubmission, Job
-from service.schemas.v1 import Failure, timestamp
+from service.schemas.v1 import Counts, Failure, timestamp
 
 
 class LegacySubmitted(BaseModel):
@@ -55,6 +55,7 @@ class LegacyJob(BaseModel):
 
     @classmethod
     def from_job(cls, job: Job) -> LegacyJob:
+        """Some of the /v1 job's fields, in the legacy contract's order."""
         return cls(
             id=str(job.id),
             url=job.url,
@@ -83,13 +84,8 @@ class LegacyCounts(BaseModel):
 
     @classmethod
     def from_counts(cls, counts: BatchCounts) -> LegacyCounts:
-        return cls(
-            pending=counts.pending,
-            processing=counts.processing,
-            completed=counts.completed,
-            error=counts.error,
-            total=counts.total,
-        )
+        """The /v1 counts without ``cancelled`` (which ``total`` still counts)."""
+        return cls(**Counts.from_counts(counts).model_dump(include=set(cls.model_fields)))
 
 
 class LegacyBatchStatus(BaseModel):
