@@ -20,8 +20,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from crawljobs.exceptions import Unauthorized
+from crawljobs.exposition import Snapshot, exposition, read_shared
 from crawljobs.manager import JobManager
-from crawljobs.metrics import MetricKeys, Snapshot, exposition, read_shared
+from crawljobs.metrics import MetricKeys
 from service.deps import ManagerDep
 from service.metering import MeterDep
 from service.routes.common import ERRORS
