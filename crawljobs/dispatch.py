@@ -5,10 +5,8 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 import redis.asyncio as aioredis
-from psycopg_pool import AsyncConnectionPool
 
 from crawljobs import store
 from crawljobs.queue import QueueKeys, chunks
@@ -20,9 +18,7 @@ PRIORITY_SINGLE = 1
 
 
 class Dispatcher:
-    def __init__(
-        self, *, pool: AsyncConnectionPool[Any], redis: aioredis.Redis | None, keys: QueueKeys
-    ) -> None:
+    def __init__(self, *, pool: store.Pool, redis: aioredis.Redis | None, keys: QueueKeys) -> None:
         self.pool = pool
         self.redis = redis
         self.keys = keys

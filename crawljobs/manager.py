@@ -12,10 +12,8 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
 import redis.asyncio as aioredis
-from psycopg_pool import AsyncConnectionPool
 
 from crawljobs import store
 from crawljobs.config import Settings
@@ -48,7 +46,7 @@ class JobManager:
     def __init__(
         self,
         *,
-        pool: AsyncConnectionPool[Any],
+        pool: store.Pool,
         redis: aioredis.Redis | None,
         settings: Settings,
         resolver: Resolver = system_resolver,

@@ -9,9 +9,6 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Iterable
-from typing import Any
-
-from psycopg_pool import AsyncConnectionPool
 
 from crawljobs import store
 from crawljobs.models import Delivery, DueDelivery
@@ -23,7 +20,7 @@ def new_webhook_secret() -> str:
 
 
 class WebhookOutbox:
-    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+    def __init__(self, pool: store.Pool) -> None:
         self.pool = pool
 
     async def secret(self, *, tenant: str) -> str:

@@ -507,6 +507,11 @@ async def count_live_jobs(conn: AsyncConnection[Any]) -> dict[str, int]:
 
 # -- added by the manager split --
 
+from psycopg_pool import AsyncConnectionPool  # noqa: E402 (kept with the manager split's additions)
+
+# The pool the manager and the objects it owns hold: they name the store's type, never the driver's.
+Pool = AsyncConnectionPool[Any]
+
 
 def insert_api_key(
     conninfo: str, *, key_id: uuid.UUID, tenant: str, name: str, key_hash: bytes, key_prefix: str

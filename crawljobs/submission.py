@@ -16,8 +16,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
-
 from crawljobs import store
 from crawljobs.config import Settings
 from crawljobs.dispatch import PRIORITY_SINGLE, Dispatcher
@@ -75,7 +73,7 @@ class Submitter:
     def __init__(
         self,
         *,
-        pool: AsyncConnectionPool[Any],
+        pool: store.Pool,
         settings: Settings,
         policy: NetworkPolicy,
         resolver: Resolver,
