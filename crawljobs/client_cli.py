@@ -33,6 +33,7 @@ from crawljobs.client import (
     ExportFormat,
     Job,
     NotFound,
+    SubmitOptions,
     WaitTimeout,
 )
 
@@ -171,6 +172,25 @@ def _job_or_batch(
     return "batch", on_batch(identifier)
 
 
+def _options(
+    render: bool,
+    premium: bool,
+    ultra_premium: bool,
+    max_retries: int | None,
+    obey_robots: bool,
+    callback_url: str | None,
+) -> SubmitOptions:
+    """The submission options of `submit` and `batch`, from their shared command-line options."""
+    return SubmitOptions(
+        render=render,
+        premium=premium,
+        ultra_premium=ultra_premium,
+        max_retries=max_retries,
+        obey_robots=obey_robots,
+        callback_url=callback_url,
+    )
+
+
 def submit(
     url: Annotated[str, typer.Argument(help="The URL to crawl (http or https).")],
     render: RenderOption = False,
@@ -185,15 +205,8 @@ def submit(
 ) -> None:
     """Submit one URL and print the job id (with --wait: the finished job)."""
     with _client() as client:
-        job = client.submit(
-            url,
-            render=render,
-            premium=premium,
-            ultra_premium=ultra_premium,
-            max_retries=max_retries,
-            obey_robots=obey_robots,
-            callback_url=callback_url,
-        )
+        options = _options(render, premium, ultra_premium, max_retries, obey_robots, callback_url)
+        job = client.submit(url, **options)
         code = EXIT_OK
         if wait:
             try:
@@ -276,16 +289,8 @@ def batch(
     code = EXIT_OK
     final: Batch | None = None
     with _client() as client:
-        submission = client.submit_batch(
-            urls,
-            render=render,
-            premium=premium,
-            ultra_premium=ultra_premium,
-            max_retries=max_retries,
-            obey_robots=obey_robots,
-            callback_url=callback_url,
-            batch_id=batch_id,
-        )
+        options = _options(render, premium, ultra_premium, max_retries, obey_robots, callback_url)
+        submission = client.submit_batch(urls, **options, batch_id=batch_id)
         stderr.print(
             f"batch {submission.batch_id}: {submission.accepted} accepted, {submission.rejected} refused",
             markup=False,

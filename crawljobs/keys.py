@@ -11,9 +11,7 @@ import secrets
 import uuid
 from pathlib import Path
 
-import psycopg
-
-from crawljobs.queries import query
+from crawljobs import store
 
 KEY_PREFIX = "cj_"
 FIRST_KEY_FILE = "api-key"
@@ -30,15 +28,14 @@ def hash_key(key: str) -> bytes:
 def create_key(conninfo: str, *, name: str, tenant: str | None = None) -> str:
     """Create a key for ``tenant`` (default: the key's name) and return the key itself."""
     key = generate_key()
-    params = {
-        "id": uuid.uuid4(),
-        "tenant": tenant or name,
-        "name": name,
-        "key_hash": hash_key(key),
-        "key_prefix": key[:10],
-    }
-    with psycopg.connect(conninfo) as conn:
-        conn.execute(query("insert_api_key"), params)
+    store.insert_api_key(
+        conninfo,
+        key_id=uuid.uuid4(),
+        tenant=tenant or name,
+        name=name,
+        key_hash=hash_key(key),
+        key_prefix=key[:10],
+    )
     return key
 
 

@@ -160,3 +160,69 @@ class JobSubmission:
     job: Job
     dispatched: bool
     replayed: bool = False
+
+
+@dataclass(frozen=True)
+class SubmitOptions:
+    """How the jobs of one submission are fetched and reported: one object for the routes, the CLI and the
+    workers alike (``max_retries`` None takes ``CRAWLJOBS_MAX_RETRIES``)."""
+
+    render: bool = False
+    premium: bool = False
+    ultra_premium: bool = False
+    obey_robots: bool = False
+    max_retries: int | None = None
+    callback_url: str | None = None
+
+
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One entry of a tenant's webhook delivery log."""
+
+    id: uuid.UUID
+    event: str
+    job_id: uuid.UUID | None
+    batch_id: str | None
+    url: str
+    payload: dict[str, Any]
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+    gave_up_at: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Delivery:
+        return cls(**{f.name: row[f.name] for f in fields(cls)})
+
+    @property
+    def status(self) -> DeliveryStatus:
+        return "delivered" if self.delivered_at else "failed" if self.gave_up_at else "pending"
+
+    @property
+    def next_attempt(self) -> datetime | None:
+        """When it is tried again; None once it is delivered or given up."""
+        return None if self.delivered_at or self.gave_up_at else self.next_attempt_at
+
+
+@dataclass(frozen=True)
+class DueDelivery:
+    """A webhook delivery claimed for sending (its attempt already counted)."""
+
+    id: uuid.UUID
+    tenant: str
+    event: str
+    url: str
+    payload: dict[str, Any]
+    attempts: int
+    job_id: uuid.UUID | None
+    batch_id: str | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> DueDelivery:
+        return cls(**{f.name: row[f.name] for f in fields(cls)})

@@ -1,7 +1,8 @@
 """Webhook delivery: signed POSTs from the outbox (``webhook_deliveries``), retried with backoff for a day.
 
 Outbox rows are written by the store in the same transaction as the state change they report
-(``store.finish_jobs``), so a delivery exists exactly when its job's result does, and survives any restart.
+(``store.finish_jobs``), so a delivery exists exactly when its job's result does, and survives any restart;
+the sender reaches them only through the manager's outbox (``crawljobs.outbox``).
 The sweeper calls `WebhookSender.deliver_due` on every sweep: it claims due rows (``FOR UPDATE SKIP LOCKED``,
 pushing their next attempt `LEASE_SECONDS` ahead before sending, so two sweepers never send the same one),
 sends them, and records the outcome.
@@ -20,15 +21,14 @@ import hmac
 import json
 import logging
 import time
-import uuid
 from typing import Any
 
 import httpx
 
-from crawljobs import store
 from crawljobs.exceptions import UrlRejected
 from crawljobs.logs import job_fields
-from crawljobs.manager import JobManager, new_webhook_secret
+from crawljobs.manager import JobManager
+from crawljobs.models import DueDelivery
 from crawljobs.urls import resolve_and_check
 
 logger = logging.getLogger(__name__)
@@ -71,9 +71,9 @@ def pinned_request(url: str, address: str) -> tuple[str, dict[str, str], dict[st
     return str(pinned), {"Host": host_header}, extensions
 
 
-def _about(row: dict[str, Any]) -> dict[str, str]:
+def _about(delivery: DueDelivery) -> dict[str, str]:
     """The job and batch a delivery is about, for its log records."""
-    return job_fields(row.get("job_id"), row.get("batch_id"))
+    return job_fields(delivery.job_id, delivery.batch_id)
 
 
 class WebhookSender:
@@ -83,44 +83,39 @@ class WebhookSender:
 
     async def deliver_due(self) -> int:
         """Send the due deliveries (at most `limit`); how many were delivered."""
-        async with self.manager.pool.connection() as conn:
-            rows = await store.claim_due_deliveries(conn, limit=self.limit, lease_seconds=LEASE_SECONDS)
-        if not rows:
+        outbox = self.manager.webhooks
+        due = await outbox.claim_due(limit=self.limit, lease_seconds=LEASE_SECONDS)
+        if not due:
             return 0
-        secrets_by_tenant: dict[str, str] = {}
-        async with self.manager.pool.connection() as conn:
-            for tenant in {row["tenant"] for row in rows}:
-                secrets_by_tenant[tenant] = await store.tenant_secret(
-                    conn, tenant=tenant, new_secret=new_webhook_secret()
-                )
+        secrets_by_tenant = await outbox.secrets(delivery.tenant for delivery in due)
         limit = asyncio.Semaphore(CONCURRENT_SENDS)
 
         async with httpx.AsyncClient(
             timeout=TIMEOUT_SECONDS, follow_redirects=False, trust_env=False
         ) as client:
 
-            async def one(row: dict[str, Any]) -> bool:
+            async def one(delivery: DueDelivery) -> bool:
                 async with limit:
-                    return await self._deliver(client, row, secrets_by_tenant[row["tenant"]])
+                    return await self._deliver(client, delivery, secrets_by_tenant[delivery.tenant])
 
-            outcomes = await asyncio.gather(*(one(row) for row in rows))
+            outcomes = await asyncio.gather(*(one(delivery) for delivery in due))
         return sum(outcomes)
 
-    async def _deliver(self, client: httpx.AsyncClient, row: dict[str, Any], secret: str) -> bool:
-        delivery_id: uuid.UUID = row["id"]
-        body = json.dumps({"id": str(delivery_id), **row["payload"]}, separators=(",", ":")).encode()
+    async def _deliver(self, client: httpx.AsyncClient, delivery: DueDelivery, secret: str) -> bool:
+        delivery_id = delivery.id
+        body = json.dumps({"id": str(delivery_id), **delivery.payload}, separators=(",", ":")).encode()
         timestamp = str(int(time.time()))
         status: int | None = None
         error: str
         try:
-            parsed = httpx.URL(row["url"])
+            parsed = httpx.URL(delivery.url)
             addresses = await resolve_and_check(parsed.host, self.manager.policy, self.manager.resolver)
-            url, headers, extensions = pinned_request(row["url"], addresses[0])
+            url, headers, extensions = pinned_request(delivery.url, addresses[0])
             headers.update(
                 {
                     "Content-Type": "application/json",
                     "User-Agent": "crawljobs-webhooks",
-                    "X-Crawljobs-Event": row["event"],
+                    "X-Crawljobs-Event": delivery.event,
                     "X-Crawljobs-Delivery": str(delivery_id),
                     "X-Crawljobs-Timestamp": timestamp,
                     "X-Crawljobs-Signature": sign(secret, timestamp, body),
@@ -129,13 +124,12 @@ class WebhookSender:
             response = await client.post(url, content=body, headers=headers, extensions=extensions)
             status = response.status_code
             if 200 <= status < 300:
-                async with self.manager.pool.connection() as conn:
-                    await store.mark_delivered(conn, delivery_id=delivery_id, status=status)
+                await self.manager.webhooks.delivered(delivery_id, status=status)
                 self.manager.meter.count("webhook_deliveries", "delivered")
                 logger.info(
                     "webhook %s delivered",
                     delivery_id,
-                    extra={"action": "webhook", "delivery_id": str(delivery_id), **_about(row)},
+                    extra={"action": "webhook", "delivery_id": str(delivery_id), **_about(delivery)},
                 )
                 return True
             error = f"HTTP {status}"
@@ -148,18 +142,17 @@ class WebhookSender:
         ) as exc:  # a URL httpx cannot use: recorded like any failure, never fatal to the sweep
             logger.exception("webhook %s could not be sent", delivery_id, extra={"action": "webhook"})
             error = f"{type(exc).__name__}: {exc}"
-        retry_in = retry_delay(int(row["attempts"]))
-        async with self.manager.pool.connection() as conn:
-            await store.mark_delivery_failed(
-                conn, delivery_id=delivery_id, status=status, error=error[:ERROR_CHARS], retry_in=retry_in
-            )
+        retry_in = retry_delay(delivery.attempts)
+        await self.manager.webhooks.failed(
+            delivery_id, status=status, error=error[:ERROR_CHARS], retry_in=retry_in
+        )
         self.manager.meter.count("webhook_deliveries", "failed" if retry_in is not None else "gave_up")
         logger.warning(
             "webhook %s attempt %d failed (%s); %s",
             delivery_id,
-            row["attempts"],
+            delivery.attempts,
             error,
             "giving up" if retry_in is None else f"next try in {retry_in:.0f} s",
-            extra={"action": "webhook", "delivery_id": str(delivery_id), **_about(row)},
+            extra={"action": "webhook", "delivery_id": str(delivery_id), **_about(delivery)},
         )
         return False

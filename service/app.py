@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from psycopg_pool import AsyncConnectionPool
 
 from crawljobs import __version__
 from crawljobs.config import Settings
@@ -16,6 +15,7 @@ from crawljobs.manager import JobManager
 from crawljobs.metrics import MetricsBuffer
 from crawljobs.queue import redis_client
 from crawljobs.reader import JobReader
+from crawljobs.store.pool import open_pool
 from crawljobs.urls import Resolver, system_resolver
 from service.errors import install_error_handlers
 from service.limits import BodyLimitMiddleware
@@ -48,15 +48,10 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver = system_
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         assert settings.database_url is not None
-        pool: AsyncConnectionPool = AsyncConnectionPool(
-            settings.database_url,
-            min_size=1,
-            max_size=settings.db_pool_size,
-            kwargs={"autocommit": True},
-            timeout=10,
-            open=False,
+        # Opened in the background: /readyz says 503 until PostgreSQL answers, /healthz answers at once.
+        pool = await open_pool(
+            settings.database_url, max_size=settings.db_pool_size, wait_seconds=10, background=True
         )
-        await pool.open(wait=False)
         redis = redis_client(settings.redis_url) if settings.redis_url else None
         # This process's counts for /metrics, added to Redis a second after the first of them.
         app.state.meter = meter = MetricsBuffer(redis, settings.queue_prefix, delay=1.0)

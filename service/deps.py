@@ -8,9 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from crawljobs import store
 from crawljobs.exceptions import InvalidRequest, Unauthorized
-from crawljobs.keys import hash_key
 from crawljobs.manager import JobManager
 
 # Visible ASCII, spaces allowed inside (a header value's own spaces at either end are not part of it).
@@ -38,12 +36,10 @@ async def get_tenant(
     candidates = [c for c in (bearer.credentials if bearer else None, apikey) if c]
     if not candidates:
         raise Unauthorized()
-    async with manager.pool.connection() as conn:
-        for key in candidates:
-            tenant = await store.find_tenant_by_key(conn, key_hash=hash_key(key))
-            if tenant is not None:
-                return tenant
-    raise Unauthorized("the API key is not valid")
+    tenant = await manager.tenant_of_key(candidates)
+    if tenant is None:
+        raise Unauthorized("the API key is not valid")
+    return tenant
 
 
 TenantDep = Annotated[str, Depends(get_tenant)]

@@ -9,11 +9,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -29,6 +27,7 @@ from crawljobs.exceptions import (
     Unauthorized,
 )
 from crawljobs.processing import ProcessingFailed
+from crawljobs.store.pool import UNAVAILABLE
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +160,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(CrawlJobsError, _crawljobs_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(psycopg.OperationalError, _database_error)
-    app.add_exception_handler(PoolTimeout, _database_error)
+    for unavailable in UNAVAILABLE:
+        app.add_exception_handler(unavailable, _database_error)
     app.add_exception_handler(Exception, _unexpected)

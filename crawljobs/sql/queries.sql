@@ -19,10 +19,6 @@ SELECT tenant FROM api_keys WHERE key_hash = %(key_hash)s AND revoked_at IS NULL
 INSERT INTO api_keys (id, tenant, name, key_hash, key_prefix)
 VALUES (%(id)s, %(tenant)s, %(name)s, %(key_hash)s, %(key_prefix)s);
 
--- count_api_keys --
--- How many keys that are not revoked exist.
-SELECT count(*) FROM api_keys WHERE revoked_at IS NULL;
-
 -- insert_job --
 -- Insert one job (a single submission) and return it.
 INSERT INTO crawl_jobs (id, tenant, url, render, premium, ultra_premium, obey_robots, priority, max_retries,

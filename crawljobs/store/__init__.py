@@ -12,6 +12,7 @@ that mean something to a caller are wrapped here into typed exceptions. One modu
 
 from crawljobs.store.events import BATCH_MARK, NOTIFY_CHANNEL, notify_payloads
 from crawljobs.store.listen import JobListener, listen_jobs
+from crawljobs.store.pool import Pool, open_pool
 from crawljobs.store.reads import (
     batch_counts,
     batch_jobs,
@@ -33,6 +34,7 @@ from crawljobs.store.submissions import (
     find_batch_by_idempotency_key,
     find_job_by_idempotency_key,
     find_tenant_by_key,
+    insert_api_key,
     insert_batch,
     insert_job,
     mark_undispatched,
@@ -69,6 +71,7 @@ __all__ = [
     "FINISH_COLUMNS",
     "NOTIFY_CHANNEL",
     "JobListener",
+    "Pool",
     "Row",
     "batch_counts",
     "batch_job_ids",
@@ -93,6 +96,7 @@ __all__ = [
     "finish_jobs",
     "get_job",
     "get_jobs_meta",
+    "insert_api_key",
     "insert_batch",
     "insert_job",
     "list_attempts",
@@ -105,6 +109,7 @@ __all__ = [
     "mark_undispatched",
     "next_attempt",
     "notify_payloads",
+    "open_pool",
     "purge_expired_html",
     "reclaim_expired_leases",
     "release_jobs",

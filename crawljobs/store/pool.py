@@ -2,15 +2,21 @@
 
 A pool hands out autocommit connections: a store function that needs a transaction opens it itself. ``Pool`` is
 the type the manager, the lifecycle, the waiting reader and the apps hold; none of them imports the driver.
+``UNAVAILABLE`` names the driver's errors that mean "the database cannot be reached now" (the API answers
+them with a 503).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 Pool = AsyncConnectionPool[Any]
+
+# The server is down or restarting, or no connection came free in time.
+UNAVAILABLE: tuple[type[Exception], ...] = (psycopg.OperationalError, PoolTimeout)
 
 
 async def open_pool(

@@ -160,3 +160,12 @@ async def batch_job_ids(conn: AsyncConnection[Any], *, tenant: str, batch_id: st
 async def mark_undispatched(conn: AsyncConnection[Any], *, ids: Sequence[uuid.UUID | str]) -> None:
     async with conn.cursor() as cur:
         await cur.execute(query("mark_undispatched"), {"ids": [str(job_id) for job_id in ids]})
+
+
+def insert_api_key(
+    conninfo: str, *, key_id: uuid.UUID, tenant: str, name: str, key_hash: bytes, key_prefix: str
+) -> None:
+    """Store a new API key (only its hash), on a connection of its own (the CLI and the zero-setup start)."""
+    params = {"id": key_id, "tenant": tenant, "name": name, "key_hash": key_hash, "key_prefix": key_prefix}
+    with psycopg.connect(conninfo) as conn:
+        conn.execute(query("insert_api_key"), params)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import APIRouter, Path, Query, Response
+from fastapi.responses import StreamingResponse
 
 from service import render
 from service.deps import IdempotencyKeyDep, ManagerDep, TenantDep
@@ -18,7 +18,9 @@ from service.schemas import (
     BatchDetail,
     BatchExportPage,
     BatchList,
+    BatchOut,
     CancelResult,
+    ExportedJob,
     RetryResult,
 )
 
@@ -61,7 +63,8 @@ async def submit_batch(
     tenant: TenantDep,
     idempotency_key: IdempotencyKeyDep,
     meter: MeterDep,
-) -> Any:
+    response: Response,
+) -> BatchCreated:
     """Submit up to 50,000 URLs in one transaction. Refused URLs are listed by index; the rest are queued."""
     submission = await counted(
         meter,
@@ -70,29 +73,33 @@ async def submit_batch(
         manager.submit_batch(
             tenant=tenant,
             urls=body.urls,
-            render=body.render,
-            premium=body.premium,
-            ultra_premium=body.ultra_premium,
-            obey_robots=body.obey_robots,
-            max_retries=body.max_retries,
+            options=body.options(),
             batch_id=body.batch_id,
             idempotency_key=idempotency_key,
-            callback_url=body.callback_url,
         ),
     )
-    return JSONResponse(render.batch_submission(submission), status_code=200 if submission.replayed else 201)
+    if submission.replayed:
+        response.status_code = 200
+    return BatchCreated.from_submission(submission)
 
 
 @router.get("", response_model=BatchList, responses=ERRORS)
-async def list_batches(manager: ManagerDep, tenant: TenantDep, limit: Limit = 25, offset: Offset = 0) -> Any:
+async def list_batches(
+    manager: ManagerDep, tenant: TenantDep, limit: Limit = 25, offset: Offset = 0
+) -> BatchList:
     """The tenant's batches, newest first, with their counts."""
     batches, total = await manager.list_batches(tenant=tenant, limit=limit, offset=offset)
-    return JSONResponse(
-        {"batches": [render.batch(b) for b in batches], "total": total, "limit": limit, "offset": offset}
+    return BatchList(
+        batches=[BatchOut.from_batch(b) for b in batches], total=total, limit=limit, offset=offset
     )
 
 
-@router.get("/{batch_id}", response_model=BatchDetail, responses={**ERRORS, **NOT_FOUND})
+@router.get(
+    "/{batch_id}",
+    response_model=BatchDetail,
+    response_model_exclude_unset=True,
+    responses={**ERRORS, **NOT_FOUND},
+)
 async def get_batch(
     batch_id: BatchIdPath,
     manager: ManagerDep,
@@ -100,34 +107,33 @@ async def get_batch(
     status: Literal["pending", "processing", "completed", "error", "cancelled"] | None = None,
     limit: Limit = 100,
     offset: Offset = 0,
-) -> Any:
+) -> BatchDetail:
     """A batch's counts and progress, and a page of its jobs in submission order."""
     found = await manager.get_batch(tenant=tenant, batch_id=batch_id)
     jobs = await manager.batch_jobs(
         tenant=tenant, batch_id=batch_id, status=status, limit=limit, offset=offset
     )
-    body = render.batch(found)
-    body.update(jobs=[render.job(j, with_attempts=False) for j in jobs], limit=limit, offset=offset)
-    return JSONResponse(body)
+    return BatchDetail.from_page(found, jobs, limit=limit, offset=offset)
 
 
 @router.post("/{batch_id}/retry-failed", response_model=RetryResult, responses={**ERRORS, **NOT_FOUND})
-async def retry_failed(batch_id: BatchIdPath, manager: ManagerDep, tenant: TenantDep) -> Any:
+async def retry_failed(batch_id: BatchIdPath, manager: ManagerDep, tenant: TenantDep) -> RetryResult:
     """Put the batch's failed jobs back to pending (their attempts stay recorded) and dispatch them."""
     count = await manager.retry_failed(tenant=tenant, batch_id=batch_id)
-    return JSONResponse({"batch_id": batch_id, "retried": count})
+    return RetryResult(batch_id=batch_id, retried=count)
 
 
 @router.post("/{batch_id}/cancel", response_model=CancelResult, responses={**ERRORS, **NOT_FOUND})
-async def cancel_batch(batch_id: BatchIdPath, manager: ManagerDep, tenant: TenantDep) -> Any:
+async def cancel_batch(batch_id: BatchIdPath, manager: ManagerDep, tenant: TenantDep) -> CancelResult:
     """Cancel the batch's pending and processing jobs at once; its final jobs are left as they are."""
     count = await manager.cancel_batch(tenant=tenant, batch_id=batch_id)
-    return JSONResponse({"batch_id": batch_id, "cancelled": count})
+    return CancelResult(batch_id=batch_id, cancelled=count)
 
 
 @router.get(
     "/{batch_id}/export",
     response_model=BatchExportPage,
+    response_model_exclude_unset=True,
     responses={
         200: {"content": {"application/x-ndjson": {}, "text/csv": {}}},
         **ERRORS,
@@ -138,6 +144,7 @@ async def export_batch(
     batch_id: BatchIdPath,
     manager: ManagerDep,
     tenant: TenantDep,
+    response: Response,
     export_format: ExportFormat = "ndjson",
     limit: ExportLimit = 100,
     offset: Offset = 0,
@@ -151,15 +158,14 @@ async def export_batch(
     filename = batch_id.replace(":", "_")
     if export_format == "json":
         jobs = await manager.export_batch_page(tenant=tenant, batch_id=batch_id, limit=limit, offset=offset)
-        body = {
-            "batch_id": batch_id,
-            "total": found.counts.total,
-            "limit": limit,
-            "offset": offset,
-            "jobs": [render.exported_job(index, job) for index, job in jobs],
-        }
-        disposition = f'attachment; filename="{filename}-{offset}.json"'
-        return JSONResponse(body, headers={"Content-Disposition": disposition})
+        response.headers["Content-Disposition"] = f'attachment; filename="{filename}-{offset}.json"'
+        return BatchExportPage(
+            batch_id=batch_id,
+            total=found.counts.total,
+            limit=limit,
+            offset=offset,
+            jobs=[ExportedJob.from_exported(index, job) for index, job in jobs],
+        )
     with_html = export_format == "ndjson"
     pages = manager.export_batch(
         tenant=tenant,

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, Query, Response
 
 from crawljobs.exceptions import NotFound
 from crawljobs.processing import process_pending
-from service import render
 from service.deps import IdempotencyKeyDep, ManagerDep, TenantDep
 from service.metering import MeterDep, counted
 from service.routes.common import ERRORS, NOT_FOUND, SUBMIT_ERRORS, parse_job_id
@@ -22,6 +20,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
     "",
     status_code=201,
     response_model=JobOut,
+    response_model_exclude_unset=True,
     responses={
         200: {
             "model": JobOut,
@@ -37,62 +36,62 @@ async def submit_job(
     tenant: TenantDep,
     idempotency_key: IdempotencyKeyDep,
     meter: MeterDep,
-) -> Any:
+    response: Response,
+) -> JobOut:
     """Submit one URL. It is committed, then dispatched ahead of any batch's jobs."""
     submission = await counted(
         meter,
         "v1",
         "job",
         manager.submit_job(
-            tenant=tenant,
-            url=body.url,
-            render=body.render,
-            premium=body.premium,
-            ultra_premium=body.ultra_premium,
-            obey_robots=body.obey_robots,
-            max_retries=body.max_retries,
-            idempotency_key=idempotency_key,
-            callback_url=body.callback_url,
+            tenant=tenant, url=body.url, options=body.options(), idempotency_key=idempotency_key
         ),
     )
-    return JSONResponse(render.job(submission.job), status_code=200 if submission.replayed else 201)
+    if submission.replayed:
+        response.status_code = 200
+    return JobOut.from_job(submission.job)
 
 
 @router.post("/process", response_model=ProcessResult, responses=ERRORS)
-async def process_jobs(body: ProcessRequest, manager: ManagerDep, tenant: TenantDep) -> Any:
+async def process_jobs(body: ProcessRequest, manager: ManagerDep, tenant: TenantDep) -> ProcessResult:
     """Process up to `batch_size` of the tenant's pending jobs now (a bounded worker run) and report."""
     summary = await process_pending(manager.settings, batch_size=body.batch_size, tenant=tenant)
-    return JSONResponse(
-        {
-            "processed": summary.processed,
-            "completed": summary.completed,
-            "failed": summary.failed,
-            "message": summary.message,
-        }
+    return ProcessResult(
+        processed=summary.processed,
+        completed=summary.completed,
+        failed=summary.failed,
+        message=summary.message,
     )
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut, responses={**ERRORS, **NOT_FOUND})
-async def cancel_job(job_id: str, manager: ManagerDep, tenant: TenantDep) -> Any:
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobOut,
+    response_model_exclude_unset=True,
+    responses={**ERRORS, **NOT_FOUND},
+)
+async def cancel_job(job_id: str, manager: ManagerDep, tenant: TenantDep) -> JobOut:
     """Cancel a job: pending or processing, it ends `cancelled` at once (a fetch in flight is not written).
 
     A job already final (completed, error, cancelled) is left as it is and returned unchanged, so cancelling
     twice is harmless: the answer's `status` says how the job ended.
     """
     found = await manager.cancel_job(tenant=tenant, job_id=parse_job_id(job_id))
-    return JSONResponse(render.job(found))
+    return JobOut.from_job(found)
 
 
-@router.get("/{job_id}", response_model=JobOut, responses={**ERRORS, **NOT_FOUND})
+@router.get(
+    "/{job_id}", response_model=JobOut, response_model_exclude_unset=True, responses={**ERRORS, **NOT_FOUND}
+)
 async def get_job(
     job_id: str,
     manager: ManagerDep,
     tenant: TenantDep,
     include_html: Annotated[bool, Query(description="Include the fetched HTML.")] = False,
-) -> Any:
+) -> JobOut:
     """A job with every fetch attempt, and its HTML if asked."""
     found = await manager.get_job(tenant=tenant, job_id=parse_job_id(job_id), with_html=include_html)
-    return JSONResponse(render.job(found, with_html=include_html))
+    return JobOut.from_job(found, with_html=include_html)
 
 
 @router.get(

@@ -1,17 +1,18 @@
 """/functions/v1: the routes of the serverless system crawljobs replaces, with its bodies field for field.
 
-Each route is a thin layer over the same manager calls as /v1. See ../shared/LEGACY-SYSTEM.md.
+Each route is a thin layer over the same manager calls as /v1. The legacy field names live here and in
+``service.schemas.legacy`` only. See ../shared/LEGACY-SYSTEM.md.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Awaitable
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
 
+from crawljobs.exceptions import UrlRejected
 from crawljobs.processing import process_pending
-from service import render
 from service.deps import IdempotencyKeyDep, ManagerDep, TenantDep
 from service.metering import MeterDep, counted
 from service.routes.common import ERRORS, NOT_FOUND, SUBMIT_ERRORS, parse_job_id
@@ -20,6 +21,9 @@ from service.schemas import (
     LegacyBatchList,
     LegacyBatchStatus,
     LegacyBatchSubmitted,
+    LegacyBatchSummary,
+    LegacyCounts,
+    LegacyJob,
     LegacyJobResult,
     LegacyProcess,
     LegacyProcessed,
@@ -35,6 +39,19 @@ router = APIRouter(prefix="/functions/v1", tags=["legacy"])
 # The legacy batch status lists every job of the batch; a batch holds at most this many.
 ALL_JOBS = 1_000_000
 
+T = TypeVar("T")
+
+
+async def legacy_names(submission: Awaitable[T]) -> T:
+    """The submission, a refused callback URL named as the legacy body names it (``callbackUrl``)."""
+    try:
+        return await submission
+    except UrlRejected as exc:
+        if exc.details.get("field") != "callback_url":
+            raise
+        message = "callbackUrl" + exc.message.removeprefix("callback_url")
+        raise UrlRejected(message, field="callbackUrl") from None
+
 
 @router.post("/submit-crawl-job", response_model=LegacySubmitted, responses={**ERRORS, **SUBMIT_ERRORS})
 async def submit_crawl_job(
@@ -43,33 +60,13 @@ async def submit_crawl_job(
     tenant: TenantDep,
     idempotency_key: IdempotencyKeyDep,
     meter: MeterDep,
-) -> Any:
+) -> LegacySubmitted:
     """Submit a single URL for processing."""
-    submission = await counted(
-        meter,
-        "legacy",
-        "job",
-        manager.submit_job(
-            tenant=tenant,
-            url=body.url,
-            render=body.render,
-            premium=body.premium,
-            ultra_premium=body.ultraPremium,
-            obey_robots=body.obeyRobots,
-            max_retries=body.maxRetries,
-            idempotency_key=idempotency_key,
-            callback_url=body.callbackUrl,
-            callback_field="callbackUrl",
-        ),
+    submitting = manager.submit_job(
+        tenant=tenant, url=body.url, options=body.options(), idempotency_key=idempotency_key
     )
-    return JSONResponse(
-        {
-            "success": True,
-            "jobId": str(submission.job.id),
-            "status": submission.job.status,
-            "message": "Job submitted successfully",
-        }
-    )
+    submission = await counted(meter, "legacy", "job", legacy_names(submitting))
+    return LegacySubmitted.from_job(submission.job)
 
 
 @router.post(
@@ -81,36 +78,28 @@ async def submit_crawl_jobs_batch(
     tenant: TenantDep,
     idempotency_key: IdempotencyKeyDep,
     meter: MeterDep,
-) -> Any:
+) -> LegacyBatchSubmitted:
     """Submit multiple URLs as a batch; refused URLs are listed in `failures` by index."""
-    submission = await counted(
-        meter,
-        "legacy",
-        "batch",
-        manager.submit_batch(
-            tenant=tenant,
-            urls=body.urls,
-            render=body.render,
-            premium=body.premium,
-            ultra_premium=body.ultraPremium,
-            obey_robots=body.obeyRobots,
-            max_retries=body.maxRetries,
-            batch_id=body.batchId,
-            idempotency_key=idempotency_key,
-            callback_url=body.callbackUrl,
-            callback_field="callbackUrl",
-        ),
+    submitting = manager.submit_batch(
+        tenant=tenant,
+        urls=body.urls,
+        options=body.options(),
+        batch_id=body.batchId,
+        idempotency_key=idempotency_key,
     )
-    return JSONResponse(render.legacy_batch_submission(submission))
+    submission = await counted(meter, "legacy", "batch", legacy_names(submitting))
+    return LegacyBatchSubmitted.from_submission(submission)
 
 
 @router.get("/get-crawl-job", response_model=LegacyJobResult, responses={**ERRORS, **NOT_FOUND})
-async def get_crawl_job(jobId: Annotated[str, Query()], manager: ManagerDep, tenant: TenantDep) -> Any:
+async def get_crawl_job(
+    jobId: Annotated[str, Query()], manager: ManagerDep, tenant: TenantDep
+) -> LegacyJobResult:
     """Status and result of a single job."""
     job = await manager.get_job(
         tenant=tenant, job_id=parse_job_id(jobId), with_html=True, with_attempts=False
     )
-    return JSONResponse({"success": True, "job": render.legacy_job(job), "html": job.html})
+    return LegacyJobResult(success=True, job=LegacyJob.from_job(job), html=job.html)
 
 
 @router.get("/get-crawl-jobs-batch", response_model=LegacyBatchStatus, responses={**ERRORS, **NOT_FOUND})
@@ -120,17 +109,15 @@ async def get_crawl_jobs_batch(
     tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=ALL_JOBS)] = ALL_JOBS,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-) -> Any:
+) -> LegacyBatchStatus:
     """Counts, progress and the jobs of one batch (all of them unless `limit`/`offset` page them)."""
     batch = await manager.get_batch(tenant=tenant, batch_id=batchId)
     jobs = await manager.batch_jobs(tenant=tenant, batch_id=batchId, limit=limit, offset=offset)
-    return JSONResponse(
-        {
-            "success": True,
-            "counts": render.legacy_counts(batch.counts),
-            "progress": batch.counts.progress,
-            "urls": [render.legacy_job(j) for j in jobs],
-        }
+    return LegacyBatchStatus(
+        success=True,
+        counts=LegacyCounts.from_counts(batch.counts),
+        progress=batch.counts.progress,
+        urls=[LegacyJob.from_job(j) for j in jobs],
     )
 
 
@@ -140,30 +127,25 @@ async def list_crawl_job_batches(
     tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 25,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-) -> Any:
+) -> LegacyBatchList:
     """All batches with pagination, newest first."""
     batches, total = await manager.list_batches(tenant=tenant, limit=limit, offset=offset)
-    return JSONResponse(
-        {
-            "batches": [render.legacy_batch_summary(b) for b in batches],
-            "total": total,
-            "limit": limit,
-            "offset": offset,
-        }
+    return LegacyBatchList(
+        batches=[LegacyBatchSummary.from_batch(b) for b in batches], total=total, limit=limit, offset=offset
     )
 
 
 @router.post("/retry-failed-batch-jobs", response_model=LegacyRetried, responses={**ERRORS, **NOT_FOUND})
-async def retry_failed_batch_jobs(body: LegacyRetryFailed, manager: ManagerDep, tenant: TenantDep) -> Any:
+async def retry_failed_batch_jobs(
+    body: LegacyRetryFailed, manager: ManagerDep, tenant: TenantDep
+) -> LegacyRetried:
     """Reset a batch's failed jobs to pending."""
     count = await manager.retry_failed(tenant=tenant, batch_id=body.batchId)
-    return JSONResponse(
-        {"success": True, "count": count, "message": f"Reset {count} failed jobs to pending status"}
-    )
+    return LegacyRetried(success=True, count=count, message=f"Reset {count} failed jobs to pending status")
 
 
 @router.post("/process-crawl-jobs", response_model=LegacyProcessed, responses=ERRORS)
-async def process_crawl_jobs(body: LegacyProcess, manager: ManagerDep, tenant: TenantDep) -> Any:
+async def process_crawl_jobs(body: LegacyProcess, manager: ManagerDep, tenant: TenantDep) -> LegacyProcessed:
     """Process up to `batchSize` of the tenant's pending jobs now (a bounded worker run) and report."""
     summary = await process_pending(manager.settings, batch_size=body.batchSize, tenant=tenant)
-    return JSONResponse({"success": True, "processed": summary.processed, "message": summary.message})
+    return LegacyProcessed(success=True, processed=summary.processed, message=summary.message)

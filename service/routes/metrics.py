@@ -19,10 +19,10 @@ from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from crawljobs import store
 from crawljobs.exceptions import Unauthorized
+from crawljobs.exposition import Snapshot, exposition, read_shared
 from crawljobs.manager import JobManager
-from crawljobs.metrics import MetricKeys, Snapshot, exposition, read_shared
+from crawljobs.metrics import MetricKeys
 from service.deps import ManagerDep
 from service.metering import MeterDep
 from service.routes.common import ERRORS
@@ -52,8 +52,7 @@ class LiveJobCounts:
     async def get(self, manager: JobManager) -> dict[str, int]:
         async with self._lock:
             if self.value is None or time.monotonic() - self.read_at >= self.max_age:
-                async with manager.pool.connection() as conn:
-                    self.value = await store.count_live_jobs(conn)
+                self.value = await manager.live_job_counts()
                 self.read_at = time.monotonic()
             return self.value
 

@@ -26,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from crawljobs.config import Settings
 from crawljobs.manager import JobManager
+from crawljobs.models import SubmitOptions
 from crawljobs.queue import redis_client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -174,14 +175,18 @@ class System:
 
     def submit(self, url: str, **flags: Any) -> uuid.UUID:
         async def body(manager: JobManager) -> uuid.UUID:
-            return (await manager.submit_job(tenant="acceptance", url=url, **flags)).job.id
+            return (
+                await manager.submit_job(tenant="acceptance", url=url, options=SubmitOptions(**flags))
+            ).job.id
 
         job_id: uuid.UUID = self.with_manager(body)
         return job_id
 
     def submit_batch(self, urls: list[str], **flags: Any) -> list[uuid.UUID]:
         async def body(manager: JobManager) -> list[uuid.UUID]:
-            submission = await manager.submit_batch(tenant="acceptance", urls=urls, **flags)
+            submission = await manager.submit_batch(
+                tenant="acceptance", urls=urls, options=SubmitOptions(**flags)
+            )
             return [i for i in submission.job_ids if i is not None]
 
         ids: list[uuid.UUID] = self.with_manager(body)

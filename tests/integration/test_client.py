@@ -14,7 +14,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import FrozenInstanceError
 from pathlib import Path
 
@@ -58,8 +58,9 @@ class ServedApi:
     def __init__(self, settings: Settings) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        self.app = create_app(settings, resolver=fake_resolver)
         config = uvicorn.Config(
-            create_app(settings, resolver=fake_resolver),
+            self.app,
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
@@ -80,6 +81,16 @@ class ServedApi:
     def __exit__(self, *_: object) -> None:
         self.server.should_exit = True
         self.thread.join(15)
+
+    def waiters(self) -> int:
+        """How many waits the API's completion hub holds now (read from this thread: a concurrent change of
+        its registry is read again)."""
+        while True:
+            try:
+                count: int = self.app.state.hub.waiters
+                return count
+            except RuntimeError:  # the registry changed size while it was counted
+                continue
 
 
 def finish_jobs(database_url: str, ids: Sequence[str], *, status: str = "completed") -> None:
@@ -105,14 +116,31 @@ def finish_jobs(database_url: str, ids: Sequence[str], *, status: str = "complet
             conn.execute("SELECT pg_notify(%s, %s)", (store.NOTIFY_CHANNEL, payload))
 
 
-def finish_later(database_url: str, ids: Sequence[str], delay: float, **kwargs: str) -> threading.Thread:
+def once(
+    condition: Callable[[], bool], action: Callable[[], None], *, seconds: float = 15.0
+) -> threading.Thread:
+    """Run `action` in a thread as soon as `condition` holds (polled, with a deadline), so that a finish lands
+    while the client is really waiting. Past the deadline it gives up: the wait under test then times out."""
+
     def run() -> None:
-        time.sleep(delay)
-        finish_jobs(database_url, ids, **kwargs)
+        deadline = time.monotonic() + seconds
+        while not condition():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+        action()
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
+
+
+def finish_when_waited(
+    served: ServedApi, database_url: str, ids: Sequence[str], **kwargs: str
+) -> threading.Thread:
+    """Finish the jobs once the API holds one more wait than now (the client's, about to be made)."""
+    before = served.waiters()
+    return once(lambda: served.waiters() > before, lambda: finish_jobs(database_url, ids, **kwargs))
 
 
 @pytest.fixture(scope="module")
@@ -202,9 +230,9 @@ def test_typed_errors(served: ServedApi, client: Client) -> None:
         nowhere.get("00000000-0000-0000-0000-000000000000")
 
 
-def test_wait_is_released_by_completion(client: Client, database_url: str) -> None:
+def test_wait_is_released_by_completion(client: Client, served: ServedApi, database_url: str) -> None:
     job = client.submit(URL + "?wait")
-    finisher = finish_later(database_url, [job.id], 0.3)
+    finisher = finish_when_waited(served, database_url, [job.id])
     started = time.monotonic()
     done = client.wait(job.id, timeout=20)
     assert time.monotonic() - started < 10
@@ -214,10 +242,12 @@ def test_wait_is_released_by_completion(client: Client, database_url: str) -> No
     assert client.html(job.id) == f"<html>{job.id}</html>"
 
 
-def test_legacy_pattern_submit_then_wait(client: Client, database_url: str) -> None:
+def test_legacy_pattern_submit_then_wait(client: Client, served: ServedApi, database_url: str) -> None:
     """The documented two-liner: submit, wait with a timeout, carry on."""
-    finisher = threading.Timer(0.3, lambda: finish_jobs(database_url, _pending_ids(database_url)))
-    finisher.start()
+    before = served.waiters()
+    finisher = once(
+        lambda: served.waiters() > before, lambda: finish_jobs(database_url, _pending_ids(database_url))
+    )
     job = client.wait(client.submit(URL + "?legacy").id, timeout=20)
     finisher.join()
     assert job.status == "completed"
@@ -246,7 +276,7 @@ def test_wait_on_an_unknown_job_is_not_found(client: Client) -> None:
         client.wait("00000000-0000-0000-0000-000000000000", timeout=1)
 
 
-def test_batch_submit_wait_iterate_and_page(client: Client, database_url: str) -> None:
+def test_batch_submit_wait_iterate_and_page(client: Client, served: ServedApi, database_url: str) -> None:
     urls = [f"{URL}?b={i}" for i in range(5)] + ["ftp://127.0.0.1/refused"]
     submission = client.submit_batch(urls, premium=True)
     assert submission.total == 6 and submission.accepted == 5 and submission.rejected == 1
@@ -257,8 +287,8 @@ def test_batch_submit_wait_iterate_and_page(client: Client, database_url: str) -
         client.wait_batch(submission.batch_id, timeout=0.3)
     assert caught.value.batch is not None and caught.value.batch.counts.pending == 5
 
-    finish_later(database_url, ids[:4], 0.2)
-    finish_later(database_url, ids[4:], 0.4, status="error")
+    finish_when_waited(served, database_url, ids[:4])
+    finish_when_waited(served, database_url, ids[4:], status="error")
     batch = client.wait_batch(submission.batch_id, timeout=20)
     assert batch.is_done and batch.progress == 100
     assert (batch.counts.completed, batch.counts.error, batch.counts.total) == (4, 1, 5)
@@ -284,10 +314,10 @@ def test_follow_a_batch_as_it_progresses(client: Client, database_url: str) -> N
     events = client.follow(submission.batch_id, timeout=20)
     first = next(events)
     assert (first.counts.pending, first.counts.total, first.progress, first.done) == (3, 3, 0, False)
-    finish_later(database_url, ids[:1], 0.1)
+    finish_jobs(database_url, ids[:1])  # the stream is subscribed: it sent its first event
     second = next(events)
     assert (second.counts.completed, second.progress, second.done) == (1, 33, False)
-    finish_later(database_url, ids[1:], 0.1, status="error")
+    finish_jobs(database_url, ids[1:], status="error")
     rest = list(events)
     assert rest[-1].done and rest[-1].counts.error == 2 and rest[-1].progress == 100
 
@@ -345,12 +375,12 @@ def test_async_client(served: ServedApi, key: str, database_url: str) -> None:
             assert (await c.get(job.id)).status == "pending"
             with pytest.raises(WaitTimeout):
                 await c.wait(job.id, timeout=0.3)
-            finish_later(database_url, [job.id], 0.2)
+            finish_when_waited(served, database_url, [job.id])
             assert (await c.wait(job.id, timeout=20)).ok
 
             submission = await c.submit_batch([f"{URL}?a={i}" for i in range(2)])
             ids = [i for i in submission.job_ids if i is not None]
-            finish_later(database_url, ids, 0.2)
+            finish_when_waited(served, database_url, ids)
             assert (await c.wait_batch(submission.batch_id, timeout=20)).is_done
             assert [j.id async for j in c.iter_results(submission.batch_id)] == ids
             buffer = io.BytesIO()
@@ -416,10 +446,14 @@ def test_callback_url_robots_and_the_delivery_log(client: Client, database_url: 
 
 
 class WithoutWaitRoutes(httpx.HTTPTransport):
-    """A server from before the wait routes: they answer the router's own 404 (`not_found`)."""
+    """A server from before the wait routes: they answer the router's own 404 (`not_found`). Counts the
+    refused waits, after which the client polls."""
+
+    refused = 0
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/wait"):
+            self.refused += 1
             body = {"success": False, "code": "not_found", "error": "Not Found"}
             return httpx.Response(404, json=body, request=request)
         return super().handle_request(request)
@@ -428,12 +462,16 @@ class WithoutWaitRoutes(httpx.HTTPTransport):
 def test_wait_falls_back_to_polling_without_the_wait_routes(
     served: ServedApi, key: str, database_url: str
 ) -> None:
-    with Client(served.base, key, poll_interval=0.1, transport=WithoutWaitRoutes()) as c:
+    transport = WithoutWaitRoutes()
+    with Client(served.base, key, poll_interval=0.1, transport=transport) as c:
         job = c.submit(URL + "?poll")
         with pytest.raises(WaitTimeout):
             c.wait(job.id, timeout=0.3)
-        finish_later(database_url, [job.id], 0.2)
+        refused = transport.refused
+        once(lambda: transport.refused > refused, lambda: finish_jobs(database_url, [job.id]))
         assert c.wait(job.id, timeout=20).ok
         submission = c.submit_batch([URL + "?poll-batch"])
-        finish_later(database_url, [i for i in submission.job_ids if i], 0.2)
+        refused = transport.refused
+        ids = [i for i in submission.job_ids if i]
+        once(lambda: transport.refused > refused, lambda: finish_jobs(database_url, ids))
         assert c.wait_batch(submission.batch_id, timeout=20).is_done

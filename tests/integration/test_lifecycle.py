@@ -11,6 +11,7 @@ import pytest
 from crawljobs.config import Settings
 from crawljobs.lifecycle import Leases, reclaim_expired_leases
 from crawljobs.manager import JobManager
+from crawljobs.models import SubmitOptions
 from crawljobs.queries import parse_queries
 from crawljobs.testing import FakeWorker
 from crawlproject.retrying import decide
@@ -19,7 +20,7 @@ from tests.integration.conftest import run_with_manager
 
 async def _submit(manager: JobManager, *, max_retries: int | None = None) -> uuid.UUID:
     submission = await manager.submit_job(
-        tenant="t", url=f"https://example.com/{uuid.uuid4()}", max_retries=max_retries
+        tenant="t", url=f"https://example.com/{uuid.uuid4()}", options=SubmitOptions(max_retries=max_retries)
     )
     return submission.job.id
 

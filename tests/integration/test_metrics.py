@@ -15,6 +15,7 @@ from crawljobs import __version__, store
 from crawljobs.config import Settings
 from crawljobs.manager import JobManager
 from crawljobs.metrics import WORKER_TTL_FACTOR, MetricKeys, publish_worker
+from crawljobs.models import SubmitOptions
 from crawljobs.sweeper import Sweeper
 from tests.integration.conftest import make_client, run_with_manager
 from tests.integration.test_webhooks import Receiver, completed
@@ -243,10 +244,10 @@ def test_sweeper_counts_reclaimed_leases_and_webhook_deliveries(settings: Settin
 
         async def body(manager: JobManager) -> None:
             lost = await manager.submit_batch(
-                tenant="sweep", urls=["https://example.com/l1"] * 2, max_retries=0
+                tenant="sweep", urls=["https://example.com/l1"] * 2, options=SubmitOptions(max_retries=0)
             )
             hooked = await manager.submit_job(
-                tenant="sweep", url="https://example.com/h", callback_url=receiver.url
+                tenant="sweep", url="https://example.com/h", options=SubmitOptions(callback_url=receiver.url)
             )
             lost_ids = [i for i in lost.job_ids if i is not None]
             async with manager.pool.connection() as conn:

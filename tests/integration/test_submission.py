@@ -163,6 +163,30 @@ def test_v1_batch_replay_returns_the_same_job_ids(client: TestClient, auth: dict
     assert second.json()["batch_id"] == first.json()["batch_id"]
 
 
+def test_a_replay_reads_a_batch_stored_under_the_old_legacy_name(
+    client: TestClient, auth: dict[str, str], database_url: str
+) -> None:
+    """Batches stored before the core named it ``batch_id`` kept ``batchId``: they still replay."""
+    payload = {"urls": ["https://example.com/o1", "nope"]}
+    headers = {**auth, "Idempotency-Key": "stored-before"}
+    first = client.post("/v1/batches", json=payload, headers=headers).json()
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute(
+            "SELECT response FROM crawl_batches WHERE batch_id = %s", (first["batch_id"],)
+        ).fetchone()
+        assert (
+            stored is not None and stored[0]["batch_id"] == first["batch_id"] and "batchId" not in stored[0]
+        )
+        conn.execute(
+            """UPDATE crawl_batches SET response = response - 'batch_id' || jsonb_build_object('batchId', batch_id)
+               WHERE batch_id = %s""",
+            (first["batch_id"],),
+        )
+    second = client.post("/v1/batches", json=payload, headers=headers)
+    assert second.status_code == 200
+    assert second.json() == {**first, "dispatched": True}
+
+
 def test_single_job_idempotency(client: TestClient, auth: dict[str, str], database_url: str) -> None:
     headers = {**auth, "Idempotency-Key": "single-1"}
     first = client.post("/v1/jobs", json={"url": "https://example.com/s"}, headers=headers)

@@ -17,6 +17,7 @@ import pytest
 from crawljobs import store
 from crawljobs.config import Settings
 from crawljobs.manager import JobManager
+from crawljobs.models import SubmitOptions
 from crawljobs.sweeper import Sweeper
 from crawljobs.webhooks import verify
 from tests.integration.conftest import make_client, run_with_manager
@@ -134,7 +135,7 @@ def test_failing_receiver_gets_one_signed_delivery_after_retries(
 
     async def body(manager: JobManager) -> tuple[uuid.UUID, str]:
         submission = await manager.submit_job(
-            tenant=tenant, url="https://example.com/a", callback_url=receiver.url
+            tenant=tenant, url="https://example.com/a", options=SubmitOptions(callback_url=receiver.url)
         )
         await finish(manager, [submission.job.id])
         await sweep_until_settled(manager)
@@ -169,7 +170,7 @@ def test_deliveries_survive_a_restart_and_batches_report_completion(
         submission = await manager.submit_batch(
             tenant=tenant,
             urls=["https://example.com/1", "https://example.com/2"],
-            callback_url=receiver.url,
+            options=SubmitOptions(callback_url=receiver.url),
         )
         await finish(manager, [i for i in submission.job_ids if i is not None])
         return submission.batch_id
@@ -204,7 +205,7 @@ def test_a_batch_finished_by_a_cancel_reports_its_completion(
         submission = await manager.submit_batch(
             tenant=tenant,
             urls=["https://example.com/c1", "https://example.com/c2", "https://example.com/c3"],
-            callback_url="http://127.0.0.1:9/never-called",
+            options=SubmitOptions(callback_url="http://127.0.0.1:9/never-called"),
         )
         first = submission.job_ids[0]
         assert first is not None
@@ -233,7 +234,7 @@ def test_concurrent_writers_of_a_batch_last_jobs_report_its_completion_once(
             submission = await manager.submit_batch(
                 tenant=tenant,
                 urls=[f"https://example.com/r{i}" for i in range(4)],
-                callback_url="http://127.0.0.1:9/never-called",
+                options=SubmitOptions(callback_url="http://127.0.0.1:9/never-called"),
             )
             ids = [i for i in submission.job_ids if i is not None]
             # Four workers write one job each at the same time.
@@ -342,8 +343,7 @@ def test_a_job_the_sweeper_ends_worker_lost_fails_like_any_other(
         submission = await manager.submit_batch(
             tenant=tenant,
             urls=["https://example.com/lost"],
-            max_retries=0,
-            callback_url="http://127.0.0.1:9/x",
+            options=SubmitOptions(max_retries=0, callback_url="http://127.0.0.1:9/x"),
         )
         job_id = submission.job_ids[0]
         assert job_id is not None

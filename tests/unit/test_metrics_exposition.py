@@ -9,17 +9,9 @@ import sys
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from crawljobs.exposition import Snapshot, WorkerState, exposition
 from crawljobs.logs import JsonFormatter, job_fields
-from crawljobs.metrics import (
-    FETCH_BUCKETS,
-    MetricsBuffer,
-    Snapshot,
-    WorkerState,
-    bucket_label,
-    counter_field,
-    exposition,
-    numeric_stats,
-)
+from crawljobs.metrics import FETCH_BUCKETS, MetricsBuffer, bucket_label, counter_field, numeric_stats
 
 
 def samples_of(snapshot: Snapshot) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
