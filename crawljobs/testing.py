@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,7 +51,7 @@ class FakeWorker:
         self,
         ids: JobIds,
         *,
-        html: str | None = "<p>ok</p>",
+        html: str | Callable[[ClaimedJob], str | None] | None = "<p>ok</p>",
         http_status: int = 200,
         content_type: str = "text/html",
         final_url: str | None = None,
@@ -60,8 +60,8 @@ class FakeWorker:
         cost: float = 1.0,
         attempt: int = 1,
     ) -> list[uuid.UUID]:
-        """Claim (if not held) and complete the jobs at `attempt` (earlier ones transient failures); the ids
-        whose result was written."""
+        """Claim (if not held) and complete the jobs at `attempt` (earlier ones transient failures), with `html`
+        (or the page `html(job)` makes of each); the ids whose result was written."""
         jobs = await self._at_attempt(ids, attempt)
         results = [
             ResultRecord(
@@ -70,7 +70,7 @@ class FakeWorker:
                 status="completed",
                 processing_time_ms=processing_time_ms,
                 cost=cost,
-                html=html,
+                html=html(job) if callable(html) else html,
                 http_status=http_status,
                 final_url=final_url or job.url,
                 content_type=content_type,
@@ -79,7 +79,7 @@ class FakeWorker:
             for job in jobs
         ]
         return await self.leases.finish(
-            results, [self._attempt(job, "ok", http_status, None) for job in jobs]
+            results, [self._attempt(job, success_method, "ok", http_status, None) for job in jobs]
         )
 
     async def fail(
@@ -88,6 +88,7 @@ class FakeWorker:
         *,
         error: str = "HTTP 500",
         http_status: int | None = None,
+        html: str | None = None,
         processing_time_ms: int = 42,
         cost: float = 1.0,
         attempt: int = 1,
@@ -102,12 +103,13 @@ class FakeWorker:
                 processing_time_ms=processing_time_ms,
                 cost=cost,
                 http_status=http_status,
+                html=html,
                 error_message=error,
             )
             for job in jobs
         ]
         return await self.leases.finish(
-            results, [self._attempt(job, "permanent", http_status, error) for job in jobs]
+            results, [self._attempt(job, "http:direct", "permanent", http_status, error) for job in jobs]
         )
 
     async def die(self, ids: JobIds) -> list[ClaimedJob]:
@@ -124,12 +126,12 @@ class FakeWorker:
         return jobs
 
     def _attempt(
-        self, job: ClaimedJob, outcome: str, http_status: int | None, error: str | None
+        self, job: ClaimedJob, method: str, outcome: str, http_status: int | None, error: str | None
     ) -> AttemptRecord:
         return AttemptRecord(
             job_id=job.id,
             attempt=job.attempt,
-            method="http:direct",
+            method=method,
             worker=self.leases.worker_id,
             started_at=datetime.now(UTC),
             duration_ms=5,

@@ -22,6 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
 
+from crawljobs import testing as fakeworker
 from crawljobs.config import Settings
 from service.app import create_app
 
@@ -53,16 +54,9 @@ def owned(client: TestClient, api_key: str, database_url: str) -> Owned:
     )
     assert batch.status_code == 201, batch.text
     failed, completed = batch.json()["job_ids"]
+    fakeworker.fail(database_url, [failed], error="blocked")
+    fakeworker.complete(database_url, [completed], html="<p>secret of A</p>", content_type="text/html")
     with psycopg.connect(database_url) as conn:
-        conn.execute(
-            "UPDATE crawl_jobs SET status = 'error', error_message = 'blocked', completed_at = now() WHERE id = %s",
-            (failed,),
-        )
-        conn.execute(
-            "UPDATE crawl_jobs SET status = 'completed', html = '<p>secret of A</p>', html_length = 18,"
-            " content_type = 'text/html', completed_at = now() WHERE id = %s",
-            (completed,),
-        )
         conn.execute(
             "INSERT INTO webhook_deliveries (tenant, event, job_id, batch_id, url, payload)"
             " VALUES (%s, 'job.failed', %s, %s, 'https://example.com/hook', '{}')",

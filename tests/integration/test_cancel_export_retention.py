@@ -13,20 +13,31 @@ import pytest
 from fastapi.testclient import TestClient
 
 from crawljobs import store
+from crawljobs import testing as fakeworker
 from crawljobs.config import Settings
+from crawljobs.lifecycle import ResultRecord
 from crawljobs.manager import JobManager
 from crawljobs.sweeper import Sweeper, SweepReport
+from crawljobs.testing import FakeWorker
 from service.render import EXPORT_CSV_FIELDS
 from tests.integration.conftest import run_with_manager
 
 
-def result(job_id: uuid.UUID | str, attempt: int, worker: str, html: str) -> dict[str, Any]:
+def result(job_id: uuid.UUID | str, attempt: int, html: str) -> ResultRecord:
     """What a worker's pipeline hands to store.finish_jobs for a page it fetched."""
-    return {
-        "id": job_id, "attempt": attempt, "worker": worker, "status": "completed", "html": html,
-        "html_length": len(html), "processing_time_ms": 5, "success_method": "http:direct", "http_status": 200,
-        "final_url": "https://example.com/", "content_type": "text/html", "error_message": None, "cost": 1.0,
-    }  # fmt: skip
+    return ResultRecord(
+        id=uuid.UUID(str(job_id)), attempt=attempt, status="completed", processing_time_ms=5, cost=1.0, html=html,
+        http_status=200, final_url="https://example.com/", content_type="text/html", success_method="http:direct",
+    )  # fmt: skip
+
+
+def age(database_url: str, ids: list[str], interval: str) -> None:
+    """Time passing: the jobs finished `interval` ago (the one thing a test writes by hand)."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "UPDATE crawl_jobs SET completed_at = now() - %s::interval WHERE id = ANY(%s::uuid[])",
+            (interval, ids),
+        )
 
 
 def submit_batch(client: TestClient, auth: dict[str, str], batch_id: str, n: int) -> list[str]:
@@ -109,10 +120,10 @@ def test_cancel_during_a_fetch_the_worker_writes_nothing(
         async with manager.pool.connection() as conn:
             renewed = await store.renew_leases(conn, worker="w1", ids=[job["id"]], lease_seconds=30)
             retry = await store.next_attempt(
-                conn, job_id=uuid.UUID(job["id"]), attempt=1, worker="w1", lease_seconds=30
+                conn, job_id=uuid.UUID(job["id"]), attempt=1, retry=True, worker="w1", lease_seconds=30
             )
             written = await store.finish_jobs(
-                conn, worker="w1", results=[result(job["id"], 1, "w1", "<p>late</p>")], attempts=[]
+                conn, worker="w1", results=[result(job["id"], 1, "<p>late</p>")], attempts=[]
             )
         return renewed, retry, written
 
@@ -128,12 +139,7 @@ def test_cancel_a_finished_job_leaves_it_as_it_is(
     client: TestClient, auth: dict[str, str], database_url: str
 ) -> None:
     job = client.post("/v1/jobs", json={"url": "https://example.com/done"}, headers=auth).json()
-    with psycopg.connect(database_url) as conn:
-        conn.execute(
-            "UPDATE crawl_jobs SET status = 'completed', html = '<p>ok</p>', html_length = 9, completed_at = now()"
-            " WHERE id = %s",
-            (job["id"],),
-        )
+    fakeworker.complete(database_url, [job["id"]], html="<p>ok</p>")
     before = client.get(f"/v1/jobs/{job['id']}", headers=auth).json()
     response = client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth)
     assert response.status_code == 200
@@ -145,15 +151,8 @@ def test_cancel_a_batch(
     client: TestClient, auth: dict[str, str], database_url: str, settings: Settings
 ) -> None:
     ids = submit_batch(client, auth, "cancel-batch", 450)
-    with psycopg.connect(database_url) as conn:
-        conn.execute(
-            "UPDATE crawl_jobs SET status = 'completed', completed_at = now() WHERE id = ANY(%s::uuid[])",
-            (ids[:3],),
-        )
-        conn.execute(
-            "UPDATE crawl_jobs SET status = 'error', completed_at = now() WHERE id = ANY(%s::uuid[])",
-            (ids[3:4],),
-        )
+    fakeworker.complete(database_url, ids[:3])
+    fakeworker.fail(database_url, ids[3:4])
 
     async def claim(manager: JobManager) -> list[Any]:
         async with manager.pool.connection() as conn:
@@ -191,25 +190,20 @@ EXPORT_SIZE = 1000
 
 
 @pytest.fixture
-def export_batch(client: TestClient, auth: dict[str, str], database_url: str) -> tuple[str, list[str]]:
+def export_batch(client: TestClient, auth: dict[str, str], settings: Settings) -> tuple[str, list[str]]:
     """A 1,000-job batch: every third job completed with awkward HTML, every seventh an error, the rest pending."""
     batch_id = f"export-{uuid.uuid4().hex[:8]}"
     ids = submit_batch(client, auth, batch_id, EXPORT_SIZE)
-    with psycopg.connect(database_url) as conn:
-        conn.execute(
-            """UPDATE crawl_jobs
-               SET status = 'completed', completed_at = now(), http_status = 200, success_method = 'http:direct',
-                   html = '<p class="x">' || batch_index || E'\\n\u00e9, "quoted"</p>',
-                   html_length = 100 + batch_index, cost = 1, attempt = 1
-               WHERE batch_id = %s AND batch_index %% 3 = 0""",
-            (batch_id,),
-        )
-        conn.execute(
-            """UPDATE crawl_jobs SET status = 'error', completed_at = now(), attempt = 4,
-                   error_message = E'HTTP 500, "server error"\\nagain'
-               WHERE batch_id = %s AND batch_index %% 3 <> 0 AND batch_index %% 7 = 0""",
-            (batch_id,),
-        )
+
+    async def end(manager: JobManager) -> None:
+        worker = FakeWorker(manager.pool)
+        for index, job_id in enumerate(ids):
+            if index % 3 == 0:
+                await worker.complete([job_id], html=expected_html(index))
+            elif index % 7 == 0:
+                await worker.fail([job_id], error='HTTP 500, "server error"\nagain', attempt=4)
+
+    run_with_manager(settings, end)
     return batch_id, ids
 
 
@@ -238,7 +232,7 @@ def test_export_ndjson_streams_every_job_in_order_with_html(
         assert job["html"] == expected_html(index)
         assert job["batch_id"] == batch_id
         assert "attempts" not in job
-    assert jobs[3]["status"] == "completed" and jobs[3]["html_length"] == 103
+    assert jobs[3]["status"] == "completed" and jobs[3]["html_length"] == len(expected_html(3) or "")
     assert jobs[7]["status"] == "error" and jobs[7]["error_message"] == 'HTTP 500, "server error"\nagain'
     assert jobs[1]["status"] == "pending"
     # The default format is NDJSON.
@@ -262,7 +256,7 @@ def test_export_csv_streams_the_metadata(
     assert (
         rows[3]["status"] == "completed"
         and rows[3]["http_status"] == "200"
-        and rows[3]["html_length"] == "103"
+        and rows[3]["html_length"] == str(len(expected_html(3) or ""))
     )
     assert rows[3]["success_method"] == "http:direct" and rows[3]["completed_at"].endswith("Z")
     assert rows[7]["status"] == "error" and rows[7]["error_message"] == 'HTTP 500, "server error"\nagain'
@@ -350,23 +344,12 @@ def test_the_sweeper_drops_expired_html_and_keeps_the_metadata(
     with psycopg.connect(database_url) as conn:
         # Earlier tests' jobs share this database: keep them out of the counts.
         conn.execute("UPDATE crawl_jobs SET html = NULL WHERE batch_id IS DISTINCT FROM 'retention'")
-        conn.execute(
-            """UPDATE crawl_jobs SET status = 'completed', html = '<p>page</p>', html_length = 11,
-                   http_status = 200, success_method = 'http:direct', final_url = url, cost = 1,
-                   completed_at = now() - interval '8 days'
-               WHERE id = ANY(%s::uuid[])""",
-            ([old, old_too],),
-        )
-        conn.execute(
-            """UPDATE crawl_jobs SET status = 'completed', html = '<p>new</p>', html_length = 10,
-                   completed_at = now() - interval '6 days' WHERE id = %s""",
-            (fresh,),
-        )
-        conn.execute(
-            """UPDATE crawl_jobs SET status = 'error', html = '<p>denied</p>', html_length = 13, http_status = 403,
-                   error_message = 'blocked', completed_at = now() - interval '30 days' WHERE id = %s""",
-            (error_old,),
-        )
+    fakeworker.complete(database_url, [old, old_too], html="<p>page</p>")
+    fakeworker.complete(database_url, [fresh], html="<p>new</p>")
+    fakeworker.fail(database_url, [error_old], html="<p>denied</p>", http_status=403, error="blocked")
+    age(database_url, [old, old_too], "8 days")
+    age(database_url, [fresh], "6 days")
+    age(database_url, [error_old], "30 days")
     before = row_of(database_url, old)
 
     # TTL 0 disables retention: nothing is purged, however old.
@@ -414,11 +397,8 @@ def test_retention_purges_in_chunks(
     ids = submit_batch(client, auth, "retention-chunks", 25)
     with psycopg.connect(database_url) as conn:
         conn.execute("UPDATE crawl_jobs SET html = NULL WHERE batch_id IS DISTINCT FROM 'retention-chunks'")
-        conn.execute(
-            """UPDATE crawl_jobs SET status = 'completed', html = 'x', html_length = 1,
-                   completed_at = now() - interval '2 hours' WHERE id = ANY(%s::uuid[])""",
-            (ids,),
-        )
+    fakeworker.complete(database_url, ids, html="x")
+    age(database_url, ids, "2 hours")
     hour = Settings(**{**settings.model_dump(), "result_ttl": 3600})
     report = run_with_manager(hour, lambda manager: Sweeper(manager, batch_limit=10).sweep_once())
     assert report.purged == 25

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 import uvicorn
 
-from crawljobs import store
+from crawljobs import testing as fakeworker
 from crawljobs.client import (
     AsyncClient,
     Client,
@@ -40,7 +40,6 @@ from crawljobs.keys import create_key
 from service.app import create_app
 from tests.conftest import drop_prefix
 from tests.integration.conftest import fake_resolver
-from tests.integration.test_webhooks import completed
 
 URL = "http://127.0.0.1:9/page"
 
@@ -94,26 +93,12 @@ class ServedApi:
 
 
 def finish_jobs(database_url: str, ids: Sequence[str], *, status: str = "completed") -> None:
-    """Finish jobs as the worker's pipeline does: the rows and the NOTIFYs of their ids and batches, in one
-    transaction."""
-    with psycopg.connect(database_url) as conn:
-        if status == "completed":
-            cur = conn.execute(
-                """UPDATE crawl_jobs SET status = 'completed', html = '<html>' || id || '</html>',
-                       html_length = length('<html>' || id || '</html>'), processing_time_ms = 42,
-                       success_method = 'http:direct', http_status = 200, completed_at = now(),
-                       updated_at = now(), attempt = 1
-                   WHERE id = ANY(%s::uuid[]) RETURNING batch_id""",
-                (list(ids),),
-            )
-        else:
-            cur = conn.execute(
-                """UPDATE crawl_jobs SET status = 'error', error_message = 'HTTP 500', attempt = max_attempts,
-                       completed_at = now(), updated_at = now() WHERE id = ANY(%s::uuid[]) RETURNING batch_id""",
-                (list(ids),),
-            )
-        for payload in store.notify_payloads(ids, [row[0] for row in cur.fetchall()]):
-            conn.execute("SELECT pg_notify(%s, %s)", (store.NOTIFY_CHANNEL, payload))
+    """Finish jobs as the worker's pipeline does (claimed, written and NOTIFYd through the real lifecycle), each
+    completed one with the page ``<html>{id}</html>``."""
+    if status == "completed":
+        fakeworker.complete(database_url, ids, html=lambda job: f"<html>{job.id}</html>")
+    else:
+        fakeworker.fail(database_url, ids)
 
 
 def once(
@@ -397,14 +382,6 @@ def test_async_client(served: ServedApi, key: str, database_url: str) -> None:
     asyncio.run(scenario())
 
 
-async def complete_as_worker(database_url: str, ids: Sequence[str]) -> None:
-    """Claim and complete jobs through the store, as a worker does (so the webhook outbox is written)."""
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        claimed = await store.claim_jobs(conn, ids=ids, worker="w", lease_seconds=30)
-        results = [completed(row["id"], row["attempt"]) for row in claimed]
-        assert len(await store.finish_jobs(conn, worker="w", results=results, attempts=[])) == len(ids)
-
-
 def test_callback_url_robots_and_the_delivery_log(client: Client, database_url: str) -> None:
     hook = "http://127.0.0.1:9/hook"
     job = client.submit(URL + "?hook", callback_url=hook, obey_robots=True)
@@ -412,7 +389,7 @@ def test_callback_url_robots_and_the_delivery_log(client: Client, database_url: 
         row = conn.execute("SELECT callback_url, obey_robots FROM crawl_jobs WHERE id = %s", (job.id,))
         assert row.fetchone() == (hook, True)
     assert client.deliveries(job_id=job.id) == []
-    asyncio.run(complete_as_worker(database_url, [job.id]))
+    fakeworker.complete(database_url, [job.id])
 
     [delivery] = client.deliveries(job_id=job.id)
     assert (delivery.event, delivery.status, delivery.url, delivery.attempts) == (
@@ -429,7 +406,7 @@ def test_callback_url_robots_and_the_delivery_log(client: Client, database_url: 
     assert refused.value.status == 422
 
     batch = client.submit_batch([URL + "?hook-batch"], callback_url=hook, batch_id="client-hooks")
-    asyncio.run(complete_as_worker(database_url, [i for i in batch.job_ids if i]))
+    fakeworker.complete(database_url, [i for i in batch.job_ids if i])
     events = sorted(d.event for d in client.deliveries(batch_id="client-hooks"))
     assert events == ["batch.completed", "job.completed"]
 

@@ -8,6 +8,8 @@ import uuid
 import psycopg
 from fastapi.testclient import TestClient
 
+from crawljobs import testing as fakeworker
+
 ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 LEGACY_JOB_KEYS = {
     "id",
@@ -23,24 +25,12 @@ LEGACY_JOB_KEYS = {
 
 
 def complete_job(database_url: str, job_id: str, html: str = "<html>done</html>") -> None:
-    """Finish a job as a worker's pipeline would (the workers are a later issue)."""
-    with psycopg.connect(database_url) as conn:
-        conn.execute(
-            """UPDATE crawl_jobs SET status = 'completed', html = %s, html_length = length(%s),
-                   processing_time_ms = 1234, success_method = 'http:direct', completed_at = now(),
-                   updated_at = now(), attempt = 1
-               WHERE id = %s""",
-            (html, html, job_id),
-        )
+    """Finish a job as a worker's pipeline does (through the real lifecycle)."""
+    fakeworker.complete(database_url, [job_id], html=html, processing_time_ms=1234)
 
 
 def fail_job(database_url: str, job_id: str) -> None:
-    with psycopg.connect(database_url) as conn:
-        conn.execute(
-            """UPDATE crawl_jobs SET status = 'error', error_message = 'HTTP 500', attempt = max_attempts,
-                   updated_at = now() WHERE id = %s""",
-            (job_id,),
-        )
+    fakeworker.fail(database_url, [job_id], error="HTTP 500")
 
 
 def test_submit_crawl_job_shape(client: TestClient, auth: dict[str, str]) -> None:
@@ -217,12 +207,7 @@ def test_retry_failed_batch_jobs(
         "/functions/v1/get-crawl-jobs-batch", params={"batchId": "legacy-retry"}, headers=auth
     ).json()
     ids = [u["id"] for u in jobs["urls"]]
-    with psycopg.connect(database_url) as conn:
-        conn.execute(
-            "INSERT INTO crawl_attempts (job_id, attempt, method, outcome, error) VALUES (%s, 1, 'http:direct', 'error', 'HTTP 500')",
-            (ids[0],),
-        )
-    fail_job(database_url, ids[0])
+    fail_job(database_url, ids[0])  # one attempt recorded, failed
     fail_job(database_url, ids[1])
     redis_client.delete(f"{settings.queue_prefix}:queue:bulk")
 

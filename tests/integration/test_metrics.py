@@ -11,14 +11,15 @@ from fastapi.testclient import TestClient
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
-from crawljobs import __version__, store
+from crawljobs import __version__
 from crawljobs.config import Settings
 from crawljobs.manager import JobManager
 from crawljobs.metrics import WORKER_TTL_FACTOR, MetricKeys, publish_worker
 from crawljobs.models import SubmitOptions
 from crawljobs.sweeper import Sweeper
+from crawljobs.testing import FakeWorker
 from tests.integration.conftest import make_client, run_with_manager
-from tests.integration.test_webhooks import Receiver, completed
+from tests.integration.test_webhooks import Receiver
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -250,18 +251,15 @@ def test_sweeper_counts_reclaimed_leases_and_webhook_deliveries(settings: Settin
                 tenant="sweep", url="https://example.com/h", options=SubmitOptions(callback_url=receiver.url)
             )
             lost_ids = [i for i in lost.job_ids if i is not None]
+            # Two workers died holding jobs: one that may lose its worker again (back to pending), one that
+            # has lost it as often as it may (error).
             async with manager.pool.connection() as conn:
-                # Two workers died holding jobs: one with attempts left (back to pending), one without (error).
-                await store.claim_jobs(conn, ids=lost_ids, worker="dead", lease_seconds=30)
-                await conn.execute("UPDATE crawl_jobs SET max_attempts = 2 WHERE id = %s", (lost_ids[0],))
                 await conn.execute(
-                    "UPDATE crawl_jobs SET lease_expires_at = now() - interval '1 second' WHERE id = ANY(%s)",
-                    (lost_ids,),
+                    "UPDATE crawl_jobs SET lost_leases = %s WHERE id = %s",
+                    (settings.max_lost_leases, lost_ids[1]),
                 )
-                claimed = await store.claim_jobs(conn, ids=[hooked.job.id], worker="w", lease_seconds=30)
-                await store.finish_jobs(
-                    conn, worker="w", results=[completed(hooked.job.id, claimed[0]["attempt"])], attempts=[]
-                )
+            await FakeWorker(manager.pool, worker="dead").die(lost_ids)
+            await FakeWorker(manager.pool).complete([hooked.job.id])
             sweeper = Sweeper(manager)
             await sweeper.sweep_once()  # reclaims both; the receiver answers its first delivery with 500
             async with manager.pool.connection() as conn:

@@ -7,6 +7,7 @@ import uuid
 import psycopg
 from fastapi.testclient import TestClient
 
+from crawljobs import testing as fakeworker
 from crawljobs.config import Settings
 
 
@@ -46,14 +47,13 @@ def test_job_html_and_attempts(client: TestClient, auth: dict[str, str], databas
     with psycopg.connect(database_url) as conn:
         conn.execute(
             "INSERT INTO crawl_attempts (job_id, attempt, method, outcome, http_status, duration_ms)"
-            " VALUES (%s, 1, 'http:direct', 'blocked', 403, 12), (%s, 1, 'browser:direct', 'ok', 200, 800)",
-            (job["id"], job["id"]),
-        )
-        conn.execute(
-            "UPDATE crawl_jobs SET status='completed', html='<p>hi</p>', html_length=9, content_type='text/html',"
-            " success_method='browser:direct', attempt=1, completed_at=now() WHERE id=%s",
+            " VALUES (%s, 1, 'http:direct', 'blocked', 403, 12)",
             (job["id"],),
         )
+    # The browser's attempt succeeds (the fake worker records it with the method that worked).
+    fakeworker.complete(
+        database_url, [job["id"]], html="<p>hi</p>", content_type="text/html", success_method="browser:direct"
+    )
     body = client.get(f"/v1/jobs/{job['id']}", headers=auth).json()
     assert [a["outcome"] for a in body["attempts"]] == ["blocked", "ok"]
     assert body["attempts"][0]["http_status"] == 403
@@ -119,8 +119,7 @@ def test_v1_retry_failed(client: TestClient, auth: dict[str, str], database_url:
     body = client.post(
         "/v1/batches", json={"urls": ["https://example.com/f"], "batch_id": "v1-retry"}, headers=auth
     ).json()
-    with psycopg.connect(database_url) as conn:
-        conn.execute("UPDATE crawl_jobs SET status='error', attempt=4 WHERE id=%s", (body["job_ids"][0],))
+    fakeworker.fail(database_url, [body["job_ids"][0]], attempt=4)
     result = client.post("/v1/batches/v1-retry/retry-failed", headers=auth)
     assert result.json() == {"batch_id": "v1-retry", "retried": 1}
     job = client.get(f"/v1/jobs/{body['job_ids'][0]}", headers=auth).json()

@@ -19,6 +19,7 @@ from crawljobs.config import Settings
 from crawljobs.manager import JobManager
 from crawljobs.models import SubmitOptions
 from crawljobs.sweeper import Sweeper
+from crawljobs.testing import FakeWorker
 from crawljobs.webhooks import verify
 from tests.integration.conftest import make_client, run_with_manager
 
@@ -88,21 +89,9 @@ def loopback_settings(settings: Settings) -> Settings:
     return Settings(**{**settings.model_dump(), "allowed_networks": ["127.0.0.1/32"]})
 
 
-def completed(job_id: uuid.UUID, attempt: int) -> dict[str, Any]:
-    return {
-        "id": job_id, "attempt": attempt, "status": "completed", "html": "<p>ok</p>", "html_length": 9,
-        "processing_time_ms": 5, "success_method": "http:direct", "http_status": 200,
-        "final_url": "https://example.com/", "content_type": "text/html", "error_message": None, "cost": 1.0,
-    }  # fmt: skip
-
-
 async def finish(manager: JobManager, ids: list[uuid.UUID]) -> None:
     """Claim and complete jobs the way a worker does."""
-    async with manager.pool.connection() as conn:
-        claimed = await store.claim_jobs(conn, ids=ids, worker="w", lease_seconds=30)
-        written = await store.finish_jobs(
-            conn, worker="w", results=[completed(row["id"], row["attempt"]) for row in claimed], attempts=[]
-        )
+    written = await FakeWorker(manager.pool).complete(ids)
     assert sorted(written) == sorted(ids)
 
 
@@ -338,6 +327,7 @@ def test_a_job_the_sweeper_ends_worker_lost_fails_like_any_other(
     """A job whose last lease expires ends in error through the sweeper: its job.failed webhook and batch's
     batch.completed are recorded and its waiters are notified, as when a worker writes the error."""
     tenant = "hooks-lost"
+    loopback_settings = Settings(**{**loopback_settings.model_dump(), "max_lost_leases": 0})  # its first loss
 
     async def body(manager: JobManager) -> tuple[uuid.UUID, str, list[str]]:
         submission = await manager.submit_batch(
@@ -347,12 +337,7 @@ def test_a_job_the_sweeper_ends_worker_lost_fails_like_any_other(
         )
         job_id = submission.job_ids[0]
         assert job_id is not None
-        async with manager.pool.connection() as conn:
-            await store.claim_jobs(conn, ids=[job_id], worker="gone", lease_seconds=30)
-            await conn.execute(
-                "UPDATE crawl_jobs SET lease_expires_at = now() - interval '1 second' WHERE id = %s",
-                (job_id,),
-            )
+        await FakeWorker(manager.pool, worker="gone").die([job_id])
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as listener:
             await listener.execute(f"LISTEN {store.NOTIFY_CHANNEL}")
             report = await Sweeper(manager).sweep_once()
