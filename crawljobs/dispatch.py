@@ -1,4 +1,5 @@
-"""Dispatch: committed job ids pushed to Redis (a hint); a push that fails marks them for the sweeper."""
+"""Dispatch: committed job ids pushed to Redis (a hint); a push that fails marks them for the sweeper, which
+dispatches again what was never dispatched and what Redis lost (DESIGN rule 1)."""
 
 from __future__ import annotations
 
@@ -46,3 +47,49 @@ class Dispatcher:
                 await store.mark_undispatched(conn, ids=ids)
             return False
         return True
+
+    async def _push(self, rows: list[store.Row]) -> bool:
+        """Push claimed rows to their lists (single jobs to the priority list); True when both pushes held."""
+        urgent = [row["id"] for row in rows if row["priority"] >= PRIORITY_SINGLE]
+        bulk = [row["id"] for row in rows if row["priority"] < PRIORITY_SINGLE]
+        pushed = await self.dispatch(urgent, priority=True)
+        return await self.dispatch(bulk, priority=False) and pushed
+
+    async def dispatch_undispatched(self, *, limit: int) -> int | None:
+        """Dispatch up to `limit` pending jobs never dispatched; how many, or None when Redis refused them (they
+        are marked undispatched again)."""
+        async with self.pool.connection() as conn:
+            rows = await store.claim_undispatched(conn, limit=limit)
+        if rows and not await self._push(rows):
+            return None
+        return len(rows)
+
+    async def dispatch_lost(self, *, limit: int, stale_seconds: int) -> int:
+        """Dispatch again up to `limit` pending jobs dispatched more than `stale_seconds` ago whose messages
+        Redis no longer holds (it holds fewer messages than there are such jobs); how many."""
+        missing = await self._missing_messages()
+        if missing <= 0:
+            return 0
+        async with self.pool.connection() as conn:
+            rows = await store.claim_stale_dispatched(
+                conn, limit=min(missing, limit), stale_seconds=stale_seconds
+            )
+        if rows and await self._push(rows):
+            return len(rows)
+        return 0
+
+    async def _missing_messages(self) -> int:
+        """How many pending, dispatched jobs have no message in Redis (0 when Redis cannot say)."""
+        if self.redis is None:
+            return 0
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.llen(self.keys.priority)
+                pipe.llen(self.keys.bulk)
+                lengths = await pipe.execute()
+        except Exception as exc:  # Redis down: nothing can be dispatched now anyway
+            logger.info("sweeper cannot read the queue length: %s", exc)
+            return 0
+        async with self.pool.connection() as conn:
+            pending = await store.count_pending_dispatched(conn)
+        return pending - sum(int(n) for n in lengths)

@@ -20,6 +20,7 @@ from crawljobs.config import Settings
 from crawljobs.dispatch import PRIORITY_SINGLE, Dispatcher
 from crawljobs.exceptions import BatchNotFound, JobNotFound
 from crawljobs.keys import hash_key
+from crawljobs.lifecycle import Leases, Reclaimed, reclaim_expired_leases
 from crawljobs.logs import job_fields
 from crawljobs.metrics import MetricsBuffer
 from crawljobs.models import (
@@ -125,6 +126,19 @@ class JobManager:
                 attempts = tuple(Attempt.from_row(r) for r in await store.list_attempts(conn, job_id=job_id))
         return Job.from_row(row, attempts)
 
+    async def jobs_by_id(
+        self, ids: Sequence[uuid.UUID], *, with_attempts: Sequence[uuid.UUID] = ()
+    ) -> dict[uuid.UUID, Job]:
+        """Jobs by id without their HTML, whatever their tenant (the caller checks it: the waiters' coalesced
+        re-reads), with their attempts for the ids in `with_attempts`."""
+        async with self.pool.connection() as conn:
+            rows = await store.get_jobs_meta(conn, ids=ids)
+            attempt_rows = await store.list_attempts_of_jobs(conn, ids=with_attempts) if with_attempts else []
+        attempts: dict[uuid.UUID, list[Attempt]] = {}
+        for row in attempt_rows:
+            attempts.setdefault(row["job_id"], []).append(Attempt.from_row(row))
+        return {row["id"]: Job.from_row(row, tuple(attempts.get(row["id"], ()))) for row in rows}
+
     async def get_batch(self, *, tenant: str, batch_id: str) -> Batch:
         async with self.pool.connection() as conn:
             row = await store.find_batch(conn, tenant=tenant, batch_id=batch_id)
@@ -228,6 +242,23 @@ class JobManager:
                 conn, tenant=tenant, batch_id=batch_id, with_html=True, limit=limit, offset=offset
             )
         return [(row["batch_index"], Job.from_row(row)) for row in rows]
+
+    # -- workers and the sweeper -----------------------------------------------------------------
+
+    def leases(self, *, worker_id: str | None = None) -> Leases:
+        """The lifecycle of the jobs one worker holds (claim, heartbeat, next attempt, finish, release)."""
+        return Leases(self.pool, worker_id=worker_id, lease_seconds=self.settings.lease_seconds)
+
+    async def reclaim_expired_leases(self, *, limit: int) -> Reclaimed:
+        """Expired leases back to pending, or to error past ``CRAWLJOBS_MAX_LOST_LEASES`` losses."""
+        return await reclaim_expired_leases(
+            self.pool, limit=limit, max_lost_leases=self.settings.max_lost_leases
+        )
+
+    async def purge_expired_html(self, *, limit: int) -> int:
+        """Retention: drop the HTML of up to `limit` jobs finished more than ``CRAWLJOBS_RESULT_TTL`` ago."""
+        async with self.pool.connection() as conn:
+            return await store.purge_expired_html(conn, ttl_seconds=self.settings.result_ttl, limit=limit)
 
     # -- webhooks --------------------------------------------------------------------------------
 

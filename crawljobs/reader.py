@@ -11,10 +11,9 @@ import asyncio
 import itertools
 import uuid
 
-from crawljobs import store
 from crawljobs.exceptions import JobNotFound
-from crawljobs.models import Attempt, Job
-from crawljobs.store.pool import Pool
+from crawljobs.manager import JobManager
+from crawljobs.models import Job
 
 # Job re-reads coalesced into one query: at most this many ids per query.
 READ_BATCH = 500
@@ -26,8 +25,8 @@ Asking = dict[uuid.UUID, tuple[bool, list[asyncio.Future[Job | None]]]]
 class JobReader:
     """Reads jobs by id for the waiters of one process, many at a time (see the module)."""
 
-    def __init__(self, pool: Pool, *, batch_size: int = READ_BATCH) -> None:
-        self.pool = pool
+    def __init__(self, manager: JobManager, *, batch_size: int = READ_BATCH) -> None:
+        self.manager = manager
         self.batch_size = batch_size
         self._queue: Asking = {}
         self._task: asyncio.Task[None] | None = None
@@ -68,10 +67,4 @@ class JobReader:
 
     async def _fetch(self, batch: Asking) -> dict[uuid.UUID, Job]:
         with_attempts = [job_id for job_id, (wanted, _f) in batch.items() if wanted]
-        async with self.pool.connection() as conn:
-            rows = await store.get_jobs_meta(conn, ids=list(batch))
-            attempt_rows = await store.list_attempts_of_jobs(conn, ids=with_attempts) if with_attempts else []
-        attempts: dict[uuid.UUID, list[Attempt]] = {}
-        for row in attempt_rows:
-            attempts.setdefault(row["job_id"], []).append(Attempt.from_row(row))
-        return {row["id"]: Job.from_row(row, tuple(attempts.get(row["id"], ()))) for row in rows}
+        return await self.manager.jobs_by_id(list(batch), with_attempts=with_attempts)

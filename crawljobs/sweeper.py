@@ -18,12 +18,9 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any
 
-from crawljobs import store
 from crawljobs.config import Settings
-from crawljobs.lifecycle import reclaim_expired_leases
-from crawljobs.manager import PRIORITY_SINGLE, JobManager
+from crawljobs.manager import JobManager
 from crawljobs.queue import redis_client
 from crawljobs.store.pool import open_pool
 from crawljobs.webhooks import WebhookSender
@@ -61,18 +58,9 @@ class Sweeper:
         )
         self.purge_limit = min(batch_limit, PURGE_CHUNK)
 
-    async def _push(self, rows: list[dict[str, Any]]) -> bool:
-        urgent = [row["id"] for row in rows if row["priority"] >= PRIORITY_SINGLE]
-        bulk = [row["id"] for row in rows if row["priority"] < PRIORITY_SINGLE]
-        pushed = await self.manager.dispatch(urgent, priority=True)
-        return await self.manager.dispatch(bulk, priority=False) and pushed
-
     async def sweep_once(self) -> SweepReport:
         report = SweepReport()
-        pool = self.manager.pool
-        reclaimed = await reclaim_expired_leases(
-            pool, limit=self.batch_limit, max_lost_leases=self.manager.settings.max_lost_leases
-        )
+        reclaimed = await self.manager.reclaim_expired_leases(limit=self.batch_limit)
         report.failed_lost = len(reclaimed.lost)
         report.reclaimed = len(reclaimed.pending)
         meter = self.manager.meter
@@ -89,30 +77,24 @@ class Sweeper:
         report.purged = await self._purge_expired_html()
         report.webhooks_delivered = await self._deliver_webhooks()
 
+        dispatcher = self.manager.dispatcher
         while True:  # never dispatched: all of them, in chunks
-            async with pool.connection() as conn:
-                rows = await store.claim_undispatched(conn, limit=self.batch_limit)
-            if not rows:
-                break
-            if not await self._push(rows):
+            dispatched = await dispatcher.dispatch_undispatched(limit=self.batch_limit)
+            if dispatched is None:
                 return report  # Redis is down: they are marked undispatched again; next sweep
-            report.dispatched += len(rows)
-            if len(rows) < self.batch_limit:
+            report.dispatched += dispatched
+            if dispatched < self.batch_limit:
                 break
 
-        missing = await self._missing_messages()
-        if missing > 0:
-            async with pool.connection() as conn:
-                rows = await store.claim_stale_dispatched(
-                    conn, limit=min(missing, self.batch_limit), stale_seconds=self.stale_seconds
-                )
-            if rows and await self._push(rows):
-                report.redispatched = len(rows)
-                logger.warning(
-                    "dispatched %d jobs again (their messages were lost)",
-                    len(rows),
-                    extra={"action": "redispatch"},
-                )
+        report.redispatched = await dispatcher.dispatch_lost(
+            limit=self.batch_limit, stale_seconds=self.stale_seconds
+        )
+        if report.redispatched:
+            logger.warning(
+                "dispatched %d jobs again (their messages were lost)",
+                report.redispatched,
+                extra={"action": "redispatch"},
+            )
         return report
 
     async def _purge_expired_html(self) -> int:
@@ -122,8 +104,7 @@ class Sweeper:
             return 0
         purged = 0
         for _ in range(PURGE_CHUNKS_PER_SWEEP):
-            async with self.manager.pool.connection() as conn:
-                count = await store.purge_expired_html(conn, ttl_seconds=ttl, limit=self.purge_limit)
+            count = await self.manager.purge_expired_html(limit=self.purge_limit)
             purged += count
             if count < self.purge_limit:
                 break
@@ -140,24 +121,6 @@ class Sweeper:
         except Exception:
             logger.exception("webhook delivery failed; trying again next sweep", extra={"action": "webhook"})
             return 0
-
-    async def _missing_messages(self) -> int:
-        """How many pending, dispatched jobs have no message in Redis (0 when Redis cannot say)."""
-        redis = self.manager.redis
-        if redis is None:
-            return 0
-        try:
-            keys = self.manager.keys
-            async with redis.pipeline(transaction=False) as pipe:
-                pipe.llen(keys.priority)
-                pipe.llen(keys.bulk)
-                lengths = await pipe.execute()
-        except Exception as exc:  # Redis down: nothing can be dispatched now anyway
-            logger.info("sweeper cannot read the queue length: %s", exc)
-            return 0
-        async with self.manager.pool.connection() as conn:
-            pending = await store.count_pending_dispatched(conn)
-        return pending - sum(int(n) for n in lengths)
 
     async def run(self, stop: asyncio.Event, *, interval: float | None = None) -> None:
         """Sweep until `stop` is set; sweep again at once while there is work."""

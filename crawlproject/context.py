@@ -61,9 +61,7 @@ class WorkerContext:
                 self._pool = pool
                 self._redis = redis_client(self.settings.redis_url) if self.settings.redis_url else None
                 self._manager = JobManager(pool=pool, redis=self._redis, settings=self.settings)
-                self._leases = Leases(
-                    pool, worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds
-                )
+                self._leases = self._manager.leases(worker_id=self.worker_id)
                 # The browser's direct tier connects through this proxy, which checks every address.
                 self._egress = await EgressGuard(self.config.network).start()
                 self._heartbeat = asyncio.get_running_loop().create_task(

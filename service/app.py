@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver = system_
             pool=pool, redis=redis, settings=settings, resolver=resolver, meter=meter
         )
         # Waiters share the pool for their re-reads.
-        app.state.job_reader = JobReader(pool)
+        app.state.job_reader = JobReader(app.state.manager)
         await hub.start()
         try:
             yield

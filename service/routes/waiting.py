@@ -7,18 +7,26 @@ it stands and says so (``timed_out`` / ``timedOut``): a timeout is an answer, no
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from crawljobs.hub import CompletionHub
 from crawljobs.reader import JobReader
 from crawljobs.waiting import wait_for_batch, wait_for_job
-from service import render, streams
+from service import streams
 from service.deps import ManagerDep, TenantDep
 from service.routes.common import ERRORS, NOT_FOUND, parse_job_id
-from service.schemas import BATCH_ID_PATTERN, BatchWaited, JobWaited, LegacyWaited, LegacyWaitForJob
+from service.schemas import (
+    BATCH_ID_PATTERN,
+    BatchWaited,
+    JobWaited,
+    LegacyJob,
+    LegacyWaited,
+    LegacyWaitForJob,
+)
+from service.schemas.v1 import batch_fields, job_fields
 
 router = APIRouter(tags=["waiting"])
 
@@ -52,7 +60,12 @@ def _cap(manager: ManagerDep, seconds: float) -> float:
     return min(seconds, manager.settings.max_wait_seconds)
 
 
-@router.get("/v1/jobs/{job_id}/wait", response_model=JobWaited, responses={**ERRORS, **NOT_FOUND})
+@router.get(
+    "/v1/jobs/{job_id}/wait",
+    response_model=JobWaited,
+    response_model_exclude_unset=True,
+    responses={**ERRORS, **NOT_FOUND},
+)
 async def wait_job(
     job_id: str,
     manager: ManagerDep,
@@ -60,7 +73,7 @@ async def wait_job(
     hub: HubDep,
     reader: JobReaderDep,
     wait_seconds: Timeout = DEFAULT_TIMEOUT_SECONDS,
-) -> Any:
+) -> JobWaited:
     """The job once it is final (completed, error, cancelled), or as it stands when `timeout` runs out.
 
     `timed_out` says which; `waited_ms` is how long the request waited. A job already final answers at once.
@@ -68,9 +81,8 @@ async def wait_job(
     waited = await wait_for_job(
         hub, reader, tenant=tenant, job_id=parse_job_id(job_id), max_seconds=_cap(manager, wait_seconds)
     )
-    body = render.job(waited.job)
-    body.update(timed_out=waited.timed_out, waited_ms=waited.waited_ms)
-    return JSONResponse(body)
+    fields = job_fields(waited.job, with_attempts=True, with_html=False)
+    return JobWaited(**fields, timed_out=waited.timed_out, waited_ms=waited.waited_ms)
 
 
 @router.get("/v1/batches/{batch_id}/wait", response_model=BatchWaited, responses={**ERRORS, **NOT_FOUND})
@@ -80,14 +92,12 @@ async def wait_batch(
     tenant: TenantDep,
     hub: HubDep,
     wait_seconds: Timeout = DEFAULT_TIMEOUT_SECONDS,
-) -> Any:
+) -> BatchWaited:
     """The batch's counts once every job is final, or as they stand when `timeout` runs out (`timed_out`)."""
     waited = await wait_for_batch(
         hub, manager, tenant=tenant, batch_id=batch_id, max_seconds=_cap(manager, wait_seconds)
     )
-    body = render.batch(waited.batch)
-    body.update(timed_out=waited.timed_out, waited_ms=waited.waited_ms)
-    return JSONResponse(body)
+    return BatchWaited(**batch_fields(waited.batch), timed_out=waited.timed_out, waited_ms=waited.waited_ms)
 
 
 @router.get(
@@ -111,13 +121,13 @@ async def batch_event_stream(
 @router.post(
     "/functions/v1/wait-for-crawl-job",
     response_model=LegacyWaited,
-    response_model_exclude_none=True,
+    response_model_exclude_unset=True,
     responses={**ERRORS, **NOT_FOUND},
     tags=["legacy"],
 )
 async def wait_for_crawl_job(
     body: LegacyWaitForJob, manager: ManagerDep, tenant: TenantDep, hub: HubDep, reader: JobReaderDep
-) -> Any:
+) -> LegacyWaited:
     """Wait until a job is final, woken by its completion (`pollingIntervalMs` is accepted and ignored).
 
     `maxWaitTimeMs` is cut to CRAWLJOBS_MAX_WAIT_SECONDS. On a timeout the answer is still `success: true`
@@ -132,12 +142,8 @@ async def wait_for_crawl_job(
         max_seconds=limit_ms / 1000,
         with_attempts=False,
     )
-    answer: dict[str, Any] = {
-        "success": True,
-        "job": render.legacy_job(waited.job),
-        "waitTime": waited.waited_ms,
-    }
-    if waited.timed_out:
-        answer["timedOut"] = True
-        answer["message"] = f"Timed out after {round(limit_ms)} ms; the job is still {waited.job.status}"
-    return JSONResponse(answer)
+    job = LegacyJob.from_job(waited.job)
+    if not waited.timed_out:  # `timedOut` and `message` unset: left out of the answer
+        return LegacyWaited(success=True, job=job, waitTime=waited.waited_ms)
+    message = f"Timed out after {round(limit_ms)} ms; the job is still {waited.job.status}"
+    return LegacyWaited(success=True, job=job, waitTime=waited.waited_ms, timedOut=True, message=message)

@@ -134,7 +134,7 @@ def test_a_huge_legacy_offset_is_a_422_not_a_500(client: TestClient, auth: dict[
 
 def test_a_refused_url_with_a_nul_is_reported_not_a_500(client: TestClient, auth: dict[str, str]) -> None:
     """By hand: a batch with one good URL and one holding a NUL was a 500: the refused URL, quoted in the
-    batch's stored answer (jsonb), cannot hold \\u0000. Fix: crawljobs/urls.py quotes NUL as an escape."""
+    batch's stored answer (jsonb), cannot hold \\u0000. Fix: crawljobs/urls/resolve.py quotes NUL as an escape."""
     response = client.post(
         "/v1/batches", json={"urls": ["https://example.com/n\x00", "https://example.com/ok"]}, headers=auth
     )
@@ -147,7 +147,7 @@ def test_a_refused_url_with_a_lone_surrogate_is_reported_not_a_500(
     client: TestClient, auth: dict[str, str]
 ) -> None:
     """By hand: a lone surrogate (`"\\ud800"` in the JSON) in a refused URL was a 500 twice over: PostgreSQL
-    refused it in jsonb, and alone in a batch it could not be written back as UTF-8. Fix: crawljobs/urls.py."""
+    refused it in jsonb, and alone in a batch it could not be written back as UTF-8. Fix: crawljobs/urls/resolve.py."""
     mixed = json.dumps({"urls": ["https://example.com/\ud800", "https://example.com/ok"]}).encode()
     response = client.post("/v1/batches", content=mixed, headers={**auth, **JSON})
     assert response.status_code == 201, response.text

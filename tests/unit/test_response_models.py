@@ -8,15 +8,15 @@ import typing
 import pytest
 from fastapi.routing import APIRoute
 
-from service.routes import batches, health, jobs, legacy, webhooks
+from service.routes import batches, health, jobs, legacy, waiting, webhooks
 
 # Routes whose answer is not one model: the export streams NDJSON or CSV (its JSON page is validated), the HTML
-# is the page itself.
-NOT_ONE_MODEL = {"export_batch", "get_job_html"}
+# is the page itself, a batch's events are a server-sent event stream.
+NOT_ONE_MODEL = {"export_batch", "get_job_html", "batch_event_stream"}
 
 ROUTES = [
     route
-    for module in (jobs, batches, legacy, webhooks, health)
+    for module in (jobs, batches, legacy, webhooks, health, waiting)
     for route in module.router.routes
     if isinstance(route, APIRoute) and route.name not in NOT_ONE_MODEL
 ]
@@ -24,7 +24,7 @@ ROUTES = [
 
 def test_the_routes_are_found() -> None:
     names = {route.name for route in ROUTES}
-    assert {"submit_job", "get_batch", "submit_crawl_job", "list_deliveries", "readyz"} <= names
+    assert {"submit_job", "get_batch", "submit_crawl_job", "list_deliveries", "readyz", "wait_job"} <= names
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.name)
