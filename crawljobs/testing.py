@@ -1,4 +1,4 @@
-"""A worker without Scrapy, for tests that need jobs to end: every step goes through the real lifecycle
+"""A worker without Scrapy, for tests and benchmarks that need jobs to end: every step goes through the real lifecycle
 (``crawljobs.lifecycle.Leases`` and the store's named statements), so a job claimed, completed, failed or lost
 here is written exactly as a Scrapy worker writes it — the fence, the attempts, the webhook outbox, the NOTIFYs
 that wake waiters, and the transition trigger that refuses what DESIGN rule 6 forbids. No test writes a job's
@@ -44,7 +44,8 @@ class FakeWorker:
         jobs = await self.claim(ids)
         for job in jobs:
             while job.attempt < attempt:
-                assert await self.leases.next_attempt(job, retry=True), f"job {job.id} is no longer held"
+                if not await self.leases.next_attempt(job, retry=True):
+                    raise RuntimeError(f"job {job.id} is no longer held by {self.leases.worker_id}")
         return jobs
 
     async def complete(
