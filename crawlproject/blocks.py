@@ -81,9 +81,13 @@ _SUBSTANCE = re.compile(
     r"<(?:a|img|picture|video|audio|iframe|embed|object|svg|canvas|form|input|button|select|textarea)\b"
 )
 # What a reader does not see (in lowercase HTML): elements with invisible content, comments; then any tag.
-_HIDDEN = re.compile(r"<(script|style|noscript|template|head)\b[^>]*>.*?</\1\s*>|<!--.*?-->", re.DOTALL)
-_OPEN_HIDDEN = re.compile(r"<(?:script|style|noscript|template|head)\b|<!--")
-_TAG = re.compile(r"<[^>]*>")
+# They are removed by scanning (`_without_hidden`, `_without_tags`), in time linear in the page: the regular
+# expressions that say the same (`<(script|...)\b[^>]*>.*?</\1\s*>|<!--.*?-->`, then `<[^>]*>`) search to
+# the end of the page again from every opening that is never closed, and a page of 16,384 unclosed `<!--`
+# took 13 s of the worker's event loop.
+_HIDDEN_ELEMENTS = ("script", "style", "noscript", "template", "head")
+_OPEN_HIDDEN = re.compile(r"<(?:(script|style|noscript|template|head)\b|!--)")
+_CLOSE_HIDDEN = {name: re.compile(rf"</{name}\s*>") for name in _HIDDEN_ELEMENTS}
 _SPACES = " \t\n\r\x0b\x0c\xa0"
 # The first piece of a body that visible_chars with a limit counts; it grows fourfold while short of it.
 _FIRST_PIECE = 4096
@@ -162,8 +166,50 @@ def _content_kind(content_type: str | None, window: bytes | str) -> _ContentKind
     return "binary"
 
 
+def _without_hidden(text: str) -> str:
+    """`text` without the comments and the script, style, noscript, template and head elements that are
+    closed (an opening never closed stays, as text and tags). Linear: an opening whose end is missing means
+    that every later opening of that kind misses it too, so each kind is searched to the end at most once."""
+    kept: list[str] = []
+    pos = 0
+    dead: set[str] = set()  # kinds with no end after the last failed search: "!--", ">" or an element name
+    while (opening := _OPEN_HIDDEN.search(text, pos)) is not None:
+        name = opening.group(1) or "!--"
+        end = -1
+        if name == "!--":
+            if name not in dead and (close := text.find("-->", opening.end())) >= 0:
+                end = close + 3
+        elif ">" not in dead and name not in dead:
+            head_end = text.find(">", opening.end())
+            if head_end < 0:
+                dead.add(">")
+            elif (closing := _CLOSE_HIDDEN[name].search(text, head_end + 1)) is not None:
+                end = closing.end()
+        if end < 0:
+            if name == "!--" or ">" not in dead:
+                dead.add(name)
+            kept.append(text[pos : opening.start() + 1])
+            pos = opening.start() + 1
+            continue
+        kept.append(text[pos : opening.start()])
+        pos = end
+    kept.append(text[pos:])
+    return "".join(kept)
+
+
+def _without_tags(text: str) -> str:
+    """`text` without its tags (`<` to the next `>`); an opening `<` never closed stays, with what follows."""
+    kept: list[str] = []
+    pos = 0
+    while (start := text.find("<", pos)) >= 0 and (end := text.find(">", start + 1)) >= 0:
+        kept.append(text[pos:start])
+        pos = end + 1
+    kept.append(text[pos:])
+    return "".join(kept)
+
+
 def _visible_in(html: str, *, cut: bool) -> int:
-    text = _HIDDEN.sub("", html.lower())
+    text = _without_hidden(html.lower())
     if cut:
         # The piece ends inside the page: drop an element or tag it opens without closing.
         unclosed = _OPEN_HIDDEN.search(text)
@@ -172,7 +218,7 @@ def _visible_in(html: str, *, cut: bool) -> int:
         last_open = text.rfind("<")
         if last_open > text.rfind(">"):
             text = text[:last_open]
-    text = _TAG.sub("", text)
+    text = _without_tags(text)
     return len(text) - sum(text.count(space) for space in _SPACES)
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from crawlproject.blocks import DEFAULT_RULES, Block, BlockRules, detect_block, visible_chars
+from crawlproject.blocks import DEFAULT_RULES, Block, BlockRules, _visible_in, detect_block, visible_chars
 from crawlproject.signatures import HeaderSignature, Signature, literal, signature
 
 HTML = "text/html; charset=utf-8"
@@ -599,3 +601,60 @@ def test_visible_chars() -> None:
     assert visible_chars(html) == len("Helloworld")
     assert visible_chars("<P>ABC</P><SCRIPT>ignored()</SCRIPT>") == 3
     assert visible_chars("") == 0
+
+
+# -- what a reader sees, counted in linear time ----------------------------------------------------------
+
+# The regular expressions that defined "hidden" and "tag" before the scanner (quadratic on openings never
+# closed): the scanner must count exactly as they did.
+_REFERENCE_HIDDEN = re.compile(
+    r"<(script|style|noscript|template|head)\b[^>]*>.*?</\1\s*>|<!--.*?-->", re.DOTALL
+)
+_REFERENCE_OPEN_HIDDEN = re.compile(r"<(?:script|style|noscript|template|head)\b|<!--")
+_REFERENCE_TAG = re.compile(r"<[^>]*>")
+
+
+def _reference_visible(html: str, *, cut: bool) -> int:
+    text = _REFERENCE_HIDDEN.sub("", html.lower())
+    if cut:
+        unclosed = _REFERENCE_OPEN_HIDDEN.search(text)
+        if unclosed is not None:
+            text = text[: unclosed.start()]
+        last_open = text.rfind("<")
+        if last_open > text.rfind(">"):
+            text = text[:last_open]
+    text = _REFERENCE_TAG.sub("", text)
+    return len(text) - sum(text.count(space) for space in " \t\n\r\x0b\x0c\xa0")
+
+
+_PIECES = (
+    "<", ">", "<!--", "-->", "--", "<!-->", "<script", "<script>", "<SCRIPT type=x>", "</script>", "</script >",
+    "<scripts>", "<style>", "</style\n>", "<head>", "</head>", "<noscript>", "</noscript>", "<template>",
+    "</template>", "<b>", "</b>", "<a href='>'>", "word", " ", "\n", "é", "x>", "<<", "<!---->",
+)  # fmt: skip
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=40), st.booleans())
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+def test_the_scanner_counts_as_the_regular_expressions_did(pieces: list[str], cut: bool) -> None:
+    html = "".join(pieces)
+    assert _visible_in(html, cut=cut) == _reference_visible(html, cut=cut)
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "<!--" * 2000,
+        "<" * 4000,
+        "<a" * 2000,
+        "<script" * 1000,
+        "<style>" * 1000,
+        "text <!-- a comment --> more " * 300 + "<!--" * 1000,
+        "<script>x</script>" * 200 + "<head>" * 1000,
+    ],
+    ids=["comments", "lt", "tag-openings", "script-openings", "styles", "closed-then-open", "heads"],
+)
+def test_pages_of_openings_never_closed_count_as_before(page: str) -> None:
+    # The hostile pages of issue 10 (finding 7), at a size the old regular expressions still finish quickly.
+    for cut in (False, True):
+        assert _visible_in(page, cut=cut) == _reference_visible(page, cut=cut)
