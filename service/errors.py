@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -112,13 +113,20 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    # FastAPI answers a JSON body that is not UTF-8, or nested deeper than the parser goes, with a bare 400
+    # FastAPI answers a JSON body that is not UTF-8, nested deeper than the parser goes, or holding an integer
+    # longer than Python converts, with a bare 400
     # ("There was an error parsing the body"); both are bodies that do not parse, so they get the same answer
     # as any other: 422 validation_error, type json_invalid.
     if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
         return _invalid_json(f"the request body is not valid JSON: {exc.__cause__.reason} (it must be UTF-8)")
     if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
         return _invalid_json("the request body is not valid JSON: it is nested too deeply")
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError) and "digits" in str(exc.__cause__):
+        # Python's limit on integer conversion (sys.get_int_max_str_digits(), 4,300 by default).
+        return _invalid_json(
+            f"the request body is not valid JSON here: a number in it has more than "
+            f"{sys.get_int_max_str_digits()} digits"
+        )
     code = HTTP_CODES.get(exc.status_code, "http_error")
     headers = dict(exc.headers or {})
     if exc.status_code == 405:

@@ -127,6 +127,12 @@ NOT_JSON = [
     ("overlong-utf8", b'{"url": "https://example.com/\xc0\xaf"}', "json_invalid"),
     ("nested-too-deeply", b"[" * 100_000 + b"]" * 100_000, "json_invalid"),
     ("objects-nested-too-deeply", b'{"a":' * 50_000 + b"1" + b"}" * 50_000, "json_invalid"),
+    # Python refuses to read an integer of over 4,300 digits (its guard against quadratic conversions).
+    (
+        "integer-of-5000-digits",
+        b'{"url": "https://example.com/", "max_retries": ' + b"9" * 5000 + b"}",
+        "json_invalid",
+    ),
     ("empty", b"", "missing"),
     ("json-null", b"null", "missing model_attributes_type"),
     ("json-array", b'["https://example.com/"]', "model_attributes_type"),
