@@ -19,7 +19,7 @@ from crawljobs.config import Settings
 from crawljobs.lifecycle import ClaimedJob, Leases, new_worker_id
 from crawljobs.manager import JobManager
 from crawljobs.queue import redis_client
-from crawljobs.store.pool import Pool, open_pool
+from crawljobs.store.pool import open_pool
 from crawlproject.config import WorkerConfig
 from crawlproject.egress import EgressGuard
 from crawlproject.ladder import FetchPlan
@@ -35,7 +35,6 @@ class WorkerContext:
         self.settings: Settings = config.settings
         self.worker_id = new_worker_id()
         self._leases: Leases | None = None
-        self._pool: Pool | None = None
         self._redis: aioredis.Redis | None = None
         self._manager: JobManager | None = None
         self._open_lock = asyncio.Lock()
@@ -58,7 +57,6 @@ class WorkerContext:
             if self._manager is None:
                 assert self.settings.database_url is not None  # WorkerConfig refuses to start without it
                 pool = await open_pool(self.settings.database_url, max_size=4)
-                self._pool = pool
                 self._redis = redis_client(self.settings.redis_url) if self.settings.redis_url else None
                 self._manager = JobManager(pool=pool, redis=self._redis, settings=self.settings)
                 self._leases = self._manager.leases(worker_id=self.worker_id)
@@ -68,11 +66,6 @@ class WorkerContext:
                     self._leases.heartbeat(), name="crawljobs-heartbeat"
                 )
             return self._manager
-
-    @property
-    def pool(self) -> Pool:
-        assert self._pool is not None, "WorkerContext.manager() opens the pool first"
-        return self._pool
 
     @property
     def egress(self) -> EgressGuard | None:
@@ -116,5 +109,5 @@ class WorkerContext:
                 await self._egress.close()
             if self._redis is not None:
                 await self._redis.aclose()
-            if self._pool is not None:
-                await self._pool.close()
+            if self._manager is not None:
+                await self._manager.pool.close()
