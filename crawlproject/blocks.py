@@ -169,32 +169,43 @@ def _content_kind(content_type: str | None, window: bytes | str) -> _ContentKind
 def _without_hidden(text: str) -> str:
     """`text` without the comments and the script, style, noscript, template and head elements that are
     closed (an opening never closed stays, as text and tags). Linear: an opening whose end is missing means
-    that every later opening of that kind misses it too, so each kind is searched to the end at most once."""
+    that every later opening of that kind misses it too, so each end is searched to the page's end at most once."""
     kept: list[str] = []
     pos = 0
-    dead: set[str] = set()  # kinds with no end after the last failed search: "!--", ">" or an element name
+    missing: set[str] = set()  # ends not found after some opening: "-->", ">" or an element's name
     while (opening := _OPEN_HIDDEN.search(text, pos)) is not None:
-        name = opening.group(1) or "!--"
-        end = -1
-        if name == "!--":
-            if name not in dead and (close := text.find("-->", opening.end())) >= 0:
-                end = close + 3
-        elif ">" not in dead and name not in dead:
-            head_end = text.find(">", opening.end())
-            if head_end < 0:
-                dead.add(">")
-            elif (closing := _CLOSE_HIDDEN[name].search(text, head_end + 1)) is not None:
-                end = closing.end()
-        if end < 0:
-            if name == "!--" or ">" not in dead:
-                dead.add(name)
+        end = _hidden_end(text, opening, missing)
+        if end < 0:  # never closed: it stays, and the search goes on after its "<"
             kept.append(text[pos : opening.start() + 1])
             pos = opening.start() + 1
-            continue
-        kept.append(text[pos : opening.start()])
-        pos = end
+        else:
+            kept.append(text[pos : opening.start()])
+            pos = end
     kept.append(text[pos:])
     return "".join(kept)
+
+
+def _hidden_end(text: str, opening: re.Match[str], missing: set[str]) -> int:
+    """Where the comment or hidden element that `opening` starts ends, or -1 when it is never closed (then
+    `missing` learns which end is not in the rest of `text`)."""
+    name = opening.group(1)
+    if name is None:  # a comment
+        close = -1 if "-->" in missing else text.find("-->", opening.end())
+        if close < 0:
+            missing.add("-->")
+            return -1
+        return close + 3
+    if ">" in missing or name in missing:
+        return -1
+    head_end = text.find(">", opening.end())
+    if head_end < 0:
+        missing.add(">")
+        return -1
+    closing = _CLOSE_HIDDEN[name].search(text, head_end + 1)
+    if closing is None:
+        missing.add(name)
+        return -1
+    return closing.end()
 
 
 def _without_tags(text: str) -> str:
