@@ -64,8 +64,9 @@ class FakeWorker:
         """Claim (if not held) and complete the jobs at `attempt` (earlier ones transient failures), with `html`
         (or the page `html(job)` makes of each); the ids whose result was written."""
         jobs = await self._at_attempt(ids, attempt)
-        results = [
-            ResultRecord(
+        return await self._finish(
+            jobs,
+            lambda job: ResultRecord(
                 id=job.id,
                 attempt=job.attempt,
                 status="completed",
@@ -76,11 +77,8 @@ class FakeWorker:
                 final_url=final_url or job.url,
                 content_type=content_type,
                 success_method=success_method,
-            )
-            for job in jobs
-        ]
-        return await self.leases.finish(
-            results, [self._attempt(job, success_method, "ok", http_status, None) for job in jobs]
+            ),
+            method=success_method,
         )
 
     async def fail(
@@ -96,8 +94,9 @@ class FakeWorker:
     ) -> list[uuid.UUID]:
         """Claim (if not held) and fail the jobs with `error` at `attempt`; the ids whose result was written."""
         jobs = await self._at_attempt(ids, attempt)
-        results = [
-            ResultRecord(
+        return await self._finish(
+            jobs,
+            lambda job: ResultRecord(
                 id=job.id,
                 attempt=job.attempt,
                 status="error",
@@ -106,12 +105,30 @@ class FakeWorker:
                 http_status=http_status,
                 html=html,
                 error_message=error,
-            )
-            for job in jobs
-        ]
-        return await self.leases.finish(
-            results, [self._attempt(job, "http:direct", "permanent", http_status, error) for job in jobs]
+            ),
+            method="http:direct",
         )
+
+    async def _finish(
+        self, jobs: list[ClaimedJob], result: Callable[[ClaimedJob], ResultRecord], *, method: str
+    ) -> list[uuid.UUID]:
+        """Write each job's result with the one attempt that made it, as a worker's pipeline does."""
+        results = [result(job) for job in jobs]
+        attempts = [
+            AttemptRecord(
+                job_id=r.id,
+                attempt=r.attempt,
+                method=method,
+                worker=self.leases.worker_id,
+                started_at=datetime.now(UTC),
+                duration_ms=5,
+                http_status=r.http_status,
+                outcome="ok" if r.status == "completed" else "permanent",
+                error=r.error_message,
+            )
+            for r in results
+        ]
+        return await self.leases.finish(results, attempts)
 
     async def die(self, ids: JobIds) -> list[ClaimedJob]:
         """Claim the jobs and vanish: nothing renews their leases, which run out now (time passing is the one
@@ -125,21 +142,6 @@ class FakeWorker:
             )
         self.leases.let_go([job.id for job in jobs])
         return jobs
-
-    def _attempt(
-        self, job: ClaimedJob, method: str, outcome: str, http_status: int | None, error: str | None
-    ) -> AttemptRecord:
-        return AttemptRecord(
-            job_id=job.id,
-            attempt=job.attempt,
-            method=method,
-            worker=self.leases.worker_id,
-            started_at=datetime.now(UTC),
-            duration_ms=5,
-            http_status=http_status,
-            outcome=outcome,
-            error=error,
-        )
 
 
 async def _with_worker(
