@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     worker_check_seconds: float = Field(default=1.0, gt=0, le=60)
     sweep_interval_seconds: float = Field(default=2.0, gt=0)
     dispatch_stale_seconds: int = Field(default=30, ge=1)
+    # The longest one webhook delivery may take, all of it: resolving, connecting, sending, the whole answer.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     # Retention: seconds after a job finished when the sweeper drops its HTML (metadata kept); 0 keeps it.
     result_ttl: int = Field(default=7 * 24 * 3600, ge=0)
 

@@ -6,7 +6,7 @@ the sender reaches them only through the manager's outbox (``crawljobs.outbox``)
 The sweeper runs `WebhookSender.run` beside its sweeps, never inside them: it claims due rows (``FOR UPDATE SKIP
 LOCKED``, pushing their next attempt `LEASE_SECONDS` ahead before sending, so two sweepers never send the same
 one), sends each in a task of its own, and records the outcome. Every delivery has one deadline for the whole
-of it (`TIMEOUT_SECONDS`: resolving, connecting, sending, the answer; httpx's own timeouts are per read, so a
+of it (``CRAWLJOBS_WEBHOOK_TIMEOUT_SECONDS``: resolving, connecting, sending, the answer; httpx's own timeouts are per read, so a
 receiver answering a byte a second would never time out), at most `CONCURRENT_SENDS` are in flight and at most
 `SENDS_PER_TENANT` of one tenant: a slow receiver holds its own slots for at most the deadline, and the other
 tenants' deliveries, the lease reclaims, dispatch and retention never wait for it.
@@ -42,8 +42,6 @@ logger = logging.getLogger(__name__)
 
 # Seconds to wait after each failed attempt: about 23 hours in all, then the delivery is given up.
 BACKOFF_SECONDS = (10, 30, 60, 300, 900, 1800, 3600, 3600, 7200, 7200, 14400, 14400, 28800)
-# The whole of one delivery, from resolving its host to the last byte of the answer.
-TIMEOUT_SECONDS = 10.0
 # A claimed delivery is not due again for this long (more than a send can take).
 LEASE_SECONDS = 60
 DELIVERIES_PER_SWEEP = 100
@@ -88,12 +86,10 @@ def _about(delivery: DueDelivery) -> dict[str, str]:
 
 
 class WebhookSender:
-    def __init__(
-        self, manager: JobManager, *, limit: int = DELIVERIES_PER_SWEEP, timeout: float = TIMEOUT_SECONDS
-    ) -> None:
+    def __init__(self, manager: JobManager, *, limit: int = DELIVERIES_PER_SWEEP) -> None:
         self.manager = manager
         self.limit = limit
-        self.timeout = timeout
+        self.timeout = manager.settings.webhook_timeout_seconds
 
     @contextlib.asynccontextmanager
     async def _client(self) -> AsyncIterator[httpx.AsyncClient]:
