@@ -92,7 +92,8 @@ def worker(
 
 @app.command()
 def sweeper() -> None:
-    """Run the sweeper: reclaim expired leases, dispatch undispatched jobs, replace lost messages."""
+    """Run the sweeper: take back dead workers' jobs, reclaim expired leases, dispatch undispatched jobs, replace
+    lost messages, drop expired HTML, send due webhooks."""
     import asyncio
     import signal
 
