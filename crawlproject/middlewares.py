@@ -322,7 +322,7 @@ class JobRetryMiddleware:
                 attempts=job.attempts,
             )
             if not (job.render or job.premium or job.ultra_premium):
-                await (await self.memory()).remember(job.url, method)
+                await (await self.memory()).remember(job, method)
         else:
             request.meta["crawljobs_result"] = failure_result(job, decision.reason, http_status=status)
         if response is not None:

@@ -76,6 +76,7 @@ def test_one_configuration_per_crawler_from_its_settings() -> None:
     memory = DomainMemory.of(crawler)
     assert DomainMemory.of(crawler) is memory and spider.memory is memory
     assert memory.key == "tenant-7:domain-method"
+    assert memory.key_of("acme") == "tenant-7:domain-method:acme"  # one hash per tenant
 
     resolver = GuardedResolver.from_crawler(crawler, object())  # a reactor it only keeps
     assert resolver.policy is config.network
