@@ -252,8 +252,10 @@ class JobRetryMiddleware:
         request.meta["crawljobs_block"] = None
         outcome: Outcome
         cause = cause_of(exception)
-        if isinstance(cause, (DNSLookupError, CannotResolveHostError)):
-            # Twisted reports a name whose answer the resolver refused as one with no results.
+        if isinstance(cause, (DNSLookupError, CannotResolveHostError)) and not isinstance(
+            cause, AddressRefused
+        ):
+            # Twisted's endpoint reports a name whose answer the resolver refused as one with no results.
             resolver = GuardedResolver.installed()
             refusal = resolver.refusal(urlsplit(request.url).hostname or "") if resolver else None
             cause = AddressRefused(refusal) if refusal is not None else cause

@@ -19,6 +19,7 @@ from typing import Any
 from scrapy.crawler import Crawler
 from scrapy.resolver import CachingThreadedResolver
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
 from crawljobs.urls import NetworkPolicy
 from crawljobs.urls.policy import resolved_refusal
@@ -57,12 +58,16 @@ class GuardedResolver(CachingThreadedResolver):
         deferred = super().getHostByName(name, timeout)
         if name in self.exempt:
             return deferred
-        deferred.addCallback(self._check, name)
+        deferred.addCallbacks(self._check, self._failed, callbackArgs=(name,), errbackArgs=(name,))
         return deferred
 
     def refusal(self, name: str) -> str | None:
         """Why the last answer for ``name`` was refused; None when it was allowed or never asked."""
         return self._refusals.get(name.lower())
+
+    def _failed(self, failure: Failure, name: str) -> Failure:
+        self._refusals.pop(name.lower(), None)  # no answer at all now: not a refusal
+        return failure
 
     def _check(self, address: str, name: str) -> str:
         reason = resolved_refusal(name, [address], self.policy)
