@@ -49,7 +49,7 @@ from crawlproject.items import JobResult, failure_result
 from crawlproject.memory import DomainMemory
 from crawlproject.methods import Method, next_method
 from crawlproject.resolver import GuardedResolver
-from crawlproject.retrying import BODY_TOO_LARGE, Outcome, cause_of, classify, decide
+from crawlproject.retrying import BODY_TOO_LARGE, NEVER_SENT, Outcome, cause_of, classify, decide
 
 logger = logging.getLogger(__name__)
 
@@ -170,11 +170,20 @@ class JobRetryMiddleware:
         return self._memory
 
     def _record(
-        self, request: Request, job: ClaimedJob, *, status: int | None, outcome: str, error: str | None
+        self,
+        request: Request,
+        job: ClaimedJob,
+        *,
+        status: int | None,
+        outcome: str,
+        error: str | None,
+        charged: bool = True,
     ) -> None:
+        """Record the attempt; it costs its method's weight unless the request never left (``charged``)."""
         method = current_method(request)
         started = request.meta.get("crawljobs_started", time.monotonic())
-        job.cost += self.plan.cost(method)
+        if charged:
+            job.cost += self.plan.cost(method)
         job.attempts.append(
             AttemptRecord(
                 job_id=job.id,
@@ -268,7 +277,12 @@ class JobRetryMiddleware:
             reason = f"the page is larger than CRAWLJOBS_MAX_BODY_BYTES ({self.max_body_bytes} bytes)"
         else:
             outcome, reason = classify(status=None, exception=exception, block=None)
-        result = await self._after_attempt(request, job, outcome=outcome, reason=reason, status=None)
+        # A name that does not resolve, an address the rules refuse, robots.txt's no: nothing was fetched (and
+        # no proxy paid), so the attempt is recorded at no cost.
+        charged = not isinstance(cause, NEVER_SENT)
+        result = await self._after_attempt(
+            request, job, outcome=outcome, reason=reason, status=None, charged=charged
+        )
         return result if isinstance(result, Request) else None
 
     async def _after_attempt(
@@ -283,8 +297,10 @@ class JobRetryMiddleware:
         response: Response | None = None,
         html: str | None = None,
         content_type: str | None = None,
+        charged: bool = True,
     ) -> Request | Response:
-        self._record(request, job, status=status, outcome=outcome, error=None if outcome == "ok" else reason)
+        error = None if outcome == "ok" else reason
+        self._record(request, job, status=status, outcome=outcome, error=error, charged=charged)
         ladder: list[Method] = request.meta["ladder"]
         index: int = request.meta["method_index"]
         target = self._escalation_target(ladder, index, request.meta.get("crawljobs_block"))

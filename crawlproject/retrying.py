@@ -72,6 +72,19 @@ TRANSIENT_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600)) - {
 BODY_TOO_LARGE: tuple[type[BaseException], ...] = (DownloadCancelledError,)
 
 
+# Failures before the request left the worker: nothing was fetched, no proxy was paid, the attempt costs nothing.
+NEVER_SENT: tuple[type[BaseException], ...] = (
+    UrlRejected,
+    AddressForbidden,
+    AddressRefused,
+    ForbiddenByRobots,
+    NoMethodAvailable,
+    tx.DNSLookupError,
+    CannotResolveHostError,
+    UnsupportedURLSchemeError,
+)
+
+
 @dataclass(frozen=True)
 class ErrorClass:
     """Exception classes with one meaning: their outcome and what they mean. A ``decisive`` one settles the

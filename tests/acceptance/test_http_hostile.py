@@ -223,10 +223,15 @@ def test_a_name_resolving_to_a_refused_address_is_refused_by_the_network_rules(
 
     by_name = asyncio.run(submit(f"http://refused.test:{site.port}/ok/by-name"))
     allowed = asyncio.run(submit(f"http://allowed.test:{site.port}/ok/allowed-name"))
+    nowhere = asyncio.run(submit(f"http://nowhere.test:{site.port}/ok/nowhere"))
     # A literal refused address cannot be submitted: a redirect takes the worker there.
     literal = system.submit(site.url(f"/redirect-to?url=http://127.0.0.2:{site.port}/ok/literal"))
-    jobs = {j["id"]: j for j in system.wait_final([by_name, allowed, literal])}
+    jobs = {j["id"]: j for j in system.wait_final([by_name, allowed, literal, nowhere])}
     assert jobs[allowed]["status"] == "completed", jobs[allowed]["error_message"]  # the names do resolve
+    assert jobs[allowed]["cost"] > 0
+    # Nothing was sent for a name that does not resolve or resolves to a refused address: no cost (issue 12).
+    assert jobs[nowhere]["status"] == "error" and "does not resolve" in jobs[nowhere]["error_message"]
+    assert jobs[nowhere]["cost"] == 0 and jobs[by_name]["cost"] == 0
     for job_id in (by_name, literal):
         job = jobs[job_id]
         print(job["error_message"])
