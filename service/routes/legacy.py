@@ -6,24 +6,29 @@ Each route is a thin layer over the same manager calls as /v1. The legacy field 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import Annotated, TypeVar
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 
-from crawljobs.exceptions import UrlRejected
+from crawljobs.exceptions import InvalidRequest, UrlRejected
 from crawljobs.processing import process_pending
 from service.deps import IdempotencyKeyDep, ManagerDep, TenantDep
 from service.metering import MeterDep, counted
 from service.routes.common import ERRORS, NOT_FOUND, SUBMIT_ERRORS, parse_job_id
 from service.schemas import (
-    BATCH_ID_PATTERN,
     LegacyBatchList,
+    LegacyBatchLookup,
+    LegacyBatchPage,
     LegacyBatchStatus,
     LegacyBatchSubmitted,
     LegacyBatchSummary,
     LegacyCounts,
     LegacyJob,
+    LegacyJobLookup,
     LegacyJobResult,
     LegacyProcess,
     LegacyProcessed,
@@ -36,10 +41,8 @@ from service.schemas import (
 
 router = APIRouter(prefix="/functions/v1", tags=["legacy"])
 
-# The legacy batch status lists every job of the batch; a batch holds at most this many.
-ALL_JOBS = 1_000_000
-
 T = TypeVar("T")
+H = TypeVar("H", bound=Callable[..., Any])
 
 
 async def legacy_names(submission: Awaitable[T]) -> T:
@@ -91,28 +94,100 @@ async def submit_crawl_jobs_batch(
     return LegacyBatchSubmitted.from_submission(submission)
 
 
-@router.get("/get-crawl-job", response_model=LegacyJobResult, responses={**ERRORS, **NOT_FOUND})
-async def get_crawl_job(
-    jobId: Annotated[str, Query()], manager: ManagerDep, tenant: TenantDep
-) -> LegacyJobResult:
-    """Status and result of a single job."""
+def read_route(path: str, model: type[BaseModel], what: str, **route: Any) -> Callable[[H], H]:
+    """Register a legacy read for GET and for POST. The old functions took their parameters from the query
+    string or the JSON body whatever the method, and a POST is what ``supabase.functions.invoke`` sends by
+    default. Documented as GET with the parameters in the query string, and POST with them in a JSON body
+    (the query string's may stand in for it; the body's win when both name one)."""
+    schema = model.model_json_schema()
+    required = set(schema.get("required", []))
+
+    def documented(post: bool) -> dict[str, Any]:
+        parameters = [
+            {"name": name, "in": "query", "required": not post and name in required, "schema": field}
+            for name, field in schema["properties"].items()
+        ]
+        if not post:
+            return {"parameters": parameters}
+        body = {
+            "required": False,
+            "description": f"{what}; the query string may carry them instead (the body's value wins).",
+            "content": {"application/json": {"schema": schema}},
+        }
+        return {"parameters": parameters, "requestBody": body}
+
+    def register(handler: H) -> H:
+        for method in ("GET", "POST"):
+            router.add_api_route(
+                path,
+                handler,
+                methods=[method],
+                name=handler.__name__ if method == "GET" else f"{handler.__name__}_by_post",
+                openapi_extra=documented(post=method == "POST"),
+                **route,
+            )
+        return handler
+
+    return register
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_params(request: Request, model: type[M]) -> M:
+    """A legacy read's parameters: the query string's, overridden by a JSON object body's, validated. A value
+    that is not valid is refused wherever it is, even where the other place's value would win."""
+    query: dict[str, Any] = {k: v for k, v in request.query_params.items() if k in model.model_fields}
+    body: dict[str, Any] = {}
+    raw = await request.body()
+    if raw.strip():
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            raise RequestValidationError(
+                [{"loc": ("body",), "msg": "the request body is not valid JSON", "type": "json_invalid"}]
+            ) from None
+        if not isinstance(parsed, dict):
+            raise InvalidRequest("the request body must be a JSON object", field="body")
+        body = {k: v for k, v in parsed.items() if k in model.model_fields}
+    try:
+        if query.keys() & body.keys():
+            model.model_validate({**body, **query})  # the query string's values, checked too
+        return model.model_validate({**query, **body})
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+
+
+@read_route(
+    "/get-crawl-job",
+    LegacyJobLookup,
+    "The job's `jobId`",
+    response_model=LegacyJobResult,
+    responses={**ERRORS, **NOT_FOUND},
+)
+async def get_crawl_job(request: Request, manager: ManagerDep, tenant: TenantDep) -> LegacyJobResult:
+    """Status and result of a single job (`jobId` in the query string or the body)."""
+    params = await read_params(request, LegacyJobLookup)
     job = await manager.get_job(
-        tenant=tenant, job_id=parse_job_id(jobId), with_html=True, with_attempts=False
+        tenant=tenant, job_id=parse_job_id(params.jobId), with_html=True, with_attempts=False
     )
     return LegacyJobResult(success=True, job=LegacyJob.from_job(job), html=job.html)
 
 
-@router.get("/get-crawl-jobs-batch", response_model=LegacyBatchStatus, responses={**ERRORS, **NOT_FOUND})
-async def get_crawl_jobs_batch(
-    batchId: Annotated[str, Query(pattern=BATCH_ID_PATTERN)],
-    manager: ManagerDep,
-    tenant: TenantDep,
-    limit: Annotated[int, Query(ge=1, le=ALL_JOBS)] = ALL_JOBS,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-) -> LegacyBatchStatus:
+@read_route(
+    "/get-crawl-jobs-batch",
+    LegacyBatchLookup,
+    "The batch's `batchId`, and optionally `limit` and `offset`",
+    response_model=LegacyBatchStatus,
+    responses={**ERRORS, **NOT_FOUND},
+)
+async def get_crawl_jobs_batch(request: Request, manager: ManagerDep, tenant: TenantDep) -> LegacyBatchStatus:
     """Counts, progress and the jobs of one batch (all of them unless `limit`/`offset` page them)."""
-    batch = await manager.get_batch(tenant=tenant, batch_id=batchId)
-    jobs = await manager.batch_jobs(tenant=tenant, batch_id=batchId, limit=limit, offset=offset)
+    params = await read_params(request, LegacyBatchLookup)
+    batch = await manager.get_batch(tenant=tenant, batch_id=params.batchId)
+    jobs = await manager.batch_jobs(
+        tenant=tenant, batch_id=params.batchId, limit=params.limit, offset=params.offset
+    )
     return LegacyBatchStatus(
         success=True,
         counts=LegacyCounts.from_counts(batch.counts),
@@ -121,17 +196,22 @@ async def get_crawl_jobs_batch(
     )
 
 
-@router.get("/list-crawl-job-batches", response_model=LegacyBatchList, responses=ERRORS)
-async def list_crawl_job_batches(
-    manager: ManagerDep,
-    tenant: TenantDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 25,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-) -> LegacyBatchList:
+@read_route(
+    "/list-crawl-job-batches",
+    LegacyBatchPage,
+    "`limit` and `offset`",
+    response_model=LegacyBatchList,
+    responses=ERRORS,
+)
+async def list_crawl_job_batches(request: Request, manager: ManagerDep, tenant: TenantDep) -> LegacyBatchList:
     """All batches with pagination, newest first."""
-    batches, total = await manager.list_batches(tenant=tenant, limit=limit, offset=offset)
+    params = await read_params(request, LegacyBatchPage)
+    batches, total = await manager.list_batches(tenant=tenant, limit=params.limit, offset=params.offset)
     return LegacyBatchList(
-        batches=[LegacyBatchSummary.from_batch(b) for b in batches], total=total, limit=limit, offset=offset
+        batches=[LegacyBatchSummary.from_batch(b) for b in batches],
+        total=total,
+        limit=params.limit,
+        offset=params.offset,
     )
 
 

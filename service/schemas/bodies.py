@@ -141,6 +141,33 @@ class LegacyProcess(BaseModel):
     batchSize: StrictInt = Field(default=5, ge=1, le=1000)
 
 
+# -- the legacy read routes' parameters --------------------------------------------------------------
+# The old functions read their parameters from the query string or the JSON body, whatever the method; a POST
+# is what `supabase.functions.invoke` sends by default. Each model is what a read takes, from either place (the
+# body's value wins when both name one); unknown names are ignored, as the old functions ignored them.
+
+# A legacy batch status lists every job of the batch unless paged; a batch holds at most this many.
+LEGACY_ALL_JOBS = 1_000_000
+
+
+class LegacyJobLookup(BaseModel):
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"jobId": "uuid-here"}]})
+    jobId: StrictStr = Field(max_length=100)
+
+
+class LegacyBatchLookup(BaseModel):
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"batchId": "batch-12345"}]})
+    batchId: BatchIdField
+    limit: int = Field(default=LEGACY_ALL_JOBS, ge=1, le=LEGACY_ALL_JOBS)
+    offset: int = Field(default=0, ge=0, le=10_000_000)
+
+
+class LegacyBatchPage(BaseModel):
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"limit": 25, "offset": 0}]})
+    limit: int = Field(default=25, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0, le=10_000_000)
+
+
 # -- waiting ---------------------------------------------------------------------------------------
 
 

@@ -107,6 +107,15 @@ NOT_FOUND: dict[tuple[str, str], Callable[[str, str], list[Request]]] = {
     ("GET", "/functions/v1/get-crawl-jobs-batch"): lambda j, b: [
         ("GET", "/functions/v1/get-crawl-jobs-batch", {"params": {"batchId": b}})
     ],
+    # The legacy reads as supabase-js sends them: a POST, the id in the query string or the body.
+    ("POST", "/functions/v1/get-crawl-job"): lambda j, b: [
+        ("POST", "/functions/v1/get-crawl-job", {"params": {"jobId": j}}),
+        ("POST", "/functions/v1/get-crawl-job", {"json": {"jobId": j}}),
+    ],
+    ("POST", "/functions/v1/get-crawl-jobs-batch"): lambda j, b: [
+        ("POST", "/functions/v1/get-crawl-jobs-batch", {"params": {"batchId": b}}),
+        ("POST", "/functions/v1/get-crawl-jobs-batch", {"json": {"batchId": b}}),
+    ],
     ("POST", "/functions/v1/retry-failed-batch-jobs"): lambda j, b: [
         ("POST", "/functions/v1/retry-failed-batch-jobs", {"json": {"batchId": b}})
     ],
@@ -237,6 +246,10 @@ OTHER_CASES = {
     ("GET", "/v1/batches"): "test_lists_and_the_delivery_log_show_nothing_of_another_tenants",
     (
         "GET",
+        "/functions/v1/list-crawl-job-batches",
+    ): "test_lists_and_the_delivery_log_show_nothing_of_another_tenants",
+    (
+        "POST",
         "/functions/v1/list-crawl-job-batches",
     ): "test_lists_and_the_delivery_log_show_nothing_of_another_tenants",
     ("GET", "/v1/webhooks/deliveries"): "test_lists_and_the_delivery_log_show_nothing_of_another_tenants",

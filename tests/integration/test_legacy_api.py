@@ -290,3 +290,45 @@ def test_a_failed_job_says_why_on_the_legacy_routes(
     assert body["job"]["status"] == "error"
     assert body["job"]["error_message"] == "HTTP 500"
     assert body["job"]["attempts"] == 1
+
+
+def test_the_reads_take_their_parameters_from_the_query_or_the_body_whatever_the_method(
+    client: TestClient, auth: dict[str, str], database_url: str
+) -> None:
+    """As the old functions did, and as `supabase.functions.invoke` calls them (a POST by default)."""
+    job_id = client.post(
+        "/functions/v1/submit-crawl-job", json={"url": "https://example.com/either"}, headers=auth
+    ).json()["jobId"]
+    batch_id = client.post(
+        "/functions/v1/submit-crawl-jobs-batch",
+        json={"urls": ["https://example.com/e1", "https://example.com/e2"], "batchId": "either-way-1"},
+        headers=auth,
+    ).json()["batchId"]
+    job = "/functions/v1/get-crawl-job"
+    for response in (
+        client.get(job, params={"jobId": job_id}, headers=auth),
+        client.post(job, params={"jobId": job_id}, headers=auth),
+        client.post(job, json={"jobId": job_id}, headers=auth),
+        # Both name it: the body wins (the query's is a valid string, so nothing is refused).
+        client.post(job, params={"jobId": "not-this-one"}, json={"jobId": job_id}, headers=auth),
+    ):
+        assert response.status_code == 200, response.text
+        assert response.json()["job"]["id"] == job_id
+    batch = "/functions/v1/get-crawl-jobs-batch"
+    paged = client.post(batch, json={"batchId": batch_id, "limit": 1}, headers=auth).json()
+    assert paged["counts"]["total"] == 2 and len(paged["urls"]) == 1
+    listed = client.post("/functions/v1/list-crawl-job-batches", json={"limit": 1}, headers=auth).json()
+    assert listed["limit"] == 1 and len(listed["batches"]) == 1
+
+    # Missing, wrong or unreadable parameters are a 422, never a 500, wherever they are.
+    for response in (
+        client.post(job, headers=auth),
+        client.post(job, json={}, headers=auth),
+        client.post(job, json=["jobId"], headers=auth),
+        client.post(job, content=b"{not json", headers={**auth, "content-type": "application/json"}),
+        client.post(batch, params={"batchId": "bad id!"}, json={"batchId": batch_id}, headers=auth),
+        client.post(batch, json={"batchId": batch_id, "limit": 0}, headers=auth),
+        client.post("/functions/v1/list-crawl-job-batches", params={"offset": "null"}, headers=auth),
+    ):
+        assert response.status_code == 422, response.text
+        assert response.json()["success"] is False
