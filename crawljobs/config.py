@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     # How long a stopping API process lets open requests finish before it closes them: waits and event streams
     # would otherwise hold a restart for as long as they last (their clients ask the next process again).
     shutdown_grace_seconds: int = Field(default=5, ge=1)
+    # Worker runs on demand (process-crawl-jobs, /v1/jobs/process), each a whole worker process (Chromium's
+    # too, if it renders): at most this many at once per API process, and this many of one tenant.
+    max_processing_runs: int = Field(default=2, ge=1, le=64)
+    max_processing_runs_per_tenant: int = Field(default=1, ge=1, le=64)
 
     # Network rules: networks that fetched URLs may reach although they are not public.
     allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
