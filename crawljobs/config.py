@@ -88,9 +88,11 @@ class Settings(BaseSettings):
     download_timeout: float = Field(default=30.0, gt=0)
     autothrottle: bool = False
 
-    # Observability (crawljobs.metrics, crawljobs.logs). /metrics is open like /healthz unless a token is set;
-    # then it wants `Authorization: Bearer <token>`. A plain str: processing.worker_environment spells settings out.
+    # Observability (crawljobs.metrics, crawljobs.logs). /metrics wants `Authorization: Bearer <token>`; with
+    # no token it is closed (it names worker hosts and pids, queue depths) unless metrics_open says otherwise.
+    # A plain str: processing.worker_environment spells settings out.
     metrics_token: str | None = None
+    metrics_open: bool = False
     # How long /metrics reuses its PostgreSQL job counts; how often a worker publishes heartbeat and Scrapy stats.
     metrics_cache_seconds: float = Field(default=5.0, ge=0)
     metrics_interval_seconds: float = Field(default=5.0, gt=0, le=3600)

@@ -27,6 +27,7 @@ from crawljobs.exceptions import (
     RequestTooLarge,
     Unauthorized,
 )
+from crawljobs.exposition import MetricsClosed
 from crawljobs.processing import ProcessingBusy, ProcessingFailed
 from crawljobs.store.pool import UNAVAILABLE
 
@@ -40,6 +41,7 @@ STATUS_BY_ERROR: tuple[tuple[type[CrawlJobsError], int], ...] = (
     (BatchAlreadyExists, 409),
     (IdempotencyConflict, 409),
     (Unauthorized, 401),
+    (MetricsClosed, 403),
     (DatabaseUnavailable, 503),
     (ProcessingBusy, 429),
     (ProcessingFailed, 503),

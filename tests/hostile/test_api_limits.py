@@ -1,4 +1,4 @@
-"""Limits of the API under attack (issue 10): worker runs on demand (finding 9).
+"""Limits of the API under attack (issue 10): worker runs on demand (finding 9) and /metrics (finding 11).
 
 The API runs for real (uvicorn on 127.0.0.1 in a thread, ``tests.integration.test_waiting.LiveApi``), so that
 calls are truly concurrent and a client can truly go away. Worker runs are real ``scrapy crawl crawl_jobs -a
@@ -26,8 +26,10 @@ import pytest
 from crawljobs.config import Settings
 from crawljobs.keys import create_key
 from crawljobs.processing import ProcessingFailed, process_pending
+from service.app import create_app
 from tests.acceptance.site import TestSite, start_site
 from tests.conftest import drop_prefix
+from tests.hostile.conftest import make_client
 from tests.integration.test_waiting import LiveApi, live_api, until
 
 PROCESS = "/functions/v1/process-crawl-jobs"
@@ -250,3 +252,37 @@ def test_a_run_over_its_time_limit_is_killed(api: LiveApi, site: TestSite, datab
     print(f"a run over its 8 s limit returned after {took:.1f} s, leaving {len(left)} processes")
     assert took < 60, f"the run over its limit held on for {took:.0f} s"
     assert left == []
+
+
+# -- finding 11: /metrics ----------------------------------------------------------------------------------------
+
+
+def with_(settings: Settings, **changes: Any) -> Settings:
+    return Settings(**{**settings.model_dump(), **changes})
+
+
+def test_metrics_are_closed_by_default(limits_settings: Settings) -> None:
+    """/metrics answered anyone (queue depth, worker hosts and pids, byte counters). Now it wants a token;
+    without one configured it is a 403 naming the settings that open it."""
+    with make_client(limits_settings) as client:
+        response = client.get("/metrics")
+        assert response.status_code == 403, response.text
+        body = response.json()
+        assert (body["success"], body["code"]) == (False, "metrics_closed")
+        assert "CRAWLJOBS_METRICS_TOKEN" in body["error"] and "CRAWLJOBS_METRICS_OPEN" in body["error"]
+        assert "crawljobs_" not in response.text
+    with make_client(with_(limits_settings, metrics_open=True)) as client:
+        assert client.get("/metrics").status_code == 200
+    token = secrets.token_urlsafe(16)
+    with make_client(with_(limits_settings, metrics_token=token, metrics_open=True)) as client:
+        assert client.get("/metrics").status_code == 401  # a token set is wanted, open or not
+        assert client.get("/metrics", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    with make_client(with_(limits_settings, metrics_token="")) as client:
+        assert client.get("/metrics").status_code == 403  # an empty token is none, not one that matches ""
+
+
+def test_the_refusals_are_documented() -> None:
+    paths = create_app(Settings(database_url="postgresql://unused.invalid/doc")).openapi()["paths"]
+    assert {"401", "403"} <= set(paths["/metrics"]["get"]["responses"])
+    for path in (PROCESS, "/v1/jobs/process"):
+        assert "Retry-After" in paths[path]["post"]["responses"]["429"]["headers"]
