@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     # too, if it renders): at most this many at once per API process, and this many of one tenant.
     max_processing_runs: int = Field(default=2, ge=1, le=64)
     max_processing_runs_per_tenant: int = Field(default=1, ge=1, le=64)
+    # How often a long wait or an event stream checks that its API key is still valid (not revoked).
+    key_recheck_seconds: float = Field(default=5.0, gt=0, le=300)
 
     # Network rules: networks that fetched URLs may reach although they are not public.
     allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)

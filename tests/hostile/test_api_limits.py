@@ -1,4 +1,5 @@
-"""Limits of the API under attack (issue 10): worker runs on demand (finding 9) and /metrics (finding 11).
+"""Limits of the API under attack (issue 10, findings 9, 11 and 13): worker runs on demand, /metrics, and
+waits and streams whose key is revoked.
 
 The API runs for real (uvicorn on 127.0.0.1 in a thread, ``tests.integration.test_waiting.LiveApi``), so that
 calls are truly concurrent and a client can truly go away. Worker runs are real ``scrapy crawl crawl_jobs -a
@@ -10,22 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import queue
 import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import psutil
+import psycopg
 import pytest
 
 from crawljobs.config import Settings
-from crawljobs.keys import create_key
+from crawljobs.keys import create_key, hash_key
 from crawljobs.processing import ProcessingFailed, process_pending
+from service import streams
 from service.app import create_app
 from tests.acceptance.site import TestSite, start_site
 from tests.conftest import drop_prefix
@@ -44,7 +48,7 @@ def site() -> Iterator[TestSite]:
 @pytest.fixture(scope="module")
 def limits_settings(database_url: str, redis_url: str) -> Iterator[Settings]:
     """The defaults of the bounds (2 runs, 1 per tenant), loopback allowed for the test site, slow pages given
-    time."""
+    time, and a key re-checked every half second."""
     prefix = f"cjlimits:{secrets.token_hex(6)}"
     yield Settings(
         database_url=database_url,
@@ -55,6 +59,7 @@ def limits_settings(database_url: str, redis_url: str) -> Iterator[Settings]:
         max_retries=0,
         domain_memory=False,
         explore_rate=0.0,
+        key_recheck_seconds=0.5,
     )
     drop_prefix(redis_url, prefix)
 
@@ -279,6 +284,112 @@ def test_metrics_are_closed_by_default(limits_settings: Settings) -> None:
         assert client.get("/metrics", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     with make_client(with_(limits_settings, metrics_token="")) as client:
         assert client.get("/metrics").status_code == 403  # an empty token is none, not one that matches ""
+
+
+# -- finding 13: waits and streams of a revoked key ----------------------------------------------------------------
+
+
+def revoke(database_url: str, auth: dict[str, str]) -> None:
+    """Revoke a key as the store knows revocation: `revoked_at` set (find_tenant_by_key skips such keys)."""
+    key = auth["Authorization"].split()[1]
+    with psycopg.connect(database_url) as conn:
+        done = conn.execute(
+            "UPDATE api_keys SET revoked_at = now() WHERE key_hash = %s AND revoked_at IS NULL",
+            (hash_key(key),),
+        )
+        assert done.rowcount == 1
+
+
+def read_events(response: httpx.Response, into: queue.Queue[tuple[str, str]]) -> None:
+    event = "message"
+    for line in response.iter_lines():
+        if line.startswith(":"):
+            into.put(("comment", line[1:].strip()))
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            into.put((event, line[5:].strip()))
+            event = "message"
+    into.put(("closed", ""))
+
+
+def test_an_event_stream_ends_once_its_key_is_revoked(
+    api: LiveApi, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream went on after its key was revoked, for as long as its batch ran. Now it re-checks the key
+    (every 0.5 s here) and ends with `event: error` naming the reason."""
+    monkeypatch.setattr(streams, "KEEPALIVE_SECONDS", 0.2)
+    auth = new_tenant(database_url)
+    submit(api, auth, ["https://example.com/revoked/1"], batch_id="revoked")
+    events: queue.Queue[tuple[str, str]] = queue.Queue()
+    with (
+        ThreadPoolExecutor(max_workers=1) as background,  # joined last: after the stream is closed
+        httpx.Client(base_url=api.base, headers=auth, timeout=30) as http,
+        http.stream("GET", "/v1/batches/revoked/events") as response,
+    ):
+        assert response.status_code == 200
+        reader = background.submit(read_events, response, events)
+        assert events.get(timeout=5)[0] == "counts"
+        # Valid keys are re-checked and the stream goes on: keep-alives for three intervals, nothing else.
+        heard: list[tuple[str, str]] = []
+        quiet_until = time.monotonic() + 1.5
+        while time.monotonic() < quiet_until:
+            heard.append(events.get(timeout=5))
+        assert {kind for kind, _ in heard} == {"comment"}, heard
+        revoke(database_url, auth)
+        revoked_at = time.monotonic()
+        after: list[tuple[str, str]] = []
+        while (not after or after[-1][0] != "closed") and time.monotonic() < revoked_at + 10:
+            after.append(events.get(timeout=10))
+        ended = time.monotonic() - revoked_at
+        print(f"the stream ended {ended:.2f} s after its key was revoked")
+        kinds = [kind for kind, _ in after if kind != "comment"]
+        assert kinds == ["error", "closed"], after[-5:]
+        reader.result(5)
+    error = json.loads(next(data for kind, data in after if kind == "error"))
+    assert error == {
+        "success": False,
+        "code": "unauthorized",
+        "error": "the API key was revoked; the stream ends",
+    }
+    assert ended < 5  # two intervals (a shared re-check may be one interval old), far from "never"
+    until(lambda: api.waiters() == 0, what="the stream's subscription to end")
+
+
+WAITS: dict[str, Callable[[httpx.Client, str], httpx.Response]] = {
+    "job": lambda http, job_id: http.get(f"/v1/jobs/{job_id}/wait", params={"timeout": 60}),
+    "batch": lambda http, _: http.get("/v1/batches/waited/wait", params={"timeout": 60}),
+    "legacy": lambda http, job_id: http.post(
+        "/functions/v1/wait-for-crawl-job", json={"jobId": job_id, "maxWaitTimeMs": 60_000}
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", WAITS)
+def test_a_long_wait_ends_401_once_its_key_is_revoked(api: LiveApi, database_url: str, kind: str) -> None:
+    """A wait held its answer for its whole timeout after the key was revoked; now it is a 401 within two
+    re-check intervals."""
+    auth = new_tenant(database_url)
+    (job_id,) = submit(api, auth, ["https://example.com/waited/1"], batch_id="waited")
+    with (
+        httpx.Client(base_url=api.base, headers=auth, timeout=90) as http,
+        ThreadPoolExecutor(max_workers=1) as background,
+    ):
+        before = api.waiters()
+        waiting = background.submit(WAITS[kind], http, job_id)
+        until(lambda: api.waiters() > before, what="the wait to start")
+        time.sleep(1.2)  # past two re-checks of the valid key
+        assert not waiting.done()
+        revoke(database_url, auth)
+        revoked_at = time.monotonic()
+        response = waiting.result(70)
+        ended = time.monotonic() - revoked_at
+    print(f"the {kind} wait answered {response.status_code} {ended:.2f} s after its key was revoked")
+    assert response.status_code == 401, response.text
+    body = response.json()
+    assert (body["success"], body["code"]) == (False, "unauthorized")
+    assert "revoked" in body["error"]
+    assert ended < 5
 
 
 def test_the_refusals_are_documented() -> None:
