@@ -6,13 +6,14 @@ reads the summary line the spider prints when it closes.
 A run is a whole worker: three processes and ~370 MiB before it renders anything (Scrapy, and a Playwright
 driver for each of scrapy-playwright's two download handlers, http and https), twelve and ~1.2 GiB once
 Chromium renders a page (its browser, two zygotes, GPU, network, storage and renderer processes; and two
-crashpad handlers outside the tree). So ``ProcessingRuns`` bounds how many one API process starts at once (``CRAWLJOBS_MAX_PROCESSING_RUNS``) and how
-many of them one tenant holds (``CRAWLJOBS_MAX_PROCESSING_RUNS_PER_TENANT``); a call beyond either is refused
-at once (``ProcessingBusy``, a 429), never queued. The bound is per API process, in memory: `crawljobs up`
-and `crawljobs api` serve with one uvicorn process, and the children it bounds are that process's own, on
-its machine, which is what they exhaust. A run whose caller is gone (its task cancelled) or that outlives
-its time limit is stopped: SIGTERM (Scrapy finishes what it fetches and gives its other jobs back; Playwright
-closes Chromium), then SIGKILL after ``STOP_GRACE_SECONDS``.
+crashpad handlers outside the tree). So ``ProcessingRuns`` bounds how many one API process starts at once
+(``CRAWLJOBS_MAX_PROCESSING_RUNS``) and how many of them one tenant holds
+(``CRAWLJOBS_MAX_PROCESSING_RUNS_PER_TENANT``); a call beyond either is refused at once (``ProcessingBusy``, a
+429), never queued. The bound is per API process, in memory: `crawljobs up` and `crawljobs api` serve with one
+uvicorn process, and the children it bounds are that process's own, on its machine, which is what they
+exhaust. A run whose caller is gone (its task cancelled) or that outlives its time limit is stopped: SIGTERM
+(Scrapy finishes what it fetches and gives its other jobs back), then SIGKILL after ``STOP_GRACE_SECONDS``
+(Playwright's drivers, their pipe closed, take Chromium down with them).
 """
 
 from __future__ import annotations
