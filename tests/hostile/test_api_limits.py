@@ -253,18 +253,21 @@ def test_a_run_is_stopped_when_its_client_goes_away(api: LiveApi, site: TestSite
 
 
 def test_a_run_over_its_time_limit_is_killed(api: LiveApi, site: TestSite, database_url: str) -> None:
-    """Over its limit, a run is stopped with its whole process tree, Chromium included, and no later than a
-    grace period after its limit."""
+    """Over its limit, a run was sent SIGTERM and waited for without end: Scrapy finishes the fetch in flight
+    first, so a slow page in Chromium held the call for as long as the page took (117 s after the SIGTERM for
+    this one). Now SIGKILL follows a grace period, and the whole process tree, Chromium included, is gone."""
     tenant = f"limits-{secrets.token_hex(4)}"
     auth = {"Authorization": f"Bearer {create_key(database_url, name=tenant)}"}
-    submit(api, auth, [site.url("/slow?delay=150&limit=1")], render=True)
+    page = "/slow?delay=150&limit=1"
+    submit(api, auth, [site.url(page)], render=True)
     started = time.monotonic()
-    with Children() as children, pytest.raises(ProcessingFailed, match="did not finish within 8 s"):
-        asyncio.run(process_pending(api.app.state.settings, batch_size=1, tenant=tenant, time_limit=8))
+    with Children() as children, pytest.raises(ProcessingFailed, match="did not finish within 30 s"):
+        asyncio.run(process_pending(api.app.state.settings, batch_size=1, tenant=tenant, time_limit=30))
     took = time.monotonic() - started
     left = children.alive()
-    print(f"a run over its 8 s limit returned after {took:.1f} s, leaving {len(left)} processes")
-    assert took < 60, f"the run over its limit held on for {took:.0f} s"
+    print(f"a run over its 30 s limit returned after {took:.1f} s, leaving {len(left)} processes")
+    assert site.hits(page), "the page was not being fetched when the limit struck: nothing was tested"
+    assert took < 80, f"the run over its limit held on for {took:.0f} s"
     assert left == []
 
 
