@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     # How long a stopping API process lets open requests finish before it closes them: waits and event streams
     # would otherwise hold a restart for as long as they last (their clients ask the next process again).
     shutdown_grace_seconds: int = Field(default=5, ge=1)
+    # Worker runs on demand (process-crawl-jobs, /v1/jobs/process), each a whole worker process (Chromium's
+    # too, if it renders): at most this many at once per API process, and this many of one tenant.
+    max_processing_runs: int = Field(default=2, ge=1, le=64)
+    max_processing_runs_per_tenant: int = Field(default=1, ge=1, le=64)
+    # How often a long wait or an event stream checks that its API key is still valid (not revoked).
+    key_recheck_seconds: float = Field(default=5.0, gt=0, le=300)
 
     # Network rules: networks that fetched URLs may reach although they are not public.
     allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -88,9 +94,11 @@ class Settings(BaseSettings):
     download_timeout: float = Field(default=30.0, gt=0)
     autothrottle: bool = False
 
-    # Observability (crawljobs.metrics, crawljobs.logs). /metrics is open like /healthz unless a token is set;
-    # then it wants `Authorization: Bearer <token>`. A plain str: processing.worker_environment spells settings out.
+    # Observability (crawljobs.metrics, crawljobs.logs). /metrics wants `Authorization: Bearer <token>`; with
+    # no token it is closed (it names worker hosts and pids, queue depths) unless metrics_open says otherwise.
+    # A plain str: processing.worker_environment spells settings out.
     metrics_token: str | None = None
+    metrics_open: bool = False
     # How long /metrics reuses its PostgreSQL job counts; how often a worker publishes heartbeat and Scrapy stats.
     metrics_cache_seconds: float = Field(default=5.0, ge=0)
     metrics_interval_seconds: float = Field(default=5.0, gt=0, le=3600)

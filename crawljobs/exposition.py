@@ -18,8 +18,16 @@ from prometheus_client.metrics_core import (
 )
 
 from crawljobs import __version__
+from crawljobs.exceptions import CrawlJobsError
 from crawljobs.metrics import COUNTERS, FETCH_BUCKETS, FETCH_FAMILY, SEPARATOR, MetricKeys
 from crawljobs.queue import QueueKeys
+
+
+class MetricsClosed(CrawlJobsError):
+    """/metrics is closed: set CRAWLJOBS_METRICS_TOKEN (and scrape with `Authorization: Bearer <token>`), or
+    CRAWLJOBS_METRICS_OPEN=true to open it to anyone who can reach the API."""
+
+    code = "metrics_closed"
 
 
 @dataclass

@@ -2,8 +2,14 @@
 
 Startup: the data folder's lock (one ``up`` a folder), a watchdog (``crawljobs.watchdog``: if this process dies
 however it dies, what it started is stopped), the embedded PostgreSQL and Redis that are not configured (under
-the data folder), migrations, the first API key, the child processes (workers, sweeper), then the API in this
-process. Shutdown (Ctrl-C or SIGTERM) in the reverse order: the API, the children, Redis, PostgreSQL.
+the data folder), migrations, the first API key, the metrics token, the child processes (workers, sweeper), then
+the API in this process. Shutdown (Ctrl-C or SIGTERM) in the reverse order: the API, the children, Redis,
+PostgreSQL.
+
+/metrics is closed without a token (it names worker hosts and pids). Rather than leave a local start's metrics
+unreadable, or open them on an address that ``--host`` may have made public, ``up`` makes a metrics token on
+first start when none is configured (and ``CRAWLJOBS_METRICS_OPEN`` is not set), keeps it next to the first key
+and prints it, so a local Prometheus can be pointed at it at once.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -36,6 +43,8 @@ logger = logging.getLogger(__name__)
 CHILD_STOP_TIMEOUT = 10.0
 DATABASE_URL_VARIABLE = "CRAWLJOBS_DATABASE_URL"
 REDIS_URL_VARIABLE = "CRAWLJOBS_REDIS_URL"
+METRICS_TOKEN_VARIABLE = "CRAWLJOBS_METRICS_TOKEN"
+METRICS_TOKEN_FILE = "metrics-token"
 
 Handler = Callable[[int, FrameType | None], Any] | int | None
 
@@ -60,7 +69,10 @@ def run_up(settings: Settings, *, host: str, port: int) -> None:
     port = _usable_port(host, port)
     data_dir = settings.data_dir.expanduser().resolve()
     previous_handlers = _set_signal_handlers(_raise_stop)
-    previous_environ = {name: os.environ.get(name) for name in (DATABASE_URL_VARIABLE, REDIS_URL_VARIABLE)}
+    previous_environ = {
+        name: os.environ.get(name)
+        for name in (DATABASE_URL_VARIABLE, REDIS_URL_VARIABLE, METRICS_TOKEN_VARIABLE)
+    }
     stack = ExitStack()
     try:
         stack.enter_context(_only_up_of(data_dir))
@@ -78,6 +90,9 @@ def run_up(settings: Settings, *, host: str, port: int) -> None:
         if applied:
             logger.info("applied migrations: %s", ", ".join(applied), extra={"action": "migrate"})
         key = ensure_first_key(database_url, data_dir)
+        metrics_token = settings.metrics_token or None
+        if metrics_token is None and not settings.metrics_open:
+            metrics_token = os.environ[METRICS_TOKEN_VARIABLE] = ensure_metrics_token(data_dir)
         for child in stack.enter_context(_running(child_commands(settings))):
             watchdog.group(child.pid)
 
@@ -85,6 +100,14 @@ def run_up(settings: Settings, *, host: str, port: int) -> None:
         print(f"crawljobs API:  {base}")
         print(f"API docs:       {base}/docs")
         print(f"API key:        {key}  (kept in {data_dir / 'api-key'})")
+        if metrics_token is None:
+            print(f"Metrics:        {base}/metrics  (open: CRAWLJOBS_METRICS_OPEN)")
+        elif not settings.metrics_token:
+            print(
+                f"Metrics token:  {metrics_token}  (kept in {data_dir / METRICS_TOKEN_FILE}; {base}/metrics)"
+            )
+        else:
+            print(f"Metrics:        {base}/metrics  (with CRAWLJOBS_METRICS_TOKEN)")
         print("Press Ctrl-C to stop.", flush=True)
         from service.server import serve
 
@@ -124,6 +147,20 @@ def _only_up_of(data_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def ensure_metrics_token(data_dir: Path) -> str:
+    """The metrics token of the zero-setup start: made on first start, kept (mode 0600) in
+    ``data_dir/metrics-token``, so a scraper configured with it keeps working across restarts."""
+    path = data_dir / METRICS_TOKEN_FILE
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    token = secrets.token_urlsafe(32)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(token + "\n")
+    return token
 
 
 def _usable_port(host: str, port: int) -> int:

@@ -30,7 +30,9 @@ DESCRIPTION = """
 Submit one URL or up to 50,000, get job ids back at once, and let the crawl workers fetch them.
 
 Every route but `/healthz`, `/readyz`, `/metrics` and these docs needs an API key:
-`Authorization: Bearer <key>` (or the legacy `apikey: <key>` header). Errors are JSON: `{"success": false, "code": ..., "error": ...}`.
+`Authorization: Bearer <key>` (or the legacy `apikey: <key>` header). `/metrics` wants the metrics token
+(`Authorization: Bearer <CRAWLJOBS_METRICS_TOKEN>`) and is closed without one, unless `CRAWLJOBS_METRICS_OPEN=true`.
+Errors are JSON: `{"success": false, "code": ..., "error": ...}`.
 
 `/v1` is the REST API; `/functions/v1` keeps the request and response bodies of the system crawljobs replaces.
 """
@@ -88,7 +90,11 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver = system_
             {"name": "waiting", "description": "Wait for a job or a batch, or follow a batch's progress."},
             {"name": "webhooks", "description": "Webhook deliveries and the signing secret."},
             {"name": "health", "description": "Liveness and readiness, open without a key."},
-            {"name": "metrics", "description": "Prometheus metrics; open unless a metrics token is set."},
+            {
+                "name": "metrics",
+                "description": "Prometheus metrics, behind the metrics token (`CRAWLJOBS_METRICS_TOKEN`); "
+                "open to anyone only with `CRAWLJOBS_METRICS_OPEN=true`.",
+            },
         ],
     )
     app.state.settings = settings

@@ -27,7 +27,8 @@ from crawljobs.exceptions import (
     RequestTooLarge,
     Unauthorized,
 )
-from crawljobs.processing import ProcessingFailed
+from crawljobs.exposition import MetricsClosed
+from crawljobs.processing import ProcessingBusy, ProcessingFailed
 from crawljobs.store.pool import UNAVAILABLE
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,9 @@ STATUS_BY_ERROR: tuple[tuple[type[CrawlJobsError], int], ...] = (
     (BatchAlreadyExists, 409),
     (IdempotencyConflict, 409),
     (Unauthorized, 401),
+    (MetricsClosed, 403),
     (DatabaseUnavailable, 503),
+    (ProcessingBusy, 429),
     (ProcessingFailed, 503),
 )
 
@@ -90,7 +93,8 @@ async def _crawljobs_error(_request: Request, exc: Exception) -> JSONResponse:
     status = status_for(exc)
     if status == 500:
         logger.exception("unexpected crawljobs error", exc_info=exc)
-    return error_response(status, exc.code, exc.message, exc.details or None)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, ProcessingBusy) else None
+    return error_response(status, exc.code, exc.message, exc.details or None, headers=headers)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

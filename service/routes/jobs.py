@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from crawljobs.exceptions import NotFound
-from crawljobs.processing import process_pending
 from service.deps import IdempotencyKeyDep, ManagerDep, TenantDep
 from service.metering import MeterDep, counted
-from service.routes.common import ERRORS, NOT_FOUND, SUBMIT_ERRORS, parse_job_id
+from service.routes.common import (
+    ERRORS,
+    NOT_FOUND,
+    RUN_ERRORS,
+    SUBMIT_ERRORS,
+    ProcessingRunsDep,
+    parse_job_id,
+    run_worker,
+)
 from service.schemas import JobCreate, JobOut, ProcessRequest, ProcessResult
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -52,10 +59,15 @@ async def submit_job(
     return JobOut.from_job(submission.job)
 
 
-@router.post("/process", response_model=ProcessResult, responses=ERRORS)
-async def process_jobs(body: ProcessRequest, manager: ManagerDep, tenant: TenantDep) -> ProcessResult:
-    """Process up to `batch_size` of the tenant's pending jobs now (a bounded worker run) and report."""
-    summary = await process_pending(manager.settings, batch_size=body.batch_size, tenant=tenant)
+@router.post("/process", response_model=ProcessResult, responses={**ERRORS, **RUN_ERRORS})
+async def process_jobs(
+    body: ProcessRequest, request: Request, tenant: TenantDep, runs: ProcessingRunsDep
+) -> ProcessResult:
+    """Process up to `batch_size` of the tenant's pending jobs now (a bounded worker run) and report.
+
+    Bounded like `POST /functions/v1/process-crawl-jobs`: a 429 with `Retry-After` beyond the runs allowed.
+    """
+    summary = await run_worker(request, runs, tenant=tenant, batch_size=body.batch_size)
     return ProcessResult(
         processed=summary.processed,
         completed=summary.completed,

@@ -15,10 +15,17 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from crawljobs.exceptions import InvalidRequest, UrlRejected
-from crawljobs.processing import process_pending
 from service.deps import IdempotencyKeyDep, ManagerDep, TenantDep
 from service.metering import MeterDep, counted
-from service.routes.common import ERRORS, NOT_FOUND, SUBMIT_ERRORS, parse_job_id
+from service.routes.common import (
+    ERRORS,
+    NOT_FOUND,
+    RUN_ERRORS,
+    SUBMIT_ERRORS,
+    ProcessingRunsDep,
+    parse_job_id,
+    run_worker,
+)
 from service.schemas import (
     LegacyBatchList,
     LegacyBatchLookup,
@@ -224,8 +231,15 @@ async def retry_failed_batch_jobs(
     return LegacyRetried(success=True, count=count, message=f"Reset {count} failed jobs to pending status")
 
 
-@router.post("/process-crawl-jobs", response_model=LegacyProcessed, responses=ERRORS)
-async def process_crawl_jobs(body: LegacyProcess, manager: ManagerDep, tenant: TenantDep) -> LegacyProcessed:
-    """Process up to `batchSize` of the tenant's pending jobs now (a bounded worker run) and report."""
-    summary = await process_pending(manager.settings, batch_size=body.batchSize, tenant=tenant)
+@router.post("/process-crawl-jobs", response_model=LegacyProcessed, responses={**ERRORS, **RUN_ERRORS})
+async def process_crawl_jobs(
+    body: LegacyProcess, request: Request, tenant: TenantDep, runs: ProcessingRunsDep
+) -> LegacyProcessed:
+    """Process up to `batchSize` of the tenant's pending jobs now (a bounded worker run) and report.
+
+    A worker run is a whole worker process: a tenant has one at a time and the API process a few
+    (CRAWLJOBS_MAX_PROCESSING_RUNS_PER_TENANT, CRAWLJOBS_MAX_PROCESSING_RUNS); beyond that the call is a 429
+    with `Retry-After`. A run whose client goes away is stopped.
+    """
+    summary = await run_worker(request, runs, tenant=tenant, batch_size=body.batchSize)
     return LegacyProcessed(success=True, processed=summary.processed, message=summary.message)

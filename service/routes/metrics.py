@@ -1,9 +1,10 @@
 """/metrics: the Prometheus text exposition of the whole system, read by any API process.
 
-Open like /healthz (it names no tenant, URL or key; it does name worker hosts), unless
-``CRAWLJOBS_METRICS_TOKEN`` is set: then it wants ``Authorization: Bearer <token>``. A source that cannot be read
-(PostgreSQL, Redis) is reported by ``crawljobs_metrics_source_up`` and its metrics are left out: a scrape never
-fails because of one.
+It names no tenant, URL or key, but it does name worker hosts and pids, queue depths and byte counts: it wants
+``Authorization: Bearer <CRAWLJOBS_METRICS_TOKEN>``. With no token set it is closed (a 403 naming the settings)
+unless ``CRAWLJOBS_METRICS_OPEN=true`` opens it, for a network where anyone who reaches the API may read it.
+A source that cannot be read (PostgreSQL, Redis) is reported by ``crawljobs_metrics_source_up`` and its
+metrics are left out: a scrape never fails because of one.
 """
 
 from __future__ import annotations
@@ -20,19 +21,22 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from crawljobs.exceptions import Unauthorized
-from crawljobs.exposition import Snapshot, exposition, read_shared
+from crawljobs.exposition import MetricsClosed, Snapshot, exposition, read_shared
 from crawljobs.manager import JobManager
 from crawljobs.metrics import MetricKeys
 from service.deps import ManagerDep
 from service.metering import MeterDep
 from service.routes.common import ERRORS
+from service.schemas import ErrorOut
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["metrics"])
 
 metrics_bearer = HTTPBearer(
-    auto_error=False, scheme_name="MetricsToken", description="`CRAWLJOBS_METRICS_TOKEN`, when it is set."
+    auto_error=False,
+    scheme_name="MetricsToken",
+    description="`CRAWLJOBS_METRICS_TOKEN` (not needed when `CRAWLJOBS_METRICS_OPEN=true` and no token is set).",
 )
 
 # Longest a scrape waits for one source.
@@ -68,9 +72,12 @@ def live_job_counts(request: Request) -> LiveJobCounts:
 def check_token(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(metrics_bearer)]
 ) -> None:
-    token: str | None = request.app.state.settings.metrics_token
+    settings = request.app.state.settings
+    token: str | None = settings.metrics_token or None  # an empty token is no token: it would match none sent
     if token is None:
-        return
+        if settings.metrics_open:
+            return
+        raise MetricsClosed()
     given = credentials.credentials if credentials is not None else ""
     if not hmac.compare_digest(given.encode(), token.encode()):
         raise Unauthorized("/metrics needs `Authorization: Bearer <CRAWLJOBS_METRICS_TOKEN>`")
@@ -80,8 +87,17 @@ def check_token(
     "/metrics",
     response_class=Response,
     dependencies=[Depends(check_token)],
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, 401: ERRORS[401]},
-    # The token is optional: without CRAWLJOBS_METRICS_TOKEN the route is open (the empty requirement).
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}},
+        401: ERRORS[401],
+        403: {
+            "model": ErrorOut,
+            "description": "No `CRAWLJOBS_METRICS_TOKEN` is set and `CRAWLJOBS_METRICS_OPEN` is not true: "
+            "/metrics is closed.",
+        },
+    },
+    # The token, or nothing when CRAWLJOBS_METRICS_OPEN opens the route: FastAPI adds this empty requirement
+    # to the token's.
     openapi_extra={"security": [{}]},
 )
 async def metrics(

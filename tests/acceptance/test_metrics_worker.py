@@ -1,7 +1,8 @@
 """A real worker's metrics and logs: what it fetched shows on /metrics, and its JSON log lines name the jobs.
 
 The worker is a real ``scrapy crawl crawl_jobs`` process (JSON logs on, publishing every second); /metrics is
-served by the API app on the same PostgreSQL and Redis, as any API process would serve it.
+served by the API app on the same PostgreSQL and Redis, as any API process would serve it, with a metrics token
+(/metrics is closed without one).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from crawljobs.config import Settings
 from service.app import create_app
 from tests.acceptance.conftest import drop_prefix, system_settings_for
 from tests.acceptance.proxies import TestProxy
@@ -27,6 +29,7 @@ pytestmark = pytest.mark.acceptance
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 DEADLINE_SECONDS = 60.0
+METRICS_TOKEN = "acceptance-metrics-token"
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +49,14 @@ def observed(
     drop_prefix(redis_url, settings.queue_prefix)
 
 
+def metrics_client(settings: Settings) -> TestClient:
+    """The API app of ``settings``, with the metrics token that ``scrape`` sends."""
+    app = create_app(Settings(**{**settings.model_dump(), "metrics_token": METRICS_TOKEN}))
+    return TestClient(app, raise_server_exceptions=False)
+
+
 def scrape(client: TestClient) -> Samples:
-    response = client.get("/metrics")
+    response = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     assert response.status_code == 200, response.text
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -90,7 +99,7 @@ def test_metrics_show_a_real_workers_attempts_fetch_times_heartbeat_and_stats(
     observed: System, clean_site: TestSite
 ) -> None:
     worker = observed.processes[0]
-    with TestClient(create_app(observed.settings), raise_server_exceptions=False) as client:
+    with metrics_client(observed.settings) as client:
         before = scrape(client)
         started = time.time()
         flaky = f"/flaky/{uuid.uuid4().hex}?fail=1"  # 429 with Retry-After: 1, then 200
@@ -215,7 +224,7 @@ def test_a_bounded_run_publishes_its_stats_at_close(
         )
         assert result.returncode == 0, result.stderr[-3000:]
         assert [j["status"] for j in system.wait_final(ids, timeout=5)] == ["completed"] * 2
-        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        with metrics_client(settings) as client:
             samples = scrape(client)
         (worker_id,) = workers_of(samples)
         assert (

@@ -222,7 +222,7 @@ def test_a_batch_id_and_an_idempotency_key_are_per_tenant(
 NAMES_NOTHING = {
     ("GET", "/healthz"): "open, no tenant",
     ("GET", "/readyz"): "open, no tenant",
-    ("GET", "/metrics"): "open or token-protected, counts only, no tenant",
+    ("GET", "/metrics"): "behind the metrics token (or opened), counts only, no tenant",
     (
         "POST",
         "/v1/jobs",

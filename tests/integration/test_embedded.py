@@ -151,12 +151,17 @@ def _start_up(data_dir: Path, port: int) -> subprocess.Popen[str]:
     )
 
 
-def _printed_key(process: subprocess.Popen[str]) -> str:
+def _printed_keys(process: subprocess.Popen[str]) -> tuple[str, str]:
+    """The API key and the metrics token that ``up`` prints."""
     assert process.stdout is not None
+    printed: dict[str, str] = {}
     for line in process.stdout:
-        if line.startswith("API key:"):
-            return line.split()[2]
-    raise AssertionError(f"no key printed (exit status {process.wait()})")
+        for label in ("API key:", "Metrics token:"):
+            if line.startswith(label):
+                printed[label] = line.removeprefix(label).split()[0]
+        if len(printed) == 2:
+            return printed["API key:"], printed["Metrics token:"]
+    raise AssertionError(f"no key and metrics token printed (exit status {process.wait()}): {printed}")
 
 
 def test_up_runs_the_api_on_embedded_services_and_stops_them(short_dir: Path) -> None:
@@ -168,18 +173,23 @@ def test_up_runs_the_api_on_embedded_services_and_stops_them(short_dir: Path) ->
     for _ in range(2):  # the second start finds the data of the first
         process = _start_up(data_dir, port)
         try:
-            keys.append(_printed_key(process))
+            keys.append(_printed_keys(process))
             deadline = time.monotonic() + 30
             while True:
                 try:
                     response = httpx.get(
-                        f"http://127.0.0.1:{port}/v1/batches", headers={"Authorization": f"Bearer {keys[-1]}"}
+                        f"http://127.0.0.1:{port}/v1/batches",
+                        headers={"Authorization": f"Bearer {keys[-1][0]}"},
                     )
                     break
                 except httpx.TransportError:
                     assert time.monotonic() < deadline, "the API did not answer"
                     time.sleep(0.1)
             assert response.status_code == 200
+            # /metrics is closed without a token: `up` made one, and the API wants it.
+            metrics = f"http://127.0.0.1:{port}/metrics"
+            assert httpx.get(metrics).status_code == 401
+            assert httpx.get(metrics, headers={"Authorization": f"Bearer {keys[-1][1]}"}).status_code == 200
             redis_pid = int((data_dir / "redis" / "redis.pid").read_text())
             process.send_signal(signal.SIGTERM)
             assert process.wait(30) == 0
@@ -191,6 +201,7 @@ def test_up_runs_the_api_on_embedded_services_and_stops_them(short_dir: Path) ->
             os.kill(redis_pid, 0)
     assert keys[0] == keys[1]
     assert (data_dir / "api-key").stat().st_mode & 0o777 == 0o600
+    assert (data_dir / "metrics-token").stat().st_mode & 0o777 == 0o600
 
 
 def test_session_services_give_a_migrated_database_and_a_prefix(settings: Settings) -> None:
@@ -215,7 +226,7 @@ def test_a_killed_up_leaves_nothing_running(short_dir: Path) -> None:
     data_dir = short_dir / "data"
     process = _start_up(data_dir, port)
     try:
-        _printed_key(process)
+        _printed_keys(process)
         started = [p for p in _descendants(process.pid) if "watchdog" not in " ".join(p.cmdline())]
         postmaster = int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
         redis_pid = int((data_dir / "redis" / "redis.pid").read_text())

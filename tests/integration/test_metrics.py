@@ -1,4 +1,8 @@
-"""/metrics, /healthz and /readyz against real PostgreSQL and Redis (and a Redis that is not there)."""
+"""/metrics, /healthz and /readyz against real PostgreSQL and Redis (and a Redis that is not there).
+
+/metrics is closed without a token: this module's settings have one, which ``scrape`` sends (the refusal of the
+default is tests/hostile/test_api_limits.py's).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import socket
 import uuid
 from typing import Any
 
+import pytest
 import redis
 from fastapi.testclient import TestClient
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -23,10 +28,19 @@ from tests.integration.test_webhooks import Receiver
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
+METRICS_TOKEN = "integration-metrics-token"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The integration settings, with the metrics token ``scrape`` sends."""
+    return Settings(**{**settings.model_dump(), "metrics_token": METRICS_TOKEN})
+
 
 def scrape(client: TestClient, **headers: str) -> Samples:
-    """Every sample of a /metrics answer, parsed with prometheus_client's own parser."""
-    response = client.get("/metrics", headers=headers)
+    """Every sample of a /metrics answer (with the module's token unless ``headers`` name another), parsed with
+    prometheus_client's own parser."""
+    response = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}", **headers})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     samples: Samples = {}
