@@ -42,8 +42,11 @@ class ApiProcess:
 
 
 @contextmanager
-def api_process(database_url: str, redis_url: str, *, log: Path, **settings: str) -> Iterator[ApiProcess]:
-    """The API in a process of its own, ready (``/readyz`` 200); ``settings`` are CRAWLJOBS_ variables."""
+def api_process(
+    database_url: str, redis_url: str, *, log: Path, dns_delay: float = 0.001, **settings: str
+) -> Iterator[ApiProcess]:
+    """The API in a process of its own, ready (``/readyz`` 200); ``settings`` are CRAWLJOBS_ variables, and
+    every name it resolves "does not resolve" after ``dns_delay`` seconds."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -51,6 +54,7 @@ def api_process(database_url: str, redis_url: str, *, log: Path, **settings: str
         **{k: v for k, v in os.environ.items() if not k.upper().startswith("CRAWLJOBS_")},
         "CRAWLJOBS_DATABASE_URL": database_url,
         "CRAWLJOBS_REDIS_URL": redis_url,
+        DELAY_VARIABLE: str(dns_delay),
         **{f"CRAWLJOBS_{name.upper()}": value for name, value in settings.items()},
     }
     with log.open("wb") as output:
@@ -108,7 +112,7 @@ def main(port: int) -> None:
     from service.server import ApiServer
 
     _guard_dns()
-    delay = float(os.environ.get(DELAY_VARIABLE, "0.001"))
+    delay = float(os.environ[DELAY_VARIABLE])
 
     async def slow_nxdomain(host: str) -> list[str]:
         await asyncio.sleep(delay)
