@@ -6,7 +6,8 @@ which no route reads a body of, so CORS preflights stay open), before a byte of 
 
 - the API key is checked from the headers (`service.deps.authenticate`): without a valid one the answer is 401
   and the body is never read. The tenant found is kept in the request's state for the route
-  (`service.deps.get_tenant`), which does not look it up again. Every route that takes a body needs a key.
+  (`service.deps.get_tenant`), which does not look it up again. Every route such a request can reach needs a
+  key (each POST of /v1 and /functions/v1): one that did not would have to be let through here.
 - a body longer than ``max_bytes`` (CRAWLJOBS_MAX_REQUEST_BYTES) is a 413, on its Content-Length or, without
   one, on the bytes received;
 - the bodies in flight in this process (being read, or read and still being handled) hold at most
