@@ -10,16 +10,19 @@ asserted far below the broken figure. Figures are printed (``pytest -s``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import statistics
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
+from crawljobs.submission import request_hash
 from tests.hostile.api_process import api_process
 
 BATCH = 50_000
@@ -92,3 +95,18 @@ def test_a_big_idn_batch_does_not_stall_the_api(
         f"API RSS {before:.0f} -> peak {peak[0]:.0f} MiB (+{peak[0] - before:.0f})"
     )
     assert worst < 3.0, f"/healthz stalled {worst:.1f} s (median {middle * 1000:.0f} ms) during the batch"
+
+
+def test_the_request_hash_is_the_digest_it_always_was() -> None:
+    """The hash is now fed piece by piece (no second copy of a batch's text): stored fingerprints of earlier
+    batches must still match their replays, so it is the digest of the same JSON text, byte for byte."""
+    payload = {
+        "urls": [*long_idn_urls(3, "hash"), "https://example.com/\u00e9\u4f8b", None, 7, {"nested": [1.5]}],
+        "render": True,
+        "max_retries": 2,
+        "batch_id": None,
+        "callback_url": "https://bücher.example/hook",
+        "when": datetime(2026, 1, 2, tzinfo=UTC),  # default=str
+    }
+    whole = json.dumps(payload, sort_keys=True, default=str).encode()
+    assert request_hash(payload) == hashlib.sha256(whole).hexdigest()
