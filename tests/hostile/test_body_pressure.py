@@ -216,7 +216,7 @@ def test_bodies_in_flight_with_a_key_are_bounded(
 
             def client(sock: socket.socket) -> None:
                 sock.sendall(head("/v1/batches", length, auth))
-                answer = early_answer(sock, 1.0)  # a refusal comes after the headers
+                answer = early_answer(sock, 5.0)  # a refusal comes right after the headers
                 if answer is None:
                     send_all_but_the_last_byte(sock, length)
                 answers.append(answer)
