@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=0, le=65535)
     db_pool_size: int = Field(default=10, ge=1, le=500)
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # Bodies cost memory while they are read and handled: the bytes of all bodies in flight in one API process
+    # are bounded (a body that does not fit waits for its client's retry: 503), and so is the time one may take.
+    max_body_bytes_in_flight: int = Field(default=256 * 1024 * 1024, ge=1024)
+    body_read_timeout_seconds: float = Field(default=60.0, gt=0)
     max_batch_size: int = Field(default=50_000, ge=1)
     max_url_length: int = Field(default=8192, ge=64)
     dns_timeout_seconds: float = Field(default=2.0, gt=0)
@@ -118,6 +122,15 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"not a network: {item!r}") from exc
         return value
+
+    @model_validator(mode="after")
+    def _one_body_fits_in_flight(self) -> Settings:
+        if self.max_body_bytes_in_flight < self.max_request_bytes:
+            raise ValueError(
+                "CRAWLJOBS_MAX_BODY_BYTES_IN_FLIGHT must be at least CRAWLJOBS_MAX_REQUEST_BYTES "
+                "(else a body of the largest size allowed could never be read)"
+            )
+        return self
 
     @cached_property
     def networks(self) -> tuple[IPNetwork, ...]:

@@ -6,6 +6,7 @@ with the same request answers the original one, with another request it is refus
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
@@ -42,8 +43,18 @@ def new_batch_id() -> str:
 
 
 def request_hash(payload: dict[str, Any]) -> str:
-    """A stable digest of a submission, to tell an idempotent replay from a different request."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    """A stable digest of a submission, to tell an idempotent replay from a different request.
+
+    The digest of ``json.dumps(payload, sort_keys=True, default=str)``, fed piece by piece: the whole text of a
+    50,000-URL batch would be another copy of it (100 MiB and more for long IDN URLs).
+    """
+    digest = hashlib.sha256()
+    for piece in _HASHED_JSON.iterencode(payload):
+        digest.update(piece.encode())
+    return digest.hexdigest()
+
+
+_HASHED_JSON = json.JSONEncoder(sort_keys=True, default=str)
 
 
 def job_columns(options: SubmitOptions, max_retries: int) -> dict[str, Any]:
@@ -196,7 +207,7 @@ class Submitter:
             options.callback_url is not None
         ):  # only when given: the hashes of earlier batches stay as they were
             hashed["callback_url"] = options.callback_url
-        fingerprint = request_hash(hashed)
+        fingerprint = await asyncio.to_thread(request_hash, hashed)  # CPU: off the event loop
         if idempotency_key is not None:
             replay = await self._replay_batch(
                 tenant=tenant, idempotency_key=idempotency_key, fingerprint=fingerprint

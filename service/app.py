@@ -100,7 +100,12 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver = system_
     app.state.settings = settings
     app.state.hub = hub
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        max_in_flight=settings.max_body_bytes_in_flight,
+        read_timeout=settings.body_read_timeout_seconds,
+    )
     app.add_middleware(ServerTimingMiddleware)
     app.add_middleware(DocsPolicyMiddleware)
     for module in (home, health, metrics, jobs, batches, legacy, waiting, webhooks):

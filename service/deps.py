@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from crawljobs.exceptions import InvalidRequest, Unauthorized
 from crawljobs.manager import JobManager
@@ -27,19 +28,44 @@ def get_manager(request: Request) -> JobManager:
 ManagerDep = Annotated[JobManager, Depends(get_manager)]
 
 
+# Where `service.limits.BodyLimitMiddleware` leaves the tenant it found in the headers, in the request's state.
+TENANT_STATE = "tenant"
+
+
+def _keys(bearer: HTTPAuthorizationCredentials | None, apikey: str | None) -> list[str]:
+    """The API keys offered, in the order they are tried: the Bearer key, then the legacy header."""
+    return [c for c in (bearer.credentials if bearer else None, apikey) if c]
+
+
+async def offered_keys(connection: HTTPConnection) -> list[str]:
+    """The API keys a request's headers offer, read exactly as the routes' security schemes read them."""
+    return _keys(await bearer_scheme(connection), await apikey_scheme(connection))
+
+
+async def authenticate(manager: JobManager, keys: list[str]) -> str:
+    """The tenant of the first valid key of `keys`, or Unauthorized."""
+    if not keys:
+        raise Unauthorized()
+    tenant = await manager.tenant_of_key(keys)
+    if tenant is None:
+        raise Unauthorized("the API key is not valid")
+    return tenant
+
+
 async def get_tenant(
+    request: Request,
     manager: ManagerDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     apikey: Annotated[str | None, Depends(apikey_scheme)],
 ) -> str:
-    """The tenant of the request's API key; the Bearer key is tried first, then the legacy header."""
-    candidates = [c for c in (bearer.credentials if bearer else None, apikey) if c]
-    if not candidates:
-        raise Unauthorized()
-    tenant = await manager.tenant_of_key(candidates)
-    if tenant is None:
-        raise Unauthorized("the API key is not valid")
-    return tenant
+    """The tenant of the request's API key; the Bearer key is tried first, then the legacy header.
+
+    A request with a body was authenticated from its headers before the body was read: its tenant is reused.
+    """
+    tenant = getattr(request.state, TENANT_STATE, None)
+    if isinstance(tenant, str):
+        return tenant
+    return await authenticate(manager, _keys(bearer, apikey))
 
 
 TenantDep = Annotated[str, Depends(get_tenant)]

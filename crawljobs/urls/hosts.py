@@ -144,16 +144,31 @@ _HOST_LABEL = re.compile(r"[a-z0-9_-]{1,63}")
 
 def _idna_encode(host: str) -> str:
     """A non-ASCII host in ASCII (punycode), mapped as browsers do (UTS #46, non-transitional)."""
+    return _to_ascii(host)[0]
+
+
+def _to_ascii(host: str) -> tuple[str, frozenset[str]]:
+    """`_idna_encode`'s host, and the labels it encoded: valid punycode by construction, not to be decoded again
+    (decoding a label to check it costs more than encoding it)."""
     try:
         if _idna is not None:
-            mapped = _idna.uts46_remap(host, std3_rules=False, transitional=False)
-            return ".".join(
-                label if label.isascii() else _idna.alabel(label).decode("ascii")
-                for label in mapped.split(".")
+            labels = _idna.uts46_remap(host, std3_rules=False, transitional=False).split(".")
+            ascii_labels = [label if label.isascii() else _alabel(label) for label in labels]
+            encoded = frozenset(
+                a for label, a in zip(labels, ascii_labels, strict=True) if not label.isascii()
             )
-        return host.encode("idna").decode("ascii").lower()
+            return ".".join(ascii_labels), encoded
+        return host.encode("idna").decode("ascii").lower(), frozenset()
     except (UnicodeError, ValueError) as exc:
         raise UrlRejected(f"invalid host {clip(host)!r}: it cannot be IDNA-encoded") from exc
+
+
+@functools.lru_cache(maxsize=16384)
+def _alabel(label: str) -> str:
+    """One non-ASCII label in ASCII, checked by `idna`; cached: a batch's hosts often share labels (the domain
+    of its subdomains) where they are not the same host."""
+    assert _idna is not None
+    return _idna.alabel(label).decode("ascii")
 
 
 def _valid_punycode(label: str) -> bool:
@@ -187,7 +202,7 @@ def canonicalize_host(raw_host: str) -> tuple[str, str, IPAddress | None]:
             raise UrlRejected(f"invalid IPv6 address {clip(inner)!r}")
         text = address_text(addr6)
         return f"[{text}]", text, addr6
-    host = raw_host.lower() if raw_host.isascii() else _idna_encode(raw_host)
+    host, encoded = (raw_host.lower(), frozenset[str]()) if raw_host.isascii() else _to_ascii(raw_host)
     if host.endswith("."):
         host = host[:-1]
     if not host:
@@ -207,6 +222,6 @@ def canonicalize_host(raw_host: str) -> tuple[str, str, IPAddress | None]:
             raise UrlRejected(f"invalid host {clip(host)!r}: a label is longer than 63 characters")
         if not _HOST_LABEL.fullmatch(label):
             raise UrlRejected(f"invalid host {clip(host)!r}: invalid character")
-        if label.startswith("xn--") and not _valid_punycode(label):
+        if label.startswith("xn--") and label not in encoded and not _valid_punycode(label):
             raise UrlRejected(f"invalid host {clip(host)!r}: invalid punycode label {clip(label)!r}")
     return host, host, None
