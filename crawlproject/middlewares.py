@@ -30,7 +30,7 @@ from crawlproject.blocks import DEFAULT_RULES, Block, detect_block
 from crawlproject.config import WorkerConfig
 from crawlproject.context import WorkerContext
 from crawlproject.egress import REFUSED_HEADER
-from crawlproject.errors import AddressForbidden, ForbiddenByRobots
+from crawlproject.errors import AddressForbidden, ForbiddenByRobots, RenderAbandoned
 from crawlproject.items import JobResult, failure_result
 from crawlproject.memory import DomainMemory
 from crawlproject.methods import Method, next_method
@@ -222,8 +222,8 @@ class JobRetryMiddleware:
 
     async def process_exception(self, request: Request, exception: Exception) -> Request | Response | None:
         job: ClaimedJob | None = request.meta.get("job")
-        if job is None:
-            return None
+        if job is None or isinstance(exception, RenderAbandoned):
+            return None  # (a render the worker closed: the job is not its own any more, or given back)
         request.meta["crawljobs_block"] = None
         outcome: Outcome
         if isinstance(exception, AddressForbidden):
