@@ -97,8 +97,7 @@ class Render:
     page: Page | None = None
     timer: asyncio.TimerHandle | None = None
     loaded: bool = False  # the navigation finished: what follows is the page's own doing
-    crashed: bool = False
-    ended: str | None = None  # why the worker ended it: "deadline", "gone" or "stopping"
+    ended: str | None = None  # why the worker ended it: "deadline", "crashed", "gone" or "stopping"
     refused: str | None = None  # a main-frame navigation the network rules refused
     failed_navigation: str | None = None  # the last main-frame navigation that failed, and how
     closing: asyncio.Future[None] | None = None
@@ -153,6 +152,10 @@ class Render:
             return RenderTimeout(
                 f"the page was not rendered within {self.deadline:g} s (CRAWLJOBS_RENDER_TIMEOUT); it was closed"
             )
+        if self.ended == "crashed":
+            return PageCrashed(
+                "the page's renderer crashed (over CRAWLJOBS_BROWSER_MEMORY_MB, or a fault of Chromium's)"
+            )
         if self.ended == "gone":
             return RenderAbandoned("the job was cancelled or taken over: its render was closed")
         return RenderAbandoned("the worker is stopping: the render was closed and the job given back")
@@ -168,7 +171,8 @@ class Render:
             self.failed_navigation = f"{request.url[:200]}: {request.failure or 'failed'}"
 
     def on_crash(self, _page: Page) -> None:
-        self.crashed = True
+        # Ended here: a CDP call to a crashed renderer is never answered.
+        self.end("crashed")
 
 
 class Renders:
@@ -327,10 +331,6 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
             except Exception as exc:
                 if render.ended is not None:
                     raise render.error() from exc
-                if render.crashed:
-                    raise PageCrashed(
-                        "the page's renderer crashed (over CRAWLJOBS_BROWSER_MEMORY_MB, or a fault of Chromium's)"
-                    ) from exc
                 raise
         finally:
             await (render.closing or render.close())
