@@ -332,6 +332,8 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
             except Exception as exc:
                 if render.ended is not None:
                     raise render.error() from exc
+                if render.refused is not None:  # (the navigation the rules refused failed: net::ERR_FAILED)
+                    raise AddressForbidden(render.refused) from exc
                 raise
         finally:
             await (render.closing or render.close())

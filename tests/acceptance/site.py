@@ -751,7 +751,8 @@ class TestSite:
 #                                         taken from a fresh about:blank iframe); ``<p id="webrtc">`` says
 #                                         ``webrtc-absent``, ``webrtc-gathered:<state>`` or ``webrtc-error:...``.
 # ``/render/big-dom?mb=N``               a small page whose script appends N MiB of text to the DOM on load.
-# ``/render/navigate-later?url=U``       a page that sends itself to U (``location.href``) once it has loaded.
+# ``/render/navigate-later?url=U``       a page that sends itself to U (``location.href``) once it has loaded
+#                                         (``&when=parse``: at once, from an inline script, before it loaded).
 
 
 def _render_page(title: str, body: str) -> Response:
@@ -809,7 +810,10 @@ def _render_big_dom(query: dict[str, str]) -> Response:
 
 def _render_navigate_later(query: dict[str, str]) -> Response:
     target = json.dumps(query.get("url", "/")).replace("</", "<\\/")
-    script = f"<script>addEventListener('load', function () {{ location.href = {target}; }});</script>"
+    if query.get("when") == "parse":  # at once, while the page is still loading
+        script = f"<script>location.href = {target};</script>"
+    else:
+        script = f"<script>addEventListener('load', function () {{ location.href = {target}; }});</script>"
     return _render_page("Navigates later", f'<p id="page-id">navigate-later</p>\n{script}')
 
 

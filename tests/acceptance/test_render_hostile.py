@@ -286,13 +286,16 @@ def test_four_40_mib_doms_stay_under_the_browser_memory_cap(fresh: System, site:
 # -- finding 12: refused navigations never end completed -------------------------------------------------------
 
 
-def test_a_page_that_navigates_to_a_refused_address_after_load_ends_error(
-    fresh: System, site: TestSite, forbidden_site: TestSite
+@pytest.mark.parametrize("when", ["load", "parse"])
+def test_a_page_that_navigates_to_a_refused_address_ends_error(
+    fresh: System, site: TestSite, forbidden_site: TestSite, when: str
 ) -> None:
+    """The page sends itself to the forbidden address once it has loaded, or at once from an inline script:
+    the browser's request check refuses the navigation, and Chromium's error page is not stored."""
     fresh.start_worker()
-    target = forbidden_site.url("/ok/late-navigation")
+    target = forbidden_site.url(f"/ok/navigation-{when}")
     (job,) = fresh.wait_final(
-        [fresh.submit(site.url(f"/render/navigate-later?url={target}"), render=True)], timeout=90
+        [fresh.submit(site.url(f"/render/navigate-later?url={target}&when={when}"), render=True)], timeout=90
     )
     print(job["status"], job["final_url"], job["error_message"])
     assert forbidden_site.hits() == []
