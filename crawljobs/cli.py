@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from contextlib import ExitStack
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,12 +14,45 @@ from crawljobs.config import Settings
 from crawljobs.exceptions import CrawlJobsError
 from crawljobs.logs import configure_logging
 
-app = typer.Typer(help="crawljobs: a self-hosted asynchronous crawl-job system.", no_args_is_help=True)
+HELP = """crawljobs: a self-hosted asynchronous crawl-job system.
+
+`crawljobs up` runs the whole system; the client commands (submit, batch, status, html, batches, retry, cancel,
+export) talk to a running API at CRAWLJOBS_URL (default http://127.0.0.1:8000) with the key CRAWLJOBS_API_KEY
+(for an API on this machine, the key `crawljobs up` saved in CRAWLJOBS_DATA_DIR/api-key is used when it is
+unset). Every setting is a CRAWLJOBS_* environment variable: see the README."""
+
+
+def _quiet_help_types() -> None:
+    """Typer 0.29's help prints a type after every parameter (``--json <bool>``, ``URL <str>``): noise for a
+    flag, which takes no value, and for an argument, whose name already says what it is. Both are shown
+    without one; options that take a value keep their metavar. (Skipped if Typer's help moves: cosmetic.)"""
+    from typer import core
+
+    option_type = getattr(core.TyperOption, "display_type_rich", None)
+    if option_type is None or not hasattr(core.TyperArgument, "display_type_rich"):
+        return
+
+    def option(self: core.TyperOption, ctx: Any) -> str | None:
+        return "" if self.is_flag else option_type(self, ctx)
+
+    def argument(self: core.TyperArgument, ctx: Any) -> str | None:
+        return ""
+
+    core.TyperOption.display_type_rich = option  # type: ignore[method-assign]
+    core.TyperArgument.display_type_rich = argument  # type: ignore[method-assign,assignment]
+
+
+_quiet_help_types()
+app = typer.Typer(help=HELP, no_args_is_help=True, add_completion=False)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
-HostOption = Annotated[str | None, typer.Option(help="Address to listen on (default CRAWLJOBS_API_HOST).")]
-PortOption = Annotated[int | None, typer.Option(help="Port to listen on (default CRAWLJOBS_API_PORT).")]
+HostOption = Annotated[
+    str | None, typer.Option(metavar="ADDRESS", help="Address to listen on (default CRAWLJOBS_API_HOST).")
+]
+PortOption = Annotated[
+    int | None, typer.Option(metavar="PORT", help="Port to listen on (default CRAWLJOBS_API_PORT).")
+]
 
 
 def _settings() -> Settings:
@@ -75,7 +108,7 @@ def api(host: HostOption = None, port: PortOption = None) -> None:
 def worker(
     ctx: typer.Context,
     max_jobs: Annotated[
-        int | None, typer.Option(help="Process up to N pending jobs from the table, then exit.")
+        int | None, typer.Option(metavar="N", help="Process up to N pending jobs from the table, then exit.")
     ] = None,
 ) -> None:
     """Run one crawl worker (`scrapy crawl crawl_jobs`): a daemon on the queue, or a bounded run."""
@@ -92,7 +125,8 @@ def worker(
 
 @app.command()
 def sweeper() -> None:
-    """Run the sweeper: reclaim expired leases, dispatch undispatched jobs, replace lost messages."""
+    """Run the sweeper: take back dead workers' jobs, reclaim expired leases, dispatch undispatched jobs, replace
+    lost messages, drop expired HTML, send due webhooks."""
     import asyncio
     import signal
 
@@ -129,8 +163,10 @@ def migrate() -> None:
 
 @keys_app.command("create")
 def keys_create(
-    name: Annotated[str, typer.Argument(help="A name for the key (1-128 characters).")],
-    tenant: Annotated[str | None, typer.Option(help="The tenant the key acts for (default: NAME).")] = None,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="A name for the key (1-128 characters).")],
+    tenant: Annotated[
+        str | None, typer.Option(metavar="TENANT", help="The tenant the key acts for (default: NAME).")
+    ] = None,
 ) -> None:
     """Create an API key and print it (alone, on stdout). Only its hash is stored: keep it."""
     from crawljobs.keys import create_key

@@ -1,9 +1,11 @@
-"""The client commands of `crawljobs`: submit, batch, status, batches, retry, cancel, export.
+"""The client commands of `crawljobs`: submit, batch, status, html, batches, retry, cancel, export.
 
 They talk to a running API through `crawljobs.client`, configured by ``CRAWLJOBS_URL`` (default
-``http://127.0.0.1:8000``) and ``CRAWLJOBS_API_KEY``. Results go to stdout (``--json`` for programs), messages
-and progress to stderr. Exit codes: 0 done; 1 a job or batch ended in error (or cancelled) or a wait timed out;
-2 usage or configuration (a missing key); 3 the API refused (404, 401, 422...) or could not be reached.
+``http://127.0.0.1:8000``) and ``CRAWLJOBS_API_KEY``; without a key, against an API on this machine, they use
+the key ``crawljobs up`` saved in its data folder (``CRAWLJOBS_DATA_DIR``, default ``.crawljobs``). Results go to
+stdout (``--json`` for programs, timestamps as the API writes them), messages and progress to stderr. Exit
+codes: 0 done; 1 a job or batch ended in error (or cancelled) or a wait timed out; 2 usage or configuration (a
+missing key); 3 the API refused (404, 401, 422...) or could not be reached.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
+import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -27,6 +30,7 @@ from rich.table import Table
 
 from crawljobs.client import (
     API_KEY_VARIABLE,
+    URL_VARIABLE,
     Batch,
     Client,
     CrawlJobsAPIError,
@@ -44,14 +48,20 @@ FOLLOW_READ_SECONDS = 20.0
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-RenderOption = Annotated[bool, typer.Option("--render", help="Start with the headless browser.")]
-PremiumOption = Annotated[bool, typer.Option("--premium", help="Start at the premium proxy tier.")]
-UltraOption = Annotated[bool, typer.Option("--ultra-premium", help="Use the ultra-premium proxy tier only.")]
-RetriesOption = Annotated[
-    int | None, typer.Option("--max-retries", min=0, max=20, help="Retries after the first attempt.")
+# Flags show no value placeholder in --help (metavar=""): they take none.
+JsonOption = Annotated[bool, typer.Option("--json", metavar="", help="Print the result as JSON.")]
+RenderOption = Annotated[bool, typer.Option("--render", metavar="", help="Start with the headless browser.")]
+PremiumOption = Annotated[
+    bool, typer.Option("--premium", metavar="", help="Start at the premium proxy tier.")
 ]
-RobotsOption = Annotated[bool, typer.Option("--obey-robots", help="Obey the site's robots.txt.")]
+UltraOption = Annotated[
+    bool, typer.Option("--ultra-premium", metavar="", help="Use the ultra-premium proxy tier only.")
+]
+RetriesOption = Annotated[
+    int | None,
+    typer.Option("--max-retries", metavar="N", min=0, max=20, help="Retries after the first attempt."),
+]
+RobotsOption = Annotated[bool, typer.Option("--obey-robots", metavar="", help="Obey the site's robots.txt.")]
 CallbackOption = Annotated[
     str | None,
     typer.Option(
@@ -60,10 +70,11 @@ CallbackOption = Annotated[
         help="Receives signed webhooks when jobs end (see Webhooks in README).",
     ),
 ]
-WaitOption = Annotated[bool, typer.Option("--wait", help="Wait until the result is final.")]
+WaitOption = Annotated[bool, typer.Option("--wait", metavar="", help="Wait until the result is final.")]
 TimeoutOption = Annotated[
-    float, typer.Option("--timeout", min=0, help="Seconds to wait at most with --wait.")
+    float, typer.Option("--timeout", metavar="SECONDS", min=0, help="Seconds to wait at most with --wait.")
 ]
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -71,16 +82,31 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+def local_key() -> str | None:
+    """The key `crawljobs up` saved in its data folder, when the API named by ``CRAWLJOBS_URL`` runs on this
+    machine (a remote API's key is never guessed)."""
+    url = httpx.URL(os.environ.get(URL_VARIABLE) or "http://127.0.0.1:8000")
+    if url.host not in LOCAL_HOSTS:
+        return None
+    folder = Path(os.environ.get("CRAWLJOBS_DATA_DIR") or ".crawljobs").expanduser()
+    try:
+        return (folder / "api-key").read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
 @contextmanager
 def _client() -> Iterator[Client]:
     """A client from the environment; API errors become exit code 3 with the API's message on stderr."""
-    if not os.environ.get(API_KEY_VARIABLE):
+    key = os.environ.get(API_KEY_VARIABLE) or local_key()
+    if not key:
         raise _fail(
-            f"{API_KEY_VARIABLE} is not set: export the API key (`crawljobs keys create NAME` makes one)",
+            f"{API_KEY_VARIABLE} is not set: export the API key (`crawljobs keys create NAME` makes one; "
+            "`crawljobs up` saves its first one in .crawljobs/api-key, used by default for a local API)",
             EXIT_USAGE,
         )
     try:
-        with Client() as client:
+        with Client(api_key=key) as client:
             yield client
     except CrawlJobsAPIError as exc:
         where = f"HTTP {exc.status}, {exc.code}" if exc.status else exc.code
@@ -93,8 +119,14 @@ def _print_json(value: Any) -> None:
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat()
+        return api_time(value)
     raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def api_time(value: datetime) -> str:
+    """A timestamp as the API writes it (UTC, ISO 8601 with milliseconds and a Z, as JavaScript's
+    ``Date.toISOString()``), so that --json output compares with the API's answers string for string."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
 def _job_json(job: Job) -> dict[str, Any]:
@@ -192,7 +224,7 @@ def _options(
 
 
 def submit(
-    url: Annotated[str, typer.Argument(help="The URL to crawl (http or https).")],
+    url: Annotated[str, typer.Argument(metavar="URL", help="The URL to crawl (http or https).")],
     render: RenderOption = False,
     premium: PremiumOption = False,
     ultra_premium: UltraOption = False,
@@ -277,7 +309,9 @@ def batch(
     max_retries: RetriesOption = None,
     obey_robots: RobotsOption = False,
     callback_url: CallbackOption = None,
-    batch_id: Annotated[str | None, typer.Option("--batch-id", help="Your own id for the batch.")] = None,
+    batch_id: Annotated[
+        str | None, typer.Option("--batch-id", metavar="ID", help="Your own id for the batch.")
+    ] = None,
     wait: WaitOption = False,
     timeout: TimeoutOption = 3600.0,
     as_json: JsonOption = False,
@@ -337,12 +371,31 @@ def status(
     raise typer.Exit(_batch_exit(found))
 
 
+def html(
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="A job id.")],
+    output: Annotated[
+        str, typer.Option("--output", "-o", metavar="FILE", help="The file to write; - (default) for stdout.")
+    ] = "-",
+) -> None:
+    """Print the HTML a completed job fetched (or write it to a file)."""
+    with _client() as client:
+        page = client.html(job_id)
+    if output == "-":
+        sys.stdout.write(page)
+        return
+    try:
+        Path(output).write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise _fail(f"cannot write {output}: {exc.strerror or exc}", EXIT_USAGE) from None
+    stderr.print(f"wrote {len(page.encode())} bytes to {output}", markup=False)
+
+
 def batches(
-    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many batches.")] = 25,
-    offset: Annotated[int, typer.Option(min=0, help="How many to skip.")] = 0,
+    limit: Annotated[int, typer.Option(metavar="N", min=1, max=1000, help="How many batches.")] = 25,
+    offset: Annotated[int, typer.Option(metavar="N", min=0, help="How many to skip.")] = 0,
     as_json: JsonOption = False,
 ) -> None:
-    """List your batches, newest first."""
+    """List your batches, newest first (tab-separated when stdout is not a terminal)."""
     with _client() as client:
         page = client.batches(limit=limit, offset=offset)
     if as_json:
@@ -355,21 +408,28 @@ def batches(
             }
         )
         return
-    table = Table(title=f"{page.total} batch(es)")
-    for name in ("batch", "created", "total", "completed", "error", "cancelled", "pending", "progress"):
-        table.add_column(name, justify="left" if name in ("batch", "created") else "right")
-    for item in page.batches:
-        c = item.counts
-        table.add_row(
+    names = ("batch", "created", "total", "completed", "error", "cancelled", "pending", "progress")
+    rows = [
+        (
             item.batch_id,
             _when(item.created_at),
-            str(c.total),
-            str(c.completed),
-            str(c.error),
-            str(c.cancelled),
-            str(c.pending + c.processing),
+            str(item.counts.total),
+            str(item.counts.completed),
+            str(item.counts.error),
+            str(item.counts.cancelled),
+            str(item.counts.pending + item.counts.processing),
             f"{item.progress}%",
         )
+        for item in page.batches
+    ]
+    if not sys.stdout.isatty():  # a pipe or a file: whole ids, one line a batch, for cut and awk
+        sys.stdout.write("".join("\t".join(row) + "\n" for row in (names, *rows)))
+        return
+    table = Table(title=f"{page.total} batch(es)")
+    for name in names:
+        table.add_column(name, justify="left" if name in ("batch", "created") else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
     stdout.print(table)
 
 
@@ -392,9 +452,14 @@ def cancel(identifier: Annotated[str, typer.Argument(metavar="ID", help="A job i
 
 def export(
     batch_id: Annotated[str, typer.Argument(metavar="BATCH", help="The batch id.")],
-    output: Annotated[str, typer.Option("--output", "-o", help="The file to write; - for stdout.")],
+    output: Annotated[
+        str, typer.Option("--output", "-o", metavar="FILE", help="The file to write; - for stdout.")
+    ],
     export_format: Annotated[
-        str, typer.Option("--format", help="ndjson (with HTML), csv (metadata) or json (a JSON array).")
+        str,
+        typer.Option(
+            "--format", metavar="FORMAT", help="ndjson (with HTML), csv (metadata) or json (a JSON array)."
+        ),
     ] = "ndjson",
 ) -> None:
     """Download every job of a batch to a file."""
@@ -414,5 +479,5 @@ def export(
 
 def register(app: typer.Typer) -> None:
     """Add the client commands to the `crawljobs` app."""
-    for command in (submit, batch, status, batches, retry, cancel, export):
+    for command in (submit, batch, status, html, batches, retry, cancel, export):
         app.command()(command)

@@ -60,9 +60,13 @@ class Settings(BaseSettings):
     # it "worker lost". Its own budget: retries and escalations do not spend it (crawljobs.lifecycle).
     max_lost_leases: int = Field(default=3, ge=0, le=100)
 
-    # The sweeper.
+    # The sweeper. Its liveness check (dead workers' jobs back at once, crawljobs.lifecycle) runs this often: a
+    # cheap read of pg_locks and the worker registry.
+    worker_check_seconds: float = Field(default=1.0, gt=0, le=60)
     sweep_interval_seconds: float = Field(default=2.0, gt=0)
     dispatch_stale_seconds: int = Field(default=30, ge=1)
+    # The longest one webhook delivery may take, all of it: resolving, connecting, sending, the whole answer.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     # Retention: seconds after a job finished when the sweeper drops its HTML (metadata kept); 0 keeps it.
     result_ttl: int = Field(default=7 * 24 * 3600, ge=0)
 

@@ -24,8 +24,11 @@ class Dispatcher:
         self.redis = redis
         self.keys = keys
 
-    async def dispatch(self, ids: Sequence[uuid.UUID | str], *, priority: bool) -> bool:
-        """Push job ids to Redis; on failure mark them undispatched. True when the push succeeded."""
+    async def dispatch(self, ids: Sequence[uuid.UUID | str], *, priority: bool, front: bool = False) -> bool:
+        """Push job ids to Redis; on failure mark them undispatched. True when the push succeeded.
+
+        With `front`, to the head of their list (jobs taken back from a lost worker: they were due already and
+        must not wait behind a whole batch), else to its tail."""
         if not ids:
             return True
         key = self.keys.priority if priority else self.keys.bulk
@@ -33,8 +36,14 @@ class Dispatcher:
             if self.redis is None:
                 raise ConnectionError("no Redis configured")
             async with self.redis.pipeline(transaction=False) as pipe:
-                for chunk in chunks(ids):
-                    pipe.rpush(key, *chunk)
+                if (
+                    front
+                ):  # LPUSH reverses what it is given: the last chunk first, each reversed, keeps the order
+                    for chunk in reversed(chunks(ids)):
+                        pipe.lpush(key, *reversed(chunk))
+                else:
+                    for chunk in chunks(ids):
+                        pipe.rpush(key, *chunk)
                 await pipe.execute()
         except (aioredis.RedisError, OSError) as exc:
             logger.warning(
@@ -48,12 +57,12 @@ class Dispatcher:
             return False
         return True
 
-    async def _push(self, rows: list[store.Row]) -> bool:
+    async def _push(self, rows: list[store.Row], *, front: bool = False) -> bool:
         """Push claimed rows to their lists (single jobs to the priority list); True when both pushes held."""
         urgent = [row["id"] for row in rows if row["priority"] >= PRIORITY_SINGLE]
         bulk = [row["id"] for row in rows if row["priority"] < PRIORITY_SINGLE]
-        pushed = await self.dispatch(urgent, priority=True)
-        return await self.dispatch(bulk, priority=False) and pushed
+        pushed = await self.dispatch(urgent, priority=True, front=front)
+        return await self.dispatch(bulk, priority=False, front=front) and pushed
 
     async def dispatch_undispatched(self, *, limit: int) -> int | None:
         """Dispatch up to `limit` pending jobs never dispatched; how many, or None when Redis refused them (they

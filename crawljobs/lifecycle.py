@@ -1,11 +1,24 @@
 """The lease and attempt lifecycle of a job, for whoever fetches jobs (the Scrapy worker, a test's fake worker).
 
-A worker **claims** a pending job (DESIGN rule 2: ``pending → processing``, a lease, attempt + 1), renews the
-leases of everything it holds in one statement (**heartbeat**, rule 4), starts each further fetch as the job's
-**next attempt** (fenced by the attempt it held, rule 3), **finishes** jobs in batches of typed results, and
-**releases** what it still holds when it stops. The sweeper **reclaims** expired leases. Every status change is
-one named statement of ``sql/queries.sql``, and the database refuses any move rule 6 forbids (a trigger, see
-migration 0005), so no caller can break it.
+A worker **announces** itself (a liveness lock that dies with its process, below), **claims** a pending job
+(DESIGN rule 2: ``pending → processing``, a lease, attempt + 1), renews the leases of everything it holds in one
+statement (**heartbeat**, rule 4), starts each further fetch as the job's **next attempt** (fenced by the attempt
+it held, rule 3), **finishes** jobs in batches of typed results, and **releases** what it still holds when it
+stops. The sweeper **reclaims** the jobs of dead workers and expired leases. Every status change is one named
+statement of ``sql/queries.sql``, and the database refuses any move rule 6 forbids (a trigger, see migration
+0005), so no caller can break it.
+
+How a lost worker is noticed, stated once:
+
+- a worker that **dies** (killed, crashed, its connection gone) loses its liveness lock, a PostgreSQL
+  session-level advisory lock on a connection of its own (``store.LivenessSession``), the moment its session
+  ends; the sweeper's liveness check (every ``CRAWLJOBS_WORKER_CHECK_SECONDS``) takes its jobs back within about
+  a second (`reclaim_dead_workers`);
+- a worker that is **alive but stuck or cut off** from the database still holds its lock (a stopped process
+  keeps its sockets): only its lease ends its hold, ``CRAWLJOBS_LEASE_SECONDS`` after its last heartbeat
+  (`reclaim_expired_leases`). A worker that is only slow is never taken over early;
+- either way the jobs go to the head of their queue (they were due already), and every write stays fenced by
+  (id, attempt, owner): a worker taken over that still fetches can never overwrite the next attempt.
 
 The retry budget, stated once:
 
@@ -34,6 +47,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from crawljobs import store
+from crawljobs.dispatch import PRIORITY_SINGLE
 from crawljobs.store.pool import Pool
 
 logger = logging.getLogger(__name__)
@@ -131,6 +145,25 @@ class Leases:
         # Told by the heartbeat which held jobs it could not renew (cancelled, or taken over after the lease
         # expired): the worker stops working on them.
         self.on_gone: Callable[[set[uuid.UUID]], None] | None = None
+        self._liveness: store.LivenessSession | None = None
+
+    async def announce(self) -> bool:
+        """Take this worker's liveness lock and register it, before it claims anything; from then on the
+        heartbeat keeps it (and takes it again after a database restart). False when the database cannot be
+        reached now: the heartbeat tries again, and until then only the leases guard this worker's jobs."""
+        if self._liveness is None:
+            self._liveness = store.LivenessSession(self.pool, self.worker_id)
+        return await self._liveness.keep()
+
+    async def keep_alive(self) -> bool:
+        """Hold the liveness lock (the heartbeat's part): a new session if the old one ended. False when not
+        announced, or when the database cannot be reached now."""
+        return await self._liveness.keep() if self._liveness is not None else False
+
+    async def withdraw(self) -> None:
+        """Unregister and release the liveness lock (after `release_all`: a stopping worker)."""
+        if self._liveness is not None:
+            await self._liveness.close()
 
     async def claim(self, ids: Sequence[uuid.UUID]) -> list[ClaimedJob]:
         """Claim dispatched jobs; those no longer pending (taken, cancelled, done) are simply not returned."""
@@ -203,6 +236,7 @@ class Leases:
                 await self.renew()
             except Exception as exc:
                 logger.warning("heartbeat failed: %s", exc, extra={"action": "heartbeat"})
+            await self.keep_alive()
 
     async def finish(
         self, results: Sequence[ResultRecord], attempts: Sequence[AttemptRecord]
@@ -236,17 +270,37 @@ class Leases:
 
 @dataclass(frozen=True)
 class Reclaimed:
-    """What one reclaim of expired leases did."""
+    """What one reclaim did: the jobs back to pending (``urgent``: those of single submissions, among them),
+    and those that lost their worker once too often (now ``error``)."""
 
     pending: tuple[uuid.UUID, ...]
     lost: tuple[uuid.UUID, ...]
+    urgent: frozenset[uuid.UUID] = frozenset()
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[dict[str, Any]]) -> Reclaimed:
+        pending = [row for row in rows if row["status"] == "pending"]
+        return cls(
+            pending=tuple(row["id"] for row in pending),
+            lost=tuple(row["id"] for row in rows if row["status"] == "error"),
+            urgent=frozenset(row["id"] for row in pending if row["priority"] >= PRIORITY_SINGLE),
+        )
 
 
 async def reclaim_expired_leases(pool: Pool, *, limit: int, max_lost_leases: int) -> Reclaimed:
     """The sweeper's step: expired leases back to pending, or to error ("worker lost") past the limit."""
     async with pool.connection() as conn:
         rows = await store.reclaim_expired_leases(conn, limit=limit, max_lost_leases=max_lost_leases)
-    return Reclaimed(
-        pending=tuple(row["id"] for row in rows if row["status"] == "pending"),
-        lost=tuple(row["id"] for row in rows if row["status"] == "error"),
-    )
+    return Reclaimed.from_rows(rows)
+
+
+async def reclaim_dead_workers(
+    pool: Pool, *, limit: int, max_lost_leases: int, forget_seconds: int
+) -> Reclaimed:
+    """The liveness check: the jobs of workers whose liveness lock is gone back to pending (or to error past
+    the limit), without waiting for their leases."""
+    async with pool.connection() as conn:
+        rows = await store.reclaim_dead_workers(
+            conn, limit=limit, max_lost_leases=max_lost_leases, forget_seconds=forget_seconds
+        )
+    return Reclaimed.from_rows(rows)

@@ -20,7 +20,7 @@ from crawljobs.config import Settings
 from crawljobs.dispatch import PRIORITY_SINGLE, Dispatcher
 from crawljobs.exceptions import BatchNotFound, JobNotFound
 from crawljobs.keys import hash_key
-from crawljobs.lifecycle import Leases, Reclaimed, reclaim_expired_leases
+from crawljobs.lifecycle import Leases, Reclaimed, reclaim_dead_workers, reclaim_expired_leases
 from crawljobs.logs import job_fields
 from crawljobs.metrics import MetricsBuffer
 from crawljobs.models import (
@@ -250,10 +250,33 @@ class JobManager:
         return Leases(self.pool, worker_id=worker_id, lease_seconds=self.settings.lease_seconds)
 
     async def reclaim_expired_leases(self, *, limit: int) -> Reclaimed:
-        """Expired leases back to pending, or to error past ``CRAWLJOBS_MAX_LOST_LEASES`` losses."""
-        return await reclaim_expired_leases(
+        """Expired leases back to pending (and to the head of the queue), or to error past
+        ``CRAWLJOBS_MAX_LOST_LEASES`` losses."""
+        reclaimed = await reclaim_expired_leases(
             self.pool, limit=limit, max_lost_leases=self.settings.max_lost_leases
         )
+        await self._dispatch_again(reclaimed)
+        return reclaimed
+
+    async def reclaim_dead_workers(self, *, limit: int) -> Reclaimed:
+        """The jobs of workers whose process or connection died (their liveness lock is gone) back to pending
+        (and to the head of the queue) at once, or to error past ``CRAWLJOBS_MAX_LOST_LEASES`` losses."""
+        reclaimed = await reclaim_dead_workers(
+            self.pool,
+            limit=limit,
+            max_lost_leases=self.settings.max_lost_leases,
+            forget_seconds=self.settings.lease_seconds,
+        )
+        await self._dispatch_again(reclaimed)
+        return reclaimed
+
+    async def _dispatch_again(self, reclaimed: Reclaimed) -> None:
+        """Jobs taken back from a lost worker to the head of their lists (a failed push marks them undispatched
+        and the sweeper dispatches them later)."""
+        urgent = [job_id for job_id in reclaimed.pending if job_id in reclaimed.urgent]
+        bulk = [job_id for job_id in reclaimed.pending if job_id not in reclaimed.urgent]
+        await self.dispatcher.dispatch(urgent, priority=True, front=True)
+        await self.dispatcher.dispatch(bulk, priority=False, front=True)
 
     async def purge_expired_html(self, *, limit: int) -> int:
         """Retention: drop the HTML of up to `limit` jobs finished more than ``CRAWLJOBS_RESULT_TTL`` ago."""

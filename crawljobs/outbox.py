@@ -36,11 +36,23 @@ class WebhookOutbox:
                 for tenant in set(tenants)
             }
 
-    async def claim_due(self, *, limit: int, lease_seconds: int) -> list[DueDelivery]:
-        """Up to `limit` due deliveries, not due again for `lease_seconds` (their attempt counted)."""
+    async def claim_due(
+        self, *, limit: int, lease_seconds: int, busy: Iterable[str] = ()
+    ) -> list[DueDelivery]:
+        """Up to `limit` due deliveries of tenants not in `busy`, not due again for `lease_seconds` (their
+        attempt counted)."""
         async with self.pool.connection() as conn:
-            rows = await store.claim_due_deliveries(conn, limit=limit, lease_seconds=lease_seconds)
+            rows = await store.claim_due_deliveries(
+                conn, limit=limit, lease_seconds=lease_seconds, busy=sorted(set(busy))
+            )
         return [DueDelivery.from_row(row) for row in rows]
+
+    async def unclaim(self, delivery_ids: Iterable[uuid.UUID]) -> None:
+        """Claimed deliveries not sent after all: due again at once, their attempt not counted."""
+        ids = list(delivery_ids)
+        if ids:
+            async with self.pool.connection() as conn:
+                await store.unclaim_deliveries(conn, ids=ids)
 
     async def delivered(self, delivery_id: uuid.UUID, *, status: int) -> None:
         async with self.pool.connection() as conn:

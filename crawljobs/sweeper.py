@@ -1,13 +1,17 @@
 """The sweeper: the old cron, minus the minute.
 
-Every few seconds it
-- turns expired leases back into pending jobs (or into ``error``, "worker lost", once a job has lost its worker
-  more than ``CRAWLJOBS_MAX_LOST_LEASES`` times: ``crawljobs.lifecycle``),
-- dispatches pending jobs that were never dispatched (Redis was down, or an API process died after commit),
-- dispatches again pending jobs dispatched long ago when Redis holds fewer messages than there are such jobs
-  (the messages were lost: FLUSHALL, a Redis restart without persistence),
-- drops the HTML of jobs finished longer ago than ``CRAWLJOBS_RESULT_TTL`` (their metadata stays),
-- sends the webhook deliveries that are due (``crawljobs.webhooks``).
+Three loops, each on its own clock, so that none waits for another:
+
+- the **liveness check**, every ``CRAWLJOBS_WORKER_CHECK_SECONDS``: the jobs of workers whose process or
+  connection died (their liveness lock is gone: ``crawljobs.lifecycle``) back to pending, at the head of the
+  queue;
+- the **sweep**, every ``CRAWLJOBS_SWEEP_INTERVAL_SECONDS``: expired leases back to pending (or to ``error``,
+  "worker lost", once a job has lost its worker more than ``CRAWLJOBS_MAX_LOST_LEASES`` times), pending jobs
+  that were never dispatched dispatched (Redis was down, or an API process died after commit), pending jobs
+  dispatched long ago dispatched again when Redis holds fewer messages than there are such jobs (the messages
+  were lost: FLUSHALL, a Redis restart without persistence), and the HTML of jobs finished longer ago than
+  ``CRAWLJOBS_RESULT_TTL`` dropped (their metadata stays);
+- the **webhook sender** (``crawljobs.webhooks``): due deliveries, each in a task of its own with a deadline.
 
 Each step claims its rows with ``FOR UPDATE SKIP LOCKED``, so any number of sweepers can run at once.
 """
@@ -20,6 +24,7 @@ import logging
 from dataclasses import dataclass
 
 from crawljobs.config import Settings
+from crawljobs.lifecycle import Reclaimed
 from crawljobs.manager import JobManager
 from crawljobs.queue import redis_client
 from crawljobs.store.pool import open_pool
@@ -58,24 +63,38 @@ class Sweeper:
         )
         self.purge_limit = min(batch_limit, PURGE_CHUNK)
 
-    async def sweep_once(self) -> SweepReport:
-        report = SweepReport()
-        reclaimed = await self.manager.reclaim_expired_leases(limit=self.batch_limit)
-        report.failed_lost = len(reclaimed.lost)
-        report.reclaimed = len(reclaimed.pending)
+    async def check_workers(self) -> Reclaimed:
+        """The liveness check: take back the jobs of dead workers (at most `batch_limit` at a time)."""
+        reclaimed = await self.manager.reclaim_dead_workers(limit=self.batch_limit)
+        self._count_reclaimed(reclaimed, "the worker died")
+        return reclaimed
+
+    def _count_reclaimed(self, reclaimed: Reclaimed, why: str) -> None:
         meter = self.manager.meter
-        meter.count("leases_reclaimed", "pending", n=report.reclaimed)
-        meter.count("leases_reclaimed", "error", n=report.failed_lost)
-        meter.count("jobs_finished", "error", n=report.failed_lost)
-        if report.reclaimed or report.failed_lost:
+        meter.count("leases_reclaimed", "pending", n=len(reclaimed.pending))
+        meter.count("leases_reclaimed", "error", n=len(reclaimed.lost))
+        meter.count("jobs_finished", "error", n=len(reclaimed.lost))
+        if reclaimed.pending or reclaimed.lost:
             logger.warning(
-                "reclaimed %d expired leases (%d jobs lost their worker too often)",
-                report.reclaimed + report.failed_lost,
-                report.failed_lost,
+                "took back %d jobs: %s (%d of them lost their worker too often)",
+                len(reclaimed.pending) + len(reclaimed.lost),
+                why,
+                len(reclaimed.lost),
                 extra={"action": "reclaim"},
             )
+
+    async def sweep_once(self, *, deliver: bool = True) -> SweepReport:
+        """One sweep: the liveness check, expired leases, retention, dispatch, and (with `deliver`, for a
+        single sweep; `run` sends them in a loop of its own) the due webhook deliveries."""
+        report = SweepReport()
+        dead = await self.check_workers()
+        reclaimed = await self.manager.reclaim_expired_leases(limit=self.batch_limit)
+        self._count_reclaimed(reclaimed, "their leases expired")
+        report.failed_lost = len(reclaimed.lost) + len(dead.lost)
+        report.reclaimed = len(reclaimed.pending) + len(dead.pending)
         report.purged = await self._purge_expired_html()
-        report.webhooks_delivered = await self._deliver_webhooks()
+        if deliver:
+            report.webhooks_delivered = await self._deliver_webhooks()
 
         dispatcher = self.manager.dispatcher
         while True:  # never dispatched: all of them, in chunks
@@ -123,11 +142,33 @@ class Sweeper:
             return 0
 
     async def run(self, stop: asyncio.Event, *, interval: float | None = None) -> None:
+        """Run the three loops (see the module) until `stop` is set."""
+        async with asyncio.TaskGroup() as loops:
+            loops.create_task(self._sweep_loop(stop, interval), name="crawljobs-sweep")
+            loops.create_task(self._liveness_loop(stop), name="crawljobs-liveness")
+            loops.create_task(WebhookSender(self.manager).run(stop), name="crawljobs-webhooks")
+
+    async def _liveness_loop(self, stop: asyncio.Event) -> None:
+        interval = self.manager.settings.worker_check_seconds
+        while not stop.is_set():
+            try:
+                reclaimed = await self.check_workers()
+            except Exception as exc:
+                logger.warning("liveness check failed: %s", exc, extra={"action": "liveness"})
+                reclaimed = Reclaimed(pending=(), lost=())
+            if reclaimed.pending or reclaimed.lost:
+                await self.manager.meter.flush()
+            if len(reclaimed.pending) + len(reclaimed.lost) >= self.batch_limit:
+                continue  # more dead workers' jobs may be left
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+
+    async def _sweep_loop(self, stop: asyncio.Event, interval: float | None) -> None:
         """Sweep until `stop` is set; sweep again at once while there is work."""
         interval = interval if interval is not None else self.manager.settings.sweep_interval_seconds
         while not stop.is_set():
             try:
-                report = await self.sweep_once()
+                report = await self.sweep_once(deliver=False)
             except Exception:
                 logger.exception("sweep failed; trying again", extra={"action": "sweep"})
                 report = SweepReport()

@@ -1,12 +1,14 @@
 """``crawljobs up``: the whole system in one command, on embedded services unless they are configured.
 
-Startup: the embedded PostgreSQL and Redis that are not configured (under the data folder), migrations, the
-first API key, the child processes (workers, sweeper), then the API in this process. Shutdown (Ctrl-C or
-SIGTERM) in the reverse order: the API, the children, Redis, PostgreSQL.
+Startup: the data folder's lock (one ``up`` a folder), a watchdog (``crawljobs.watchdog``: if this process dies
+however it dies, what it started is stopped), the embedded PostgreSQL and Redis that are not configured (under
+the data folder), migrations, the first API key, the child processes (workers, sweeper), then the API in this
+process. Shutdown (Ctrl-C or SIGTERM) in the reverse order: the API, the children, Redis, PostgreSQL.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shlex
@@ -18,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -26,6 +29,7 @@ from crawljobs.embedded import start_postgres, start_redis
 from crawljobs.exceptions import CrawlJobsError
 from crawljobs.keys import ensure_first_key
 from crawljobs.migrate import migrate
+from crawljobs.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -59,17 +63,23 @@ def run_up(settings: Settings, *, host: str, port: int) -> None:
     previous_environ = {name: os.environ.get(name) for name in (DATABASE_URL_VARIABLE, REDIS_URL_VARIABLE)}
     stack = ExitStack()
     try:
+        stack.enter_context(_only_up_of(data_dir))
+        watchdog = stack.enter_context(Watchdog.running())
         database_url = settings.database_url
         if not database_url:
+            watchdog.postgres(data_dir / "postgres")
             database_url = stack.enter_context(start_postgres(data_dir / "postgres")).url
             os.environ[DATABASE_URL_VARIABLE] = database_url
         if not settings.redis_url:
-            os.environ[REDIS_URL_VARIABLE] = stack.enter_context(start_redis(data_dir / "redis")).url
+            redis_server = stack.enter_context(start_redis(data_dir / "redis"))
+            watchdog.group(redis_server.process.pid)
+            os.environ[REDIS_URL_VARIABLE] = redis_server.url
         applied = migrate(database_url)
         if applied:
             logger.info("applied migrations: %s", ", ".join(applied), extra={"action": "migrate"})
         key = ensure_first_key(database_url, data_dir)
-        stack.enter_context(_running(child_commands(settings)))
+        for child in stack.enter_context(_running(child_commands(settings))):
+            watchdog.group(child.pid)
 
         base = f"http://{_display_host(host)}:{port}"
         print(f"crawljobs API:  {base}")
@@ -88,6 +98,32 @@ def run_up(settings: Settings, *, host: str, port: int) -> None:
             stack.close()
         finally:
             _restore(previous_handlers, previous_environ)
+
+
+@contextmanager
+def _only_up_of(data_dir: Path) -> Iterator[None]:
+    """Hold the data folder's lock while ``up`` runs: a second ``up`` on the same folder refuses at once (the
+    lock is the kernel's: it goes with the process, however that ends)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "up.lock"
+    with path.open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip()
+            raise CrawlJobsError(
+                f"crawljobs up is already running on {data_dir}{f' (pid {holder})' if holder else ''}; stop it "
+                "first, or give this one another CRAWLJOBS_DATA_DIR"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _usable_port(host: str, port: int) -> int:

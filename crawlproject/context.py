@@ -1,9 +1,9 @@
 """What every component of one worker process shares: the database pool, Redis, its leases.
 
 Built once per crawler (``WorkerContext.of(crawler)``, from the crawler's ``WorkerConfig``) and opened from the
-running asyncio loop. The jobs this worker holds are its ``leases`` (``crawljobs.lifecycle.Leases``: claim,
-heartbeat, next attempt, finish, release); the context opens them with the pool, runs their heartbeat, and
-gives back what they still hold when the worker stops.
+running asyncio loop. The jobs this worker holds are its ``leases`` (``crawljobs.lifecycle.Leases``: announce,
+claim, heartbeat, next attempt, finish, release); the context opens them with the pool, announces the worker
+(its liveness lock), runs their heartbeat, and gives back what they still hold when the worker stops.
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ class WorkerContext:
                 self._redis = redis_client(self.settings.redis_url) if self.settings.redis_url else None
                 self._manager = JobManager(pool=pool, redis=self._redis, settings=self.settings)
                 self._leases = self._manager.leases(worker_id=self.worker_id)
+                # Before the first claim: the liveness lock that dies with this process (crawljobs.lifecycle).
+                await self._leases.announce()
                 # The browser's direct tier connects through this proxy, which checks every address.
                 self._egress = await EgressGuard(self.config.network).start()
                 self._heartbeat = asyncio.get_running_loop().create_task(
@@ -104,6 +106,7 @@ class WorkerContext:
         try:
             if self._leases is not None:
                 await self._leases.release_all()
+                await self._leases.withdraw()
         finally:
             if self._egress is not None:
                 await self._egress.close()

@@ -7,6 +7,11 @@
   ``GuardedResolver`` on the very address they connect to). Redirects pass through it again.
 - ``JobRetryMiddleware`` decides, after each attempt, whether the job is done, retried (backoff), escalated
   to the next method, or failed; it records every attempt and starts each new one through the fenced store.
+- ``DecompressionMiddleware``, ``JobRedirectMiddleware`` and ``JobMetaRefreshMiddleware`` are Scrapy's, but
+  a body that inflates past the size limit or a redirect chain over the limit fails the attempt (a typed
+  error in ``request.meta[LIMIT_FAILURE]``, read by ``JobRetryMiddleware``) instead of raising IgnoreRequest
+  from ``process_response``, which no middleware sees: no attempt was recorded, and Scrapy's text was the
+  job's error.
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ import time
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from scrapy import Request
+from scrapy import Request, Spider
 from scrapy.crawler import Crawler
-from scrapy.exceptions import IgnoreRequest
+from scrapy.downloadermiddlewares.httpcompression import HttpCompressionMiddleware
+from scrapy.downloadermiddlewares.redirect import MetaRefreshMiddleware, RedirectMiddleware
+from scrapy.exceptions import CannotResolveHostError, IgnoreRequest
 from scrapy.http import Response, TextResponse
+from twisted.internet.error import DNSLookupError
 
 from crawljobs.exceptions import UrlRejected
 from crawljobs.lifecycle import AttemptRecord, ClaimedJob
@@ -30,14 +38,25 @@ from crawlproject.blocks import DEFAULT_RULES, Block, detect_block
 from crawlproject.config import WorkerConfig
 from crawlproject.context import WorkerContext
 from crawlproject.egress import REFUSED_HEADER
-from crawlproject.errors import AddressForbidden, ForbiddenByRobots, RenderAbandoned
+from crawlproject.errors import (
+    AddressForbidden,
+    AddressRefused,
+    DecompressedBodyTooLarge,
+    ForbiddenByRobots,
+    RenderAbandoned,
+    TooManyRedirects,
+)
 from crawlproject.items import JobResult, failure_result
 from crawlproject.memory import DomainMemory
 from crawlproject.methods import Method, next_method
-from crawlproject.retrying import BODY_TOO_LARGE, Outcome, classify, decide
+from crawlproject.resolver import GuardedResolver
+from crawlproject.retrying import BODY_TOO_LARGE, NEVER_SENT, Outcome, cause_of, classify, decide
 
 logger = logging.getLogger(__name__)
 
+
+# Where a middleware that ran before JobRetryMiddleware leaves the error that failed the attempt.
+LIMIT_FAILURE = "crawljobs_limit_failure"
 
 # The headers the block rules read (decoding all of a response's headers for each page cost more).
 BLOCK_HEADERS = tuple({signature.header for signature in DEFAULT_RULES.header_signatures})
@@ -152,11 +171,20 @@ class JobRetryMiddleware:
         return self._memory
 
     def _record(
-        self, request: Request, job: ClaimedJob, *, status: int | None, outcome: str, error: str | None
+        self,
+        request: Request,
+        job: ClaimedJob,
+        *,
+        status: int | None,
+        outcome: str,
+        error: str | None,
+        charged: bool = True,
     ) -> None:
+        """Record the attempt; it costs its method's weight unless the request never left (``charged``)."""
         method = current_method(request)
         started = request.meta.get("crawljobs_started", time.monotonic())
-        job.cost += self.plan.cost(method)
+        if charged:
+            job.cost += self.plan.cost(method)
         job.attempts.append(
             AttemptRecord(
                 job_id=job.id,
@@ -181,6 +209,14 @@ class JobRetryMiddleware:
         job: ClaimedJob | None = request.meta.get("job")
         if job is None:
             return response
+        outcome: Outcome
+        failure: Exception | None = request.meta.pop(LIMIT_FAILURE, None)
+        if failure is not None:
+            request.meta["crawljobs_block"] = None
+            outcome, reason = classify(status=None, exception=failure, block=None)
+            return await self._after_attempt(
+                request, job, outcome=outcome, reason=reason, status=response.status, response=response
+            )
         method = current_method(request)
         raw_type = response.headers.get(b"Content-Type")
         content_type = raw_type.decode("latin-1") if raw_type else None
@@ -192,7 +228,6 @@ class JobRetryMiddleware:
             rendered=method.engine == "browser",
         )
         request.meta["crawljobs_block"] = block  # what _escalation_target reads
-        outcome: Outcome
         outcome, reason = classify(status=response.status, exception=None, block=block)
         if method.engine == "browser" and method.tier == "direct" and response.headers.get(REFUSED_HEADER):
             # The egress guard refused what the browser asked for (a redirect, say): not a block to climb.
@@ -226,16 +261,29 @@ class JobRetryMiddleware:
             return None  # (a render the worker closed: the job is not its own any more, or given back)
         request.meta["crawljobs_block"] = None
         outcome: Outcome
-        if isinstance(exception, AddressForbidden):
-            outcome, reason = "permanent", f"refused by the network rules: {exception}"
-        elif isinstance(exception, ForbiddenByRobots):
+        cause = cause_of(exception)
+        if isinstance(cause, (DNSLookupError, CannotResolveHostError)) and not isinstance(
+            cause, AddressRefused
+        ):
+            # Twisted's endpoint reports a name whose answer the resolver refused as one with no results.
+            resolver = GuardedResolver.installed()
+            refusal = resolver.refusal(urlsplit(request.url).hostname or "") if resolver else None
+            cause = AddressRefused(refusal) if refusal is not None else cause
+        if isinstance(cause, (AddressForbidden, AddressRefused)):
+            outcome, reason = "permanent", f"refused by the network rules: {cause}"
+        elif isinstance(cause, ForbiddenByRobots):
             outcome, reason = "permanent", "forbidden by the site's robots.txt"
-        elif isinstance(exception, BODY_TOO_LARGE):
+        elif isinstance(cause, BODY_TOO_LARGE):
             outcome = "permanent"
             reason = f"the page is larger than CRAWLJOBS_MAX_BODY_BYTES ({self.max_body_bytes} bytes)"
         else:
             outcome, reason = classify(status=None, exception=exception, block=None)
-        result = await self._after_attempt(request, job, outcome=outcome, reason=reason, status=None)
+        # A name that does not resolve, an address the rules refuse, robots.txt's no: nothing was fetched (and
+        # no proxy paid), so the attempt is recorded at no cost.
+        charged = not isinstance(cause, NEVER_SENT)
+        result = await self._after_attempt(
+            request, job, outcome=outcome, reason=reason, status=None, charged=charged
+        )
         return result if isinstance(result, Request) else None
 
     async def _after_attempt(
@@ -250,8 +298,10 @@ class JobRetryMiddleware:
         response: Response | None = None,
         html: str | None = None,
         content_type: str | None = None,
+        charged: bool = True,
     ) -> Request | Response:
-        self._record(request, job, status=status, outcome=outcome, error=None if outcome == "ok" else reason)
+        error = None if outcome == "ok" else reason
+        self._record(request, job, status=status, outcome=outcome, error=error, charged=charged)
         ladder: list[Method] = request.meta["ladder"]
         index: int = request.meta["method_index"]
         target = self._escalation_target(ladder, index, request.meta.get("crawljobs_block"))
@@ -291,7 +341,7 @@ class JobRetryMiddleware:
                 attempts=job.attempts,
             )
             if not (job.render or job.premium or job.ultra_premium):
-                await (await self.memory()).remember(job.url, method)
+                await (await self.memory()).remember(job, method)
         else:
             request.meta["crawljobs_result"] = failure_result(job, decision.reason, http_status=status)
         if response is not None:
@@ -303,3 +353,43 @@ class JobRetryMiddleware:
         """The next method up; for a page that needs JavaScript, the next browser method."""
         needs_browser = block is not None and block.kind == "needs_javascript"
         return next_method(ladder, index, engine="browser" if needs_browser else None)
+
+
+class DecompressionMiddleware(HttpCompressionMiddleware):
+    def process_response(
+        self, request: Request, response: Response, spider: Spider | None = None
+    ) -> Request | Response:
+        try:
+            return super().process_response(request, response)
+        except IgnoreRequest:  # Scrapy's raises it for nothing but a body over DOWNLOAD_MAXSIZE once inflated
+            limit = request.meta.get("download_maxsize", self._max_size)
+            request.meta[LIMIT_FAILURE] = DecompressedBodyTooLarge(
+                f"body too large (decompressed): the page inflates past CRAWLJOBS_MAX_BODY_BYTES ({limit} bytes)"
+            )
+            return response
+
+
+class JobRedirectMiddleware(RedirectMiddleware):
+    def process_response(
+        self, request: Request, response: Response, spider: Spider | None = None
+    ) -> Request | Response:
+        try:
+            return super().process_response(request, response)
+        except IgnoreRequest:  # raised for nothing but a chain over REDIRECT_MAX_TIMES
+            request.meta[LIMIT_FAILURE] = TooManyRedirects(
+                f"too many redirects (more than {self.max_redirect_times})"
+            )
+            return response
+
+
+class JobMetaRefreshMiddleware(MetaRefreshMiddleware):
+    def process_response(
+        self, request: Request, response: Response, spider: Spider | None = None
+    ) -> Request | Response:
+        try:
+            return super().process_response(request, response)
+        except IgnoreRequest:  # the same limit, for <meta http-equiv="refresh"> chains
+            request.meta[LIMIT_FAILURE] = TooManyRedirects(
+                f"too many redirects (more than {self.max_redirect_times})"
+            )
+            return response

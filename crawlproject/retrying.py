@@ -4,7 +4,9 @@
 outcome: ``ok``, ``blocked`` (escalate the method), ``transient`` (retry after a backoff) or ``permanent``
 (end the job). ``decide`` turns the outcome and the job's attempt count into an action. Exceptions are known
 by their classes (``ERROR_CLASSES``: those of Python, Twisted, Scrapy, Playwright and ours, imported where
-they live), the most specific class of an exception's hierarchy first.
+they live), the most specific class of an exception's hierarchy first, and through what they wrap: Scrapy
+re-raises Twisted's errors as its own (``AddressRefused`` as a ``CannotResolveHostError``, a parser's error as
+a ``DownloadFailedError`` of a ``ResponseFailed``), keeping the original as the cause.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import random
 import re
 import socket
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -35,6 +38,7 @@ from scrapy.exceptions import (
     UnsupportedURLSchemeError,
 )
 from twisted.internet import error as tx
+from twisted.python.failure import Failure
 from twisted.web._newclient import _DataLoss
 from twisted.web.client import (
     RequestGenerationFailed,
@@ -50,9 +54,12 @@ from crawlproject.blocks import Block
 from crawlproject.errors import (
     AddressForbidden,
     AddressRefused,
+    DecompressedBodyTooLarge,
     ForbiddenByRobots,
     PageBusyTimeout,
     PageCrashed,
+    ResponseHeadersTooLarge,
+    TooManyRedirects,
 )
 from crawlproject.methods import NoMethodAvailable
 
@@ -67,16 +74,31 @@ TRANSIENT_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600)) - {
 BODY_TOO_LARGE: tuple[type[BaseException], ...] = (DownloadCancelledError,)
 
 
+# Failures before the request left the worker: nothing was fetched, no proxy was paid, the attempt costs nothing.
+NEVER_SENT: tuple[type[BaseException], ...] = (
+    UrlRejected,
+    AddressForbidden,
+    AddressRefused,
+    ForbiddenByRobots,
+    NoMethodAvailable,
+    tx.DNSLookupError,
+    CannotResolveHostError,
+    UnsupportedURLSchemeError,
+)
+
+
 @dataclass(frozen=True)
 class ErrorClass:
     """Exception classes with one meaning: their outcome and what they mean. A ``decisive`` one settles the
     outcome; for the others (DNS errors, which may be "does not resolve" or "try again"; wrappers such as
-    DownloadFailedError) the message is consulted first."""
+    DownloadFailedError) the message is consulted first. A ``named`` one's message is the whole reason (our
+    own limits, whose messages name them)."""
 
     outcome: Outcome
     what: str
     classes: tuple[type[BaseException], ...]
     decisive: bool = True
+    named: bool = False
 
 
 ERROR_CLASSES: tuple[ErrorClass, ...] = (
@@ -114,6 +136,9 @@ ERROR_CLASSES: tuple[ErrorClass, ...] = (
     ErrorClass("permanent", "no fetch method available", (NoMethodAvailable,)),
     ErrorClass("permanent", "unsupported URL", (UnsupportedURLSchemeError, SchemeNotSupported, NotSupported)),
     ErrorClass("permanent", "body over the size limit", BODY_TOO_LARGE),
+    ErrorClass("permanent", "response headers too large", (ResponseHeadersTooLarge,), named=True),
+    ErrorClass("permanent", "body too large (decompressed)", (DecompressedBodyTooLarge,), named=True),
+    ErrorClass("permanent", "too many redirects", (TooManyRedirects,), named=True),
     ErrorClass("permanent", "domain does not resolve", (tx.UnknownHostError,)),
     # Mistakes (ours or the request's) repeat: no retry.
     ErrorClass("permanent", "invalid request", (ValueError,)),
@@ -166,17 +191,48 @@ _TRANSIENT_MESSAGES: tuple[tuple[re.Pattern[str], str], ...] = (
 _DETAIL_CHARS = 500
 
 
+def _clip(text: str) -> str:
+    return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 1] + "…"
+
+
 def _detail(exception: BaseException) -> str:
     name, message = type(exception).__name__, str(exception).strip()
-    detail = f"{name}: {message}" if message else name
-    return detail if len(detail) <= _DETAIL_CHARS else detail[: _DETAIL_CHARS - 1] + "…"
+    return _clip(f"{name}: {message}" if message else name)
+
+
+def _known(exception: BaseException) -> ErrorClass | None:
+    return next((_BY_CLASS[cls] for cls in type(exception).__mro__ if cls in _BY_CLASS), None)
+
+
+def _chain(exception: BaseException) -> Iterator[BaseException]:
+    """The exception, then what it wraps (its cause; the reasons of Twisted's wrappers), outermost first."""
+    pending, seen = [exception], set()
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        if isinstance(current, (ResponseFailed, RequestGenerationFailed, RequestTransmissionFailed)):
+            pending.extend(r.value for r in current.reasons if isinstance(r, Failure) and r.value is not None)
+        if current.__cause__ is not None:
+            pending.append(current.__cause__)
+
+
+def cause_of(exception: BaseException) -> BaseException:
+    """The exception that settles the outcome: the outermost of the chain whose class is decisive, else the
+    exception itself."""
+    return next((e for e in _chain(exception) if (k := _known(e)) is not None and k.decisive), exception)
 
 
 def _classify_exception(exception: BaseException) -> tuple[Outcome, str]:
-    detail = _detail(exception)
-    known = next((_BY_CLASS[cls] for cls in type(exception).__mro__ if cls in _BY_CLASS), None)
+    cause = cause_of(exception)
+    known = _known(cause)
     if known is not None and known.decisive:
-        return known.outcome, f"{known.what} ({detail})"
+        if known.named:
+            return known.outcome, _clip(str(cause))
+        return known.outcome, f"{known.what} ({_detail(cause)})"
+    detail = _detail(exception)
     text = str(exception).lower()
     for pattern, what in _PERMANENT_MESSAGES:
         if pattern.search(text):

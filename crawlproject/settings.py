@@ -19,11 +19,11 @@ SPIDER_MODULES = ["crawlproject.spiders"]
 NEWSPIDER_MODULE = "crawlproject.spiders"
 
 TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
-# scrapy-playwright's handler, with a deadline, the body limit and a memory cap on every render (and Scrapy's
-# own HTTP handler for the http engine).
+# scrapy-playwright's handler: its http engine (Scrapy's HTTP/1.1 handler) bounds response heads, its browser
+# engine puts a deadline, the body limit and a memory cap on every render (crawlproject.rendering).
 DOWNLOAD_HANDLERS = {
-    "http": "crawlproject.rendering.RenderHandler",
-    "https": "crawlproject.rendering.RenderHandler",
+    "http": "crawlproject.http.DownloadHandler",
+    "https": "crawlproject.http.DownloadHandler",
 }
 
 DOWNLOADER_MIDDLEWARES = {
@@ -34,6 +34,13 @@ DOWNLOADER_MIDDLEWARES = {
     "crawlproject.middlewares.NetworkGuardMiddleware": 110,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "crawlproject.middlewares.JobRetryMiddleware": 550,
+    # Scrapy's, at their own places, failing the attempt at their limits instead of dropping the request.
+    "scrapy.downloadermiddlewares.redirect.MetaRefreshMiddleware": None,
+    "crawlproject.middlewares.JobMetaRefreshMiddleware": 580,
+    "scrapy.downloadermiddlewares.httpcompression.HttpCompressionMiddleware": None,
+    "crawlproject.middlewares.DecompressionMiddleware": 590,
+    "scrapy.downloadermiddlewares.redirect.RedirectMiddleware": None,
+    "crawlproject.middlewares.JobRedirectMiddleware": 600,
 }
 ITEM_PIPELINES = {"crawlproject.pipelines.ResultPipeline": 300}
 # The browser guard installs PLAYWRIGHT_ABORT_REQUEST: this crawler's network rules, checked on every request

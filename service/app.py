@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from crawljobs import __version__
 from crawljobs.config import Settings
@@ -17,9 +18,10 @@ from crawljobs.queue import redis_client
 from crawljobs.reader import JobReader
 from crawljobs.store.pool import open_pool
 from crawljobs.urls import Resolver, system_resolver
+from service.docs import DocsPolicyMiddleware
 from service.errors import install_error_handlers
 from service.limits import BodyLimitMiddleware
-from service.routes import batches, health, jobs, legacy, metrics, waiting, webhooks
+from service.routes import batches, health, home, jobs, legacy, metrics, waiting, webhooks
 from service.timing import ServerTimingMiddleware
 
 logger = logging.getLogger(__name__)
@@ -70,7 +72,8 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver = system_
                 await redis.aclose()
             await pool.close()
 
-    app = FastAPI(
+    # FastAPI's own docs pages, with Swagger UI's and ReDoc's assets served by this app (no CDN).
+    app = FastAPIOffline(
         title="crawljobs",
         version=__version__,
         description=DESCRIPTION,
@@ -93,6 +96,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver = system_
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(ServerTimingMiddleware)
-    for module in (health, metrics, jobs, batches, legacy, waiting, webhooks):
+    app.add_middleware(DocsPolicyMiddleware)
+    for module in (home, health, metrics, jobs, batches, legacy, waiting, webhooks):
         app.include_router(module.router)
     return app

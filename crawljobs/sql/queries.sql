@@ -197,19 +197,78 @@ SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, dispatched_
 WHERE status = 'processing' AND lease_owner = %(worker)s AND id = ANY(%(ids)s::uuid[])
 RETURNING id;
 
+-- lost_worker_set --
+-- Fragment: a job whose worker is gone (its lease expired, or its liveness lock was released) back to pending,
+-- the loss counted in `lost_leases`; the loss that takes the count past `max_lost_leases` ends it in error
+-- ("worker lost"). Marked dispatched now: the caller pushes it to the head of its list at once.
+status = CASE WHEN lost_leases >= %(max_lost_leases)s THEN 'error' ELSE 'pending' END,
+lost_leases = lost_leases + 1,
+error_message = CASE WHEN lost_leases >= %(max_lost_leases)s
+                     THEN 'worker lost: the job lost its worker ' || (lost_leases + 1) || ' times' END,
+completed_at = CASE WHEN lost_leases >= %(max_lost_leases)s THEN now() END,
+lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
+dispatched_at = CASE WHEN lost_leases >= %(max_lost_leases)s THEN dispatched_at ELSE now() END
+
 -- reclaim_expired_leases --
--- The sweeper: jobs whose worker stopped renewing go back to pending, each loss counted in `lost_leases`; the
--- loss that takes the count past `max_lost_leases` ends the job in error ("worker lost").
+-- The sweeper: jobs whose worker stopped renewing its lease (alive but stuck or cut off, or dead without the
+-- liveness check noticing) go back to pending (`lost_worker_set`).
 UPDATE crawl_jobs
-SET status = CASE WHEN lost_leases >= %(max_lost_leases)s THEN 'error' ELSE 'pending' END,
-    lost_leases = lost_leases + 1,
-    error_message = CASE WHEN lost_leases >= %(max_lost_leases)s
-                         THEN 'worker lost: the lease expired ' || (lost_leases + 1) || ' times' END,
-    completed_at = CASE WHEN lost_leases >= %(max_lost_leases)s THEN now() END,
-    lease_owner = NULL, lease_expires_at = NULL, dispatched_at = NULL, updated_at = now()
+SET {lost_worker_set}
 WHERE id IN (
     SELECT id FROM crawl_jobs
     WHERE status = 'processing' AND lease_expires_at < now()
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, status, priority, batch_id;
+
+-- next_worker_lock_key --
+-- A fresh liveness lock key for a starting worker (it takes the lock with `try_worker_lock`).
+SELECT nextval('crawl_workers_lock_key_seq')::integer AS lock_key;
+
+-- try_worker_lock --
+-- The liveness lock, held by this session until it ends (migration 0006).
+SELECT pg_try_advisory_lock(%(namespace)s::integer, %(lock_key)s::integer) AS locked;
+
+-- register_worker --
+-- A worker holding its liveness lock (taken on this same session just before) says so; again after a reconnect.
+INSERT INTO crawl_workers (worker_id, lock_key, host, pid)
+VALUES (%(worker)s, %(lock_key)s, %(host)s, %(pid)s)
+ON CONFLICT (worker_id) DO UPDATE SET lock_key = EXCLUDED.lock_key, locked_at = now(), seen_at = now()
+RETURNING worker_id;
+
+-- worker_seen --
+-- The worker's heartbeat on its liveness session; no row back means it was declared dead (it registers again).
+UPDATE crawl_workers SET seen_at = now() WHERE worker_id = %(worker)s AND lock_key = %(lock_key)s
+RETURNING worker_id;
+
+-- unregister_worker --
+-- A worker stopping cleanly (it gave back its jobs first).
+DELETE FROM crawl_workers WHERE worker_id = %(worker)s
+RETURNING worker_id;
+
+-- reclaim_dead_workers --
+-- The liveness check: registered workers whose lock is no longer held are dead (their session ended). Their
+-- rows go, their jobs back to pending (`lost_worker_set`). A lock taken before the server last started was
+-- released by the restart, not by a death: such a worker is left to its lease, and forgotten once it has not
+-- been seen for `forget_seconds` (by then its leases have expired).
+WITH held AS (
+    SELECT objid FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND objsubid = 2
+      AND classid = %(namespace)s::integer::oid
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+), dead AS (
+    DELETE FROM crawl_workers
+    WHERE lock_key::oid NOT IN (SELECT objid FROM held)
+      AND (locked_at > pg_postmaster_start_time()
+           OR seen_at < now() - make_interval(secs => %(forget_seconds)s))
+    RETURNING worker_id
+)
+UPDATE crawl_jobs
+SET {lost_worker_set}
+WHERE id IN (
+    SELECT id FROM crawl_jobs
+    WHERE status = 'processing' AND lease_owner IN (SELECT worker_id FROM dead)
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
@@ -345,13 +404,15 @@ WHERE b.callback_url IS NOT NULL AND c.open = 0
 ON CONFLICT (tenant, batch_id) WHERE event = 'batch.completed' DO NOTHING;
 
 -- claim_due_deliveries --
--- The sender: take up to `limit` due deliveries and push their next attempt `lease_seconds` ahead before
--- sending (a second sender skips them), counting the attempt.
+-- The sender: take up to `limit` due deliveries, none of the `busy` tenants (those already sending as many as
+-- they may), and push their next attempt `lease_seconds` ahead before sending (a second sender skips them),
+-- counting the attempt.
 UPDATE webhook_deliveries
 SET next_attempt_at = now() + make_interval(secs => %(lease_seconds)s), attempts = attempts + 1
 WHERE id IN (
     SELECT id FROM webhook_deliveries
     WHERE delivered_at IS NULL AND gave_up_at IS NULL AND next_attempt_at <= now()
+      AND tenant <> ALL(%(busy)s::text[])
     ORDER BY next_attempt_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -371,6 +432,12 @@ SET last_status = %(status)s, last_error = %(error)s,
                            ELSE now() + make_interval(secs => %(retry_in)s::float8) END,
     gave_up_at = CASE WHEN %(retry_in)s::float8 IS NULL THEN now() END
 WHERE id = %(id)s;
+
+-- unclaim_deliveries --
+-- The sender: claimed deliveries it will not send now (their tenant has as many sends in flight as it may),
+-- due again at once and their attempt not counted.
+UPDATE webhook_deliveries SET next_attempt_at = now(), attempts = attempts - 1
+WHERE id = ANY(%(ids)s::uuid[]) AND delivered_at IS NULL AND gave_up_at IS NULL;
 
 -- list_deliveries --
 -- A page of a tenant's webhook deliveries, newest first, optionally of one job or one batch.

@@ -7,12 +7,14 @@ that mean something to a caller are wrapped here into typed exceptions. One modu
 - `rows`: running a named query; `events`: webhook outbox rows and NOTIFYs after a change of jobs;
 - `submissions`: API keys, jobs and batches as submitted; `reads`: jobs, batches, exports, counts;
 - `transitions`: every change of a job's status; `sweeping`: dispatch marks and retention;
-- `webhooks`: the delivery outbox; `listen`: the waiting hub's LISTEN connection.
+- `webhooks`: the delivery outbox; `listen`: the waiting hub's LISTEN connection;
+- `presence`: a worker's liveness session (its advisory lock).
 """
 
 from crawljobs.store.events import BATCH_MARK, NOTIFY_CHANNEL, notify_payloads
 from crawljobs.store.listen import JobListener, listen_jobs
 from crawljobs.store.pool import Pool, open_pool
+from crawljobs.store.presence import WORKER_LOCK_NAMESPACE, LivenessSession
 from crawljobs.store.reads import (
     batch_counts,
     batch_jobs,
@@ -53,6 +55,7 @@ from crawljobs.store.transitions import (
     claim_pending_jobs,
     finish_jobs,
     next_attempt,
+    reclaim_dead_workers,
     reclaim_expired_leases,
     release_jobs,
     renew_leases,
@@ -64,13 +67,16 @@ from crawljobs.store.webhooks import (
     mark_delivered,
     mark_delivery_failed,
     tenant_secret,
+    unclaim_deliveries,
 )
 
 __all__ = [
     "BATCH_MARK",
     "FINISH_COLUMNS",
     "NOTIFY_CHANNEL",
+    "WORKER_LOCK_NAMESPACE",
     "JobListener",
+    "LivenessSession",
     "Pool",
     "Row",
     "batch_counts",
@@ -111,9 +117,11 @@ __all__ = [
     "notify_payloads",
     "open_pool",
     "purge_expired_html",
+    "reclaim_dead_workers",
     "reclaim_expired_leases",
     "release_jobs",
     "renew_leases",
     "retry_failed_jobs",
     "tenant_secret",
+    "unclaim_deliveries",
 ]

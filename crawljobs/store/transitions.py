@@ -13,6 +13,7 @@ from psycopg import AsyncConnection
 
 from crawljobs.queries import query
 from crawljobs.store.events import job_events, notify, record_batch_events
+from crawljobs.store.presence import WORKER_LOCK_NAMESPACE
 from crawljobs.store.rows import Row, fetch_all, fetch_one
 
 if TYPE_CHECKING:
@@ -137,9 +138,28 @@ async def reclaim_expired_leases(
 ) -> list[Row]:
     """Expired leases back to pending, or to error past `max_lost_leases` losses: those end like any other
     failed job (webhooks, waiters woken), in the same transaction."""
+    return await _take_back(
+        conn, "reclaim_expired_leases", {"limit": limit, "max_lost_leases": max_lost_leases}
+    )
+
+
+async def reclaim_dead_workers(
+    conn: AsyncConnection[Any], *, limit: int, max_lost_leases: int, forget_seconds: int
+) -> list[Row]:
+    """The jobs of registered workers whose liveness lock is gone, back to pending (or to error past
+    `max_lost_leases` losses), like `reclaim_expired_leases`; their registrations are dropped."""
+    params = {
+        "limit": limit,
+        "max_lost_leases": max_lost_leases,
+        "forget_seconds": forget_seconds,
+        "namespace": WORKER_LOCK_NAMESPACE,
+    }
+    return await _take_back(conn, "reclaim_dead_workers", params)
+
+
+async def _take_back(conn: AsyncConnection[Any], name: str, params: dict[str, Any]) -> list[Row]:
     async with conn.transaction():
-        params = {"limit": limit, "max_lost_leases": max_lost_leases}
-        rows = await fetch_all(conn, "reclaim_expired_leases", params)
+        rows = await fetch_all(conn, name, params)
         lost = [row for row in rows if row["status"] == "error"]
         if lost:
             async with conn.cursor() as cur:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -11,9 +12,18 @@ from crawljobs.queries import query
 from crawljobs.store.rows import Row, fetch_all, fetch_one
 
 
-async def claim_due_deliveries(conn: AsyncConnection[Any], *, limit: int, lease_seconds: int) -> list[Row]:
-    """Due webhook deliveries, their next attempt pushed `lease_seconds` ahead and counted (see the SQL)."""
-    return await fetch_all(conn, "claim_due_deliveries", {"limit": limit, "lease_seconds": lease_seconds})
+async def claim_due_deliveries(
+    conn: AsyncConnection[Any], *, limit: int, lease_seconds: int, busy: Sequence[str] = ()
+) -> list[Row]:
+    """Due webhook deliveries of tenants not in `busy`, their next attempt pushed `lease_seconds` ahead and
+    counted (see the SQL)."""
+    params = {"limit": limit, "lease_seconds": lease_seconds, "busy": list(busy)}
+    return await fetch_all(conn, "claim_due_deliveries", params)
+
+
+async def unclaim_deliveries(conn: AsyncConnection[Any], *, ids: Sequence[uuid.UUID]) -> None:
+    async with conn.cursor() as cur:
+        await cur.execute(query("unclaim_deliveries"), {"ids": list(ids)})
 
 
 async def mark_delivered(conn: AsyncConnection[Any], *, delivery_id: uuid.UUID, status: int) -> None:

@@ -99,7 +99,7 @@ async def forward(
     elif framing == "length":
         headers.append(("Content-Length", str(length)))
     request_head = serialize_head(f"{method} {request.path} HTTP/1.1", headers)
-    bodiless = framing == "none" or length == 0
+    bodiless = framing == "none" or (framing == "length" and length == 0)  # a chunked body has no length
     keep_unread = keep_alive and bodiless
     expect_continue = not bodiless and "100-continue" in head.tokens("expect")
 

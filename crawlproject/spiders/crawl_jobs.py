@@ -172,7 +172,7 @@ class CrawlJobsSpider(Spider):
             await asyncio.sleep(0.5)  # others hold some of its jobs, or they wait for a retry
 
     async def _requests_for(self, jobs: list[ClaimedJob]) -> list[Request | JobResult]:
-        remembered = await self.memory.recall([job.url for job in jobs])
+        remembered = await self.memory.recall(jobs)
         out: list[Request | JobResult] = []
         for job, method in zip(jobs, remembered, strict=True):
             try:

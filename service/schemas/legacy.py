@@ -52,10 +52,14 @@ class LegacyJob(BaseModel):
     html_length: int | None
     processing_time_ms: int | None
     success_method: str | None
+    # Extensions after the contract's nine fields (its clients read those by name and ignore the rest): why a
+    # job failed, which the old system promised as "detailed error messages", and how many fetches it took.
+    error_message: str | None = Field(description="Why the job failed; null unless its status is error.")
+    attempts: int = Field(description="How many fetches the job has taken so far (an extension).")
 
     @classmethod
     def from_job(cls, job: Job) -> LegacyJob:
-        """Some of the /v1 job's fields, in the legacy contract's order."""
+        """Some of the /v1 job's fields, in the legacy contract's order, then the extensions."""
         return cls(
             id=str(job.id),
             url=job.url,
@@ -66,6 +70,8 @@ class LegacyJob(BaseModel):
             html_length=job.html_length,
             processing_time_ms=job.processing_time_ms,
             success_method=job.success_method,
+            error_message=job.error_message if job.status == "error" else None,
+            attempts=job.attempt,
         )
 
 

@@ -277,10 +277,6 @@ class ErrorOut(BaseModel):
 # -- webhooks --------------------------------------------------------------------------------------
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 class DeliveryOut(BaseModel):
     id: str
     event: str
@@ -311,10 +307,10 @@ class DeliveryOut(BaseModel):
             attempts=item.attempts,
             last_status=item.last_status,
             last_error=item.last_error,
-            next_attempt_at=_iso(item.next_attempt),
-            delivered_at=_iso(item.delivered_at),
-            gave_up_at=_iso(item.gave_up_at),
-            created_at=item.created_at.isoformat(),
+            next_attempt_at=timestamp(item.next_attempt),
+            delivered_at=timestamp(item.delivered_at),
+            gave_up_at=timestamp(item.gave_up_at),
+            created_at=timestamp(item.created_at),
             payload=item.payload,
         )
 

@@ -68,6 +68,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import html
 import ipaddress
 import json
@@ -395,6 +396,22 @@ async def _huge_body(size: int) -> AsyncIterator[bytes]:
     yield _HUGE_SUFFIX
 
 
+@functools.lru_cache(maxsize=4)
+def _gzip_bomb(size: int) -> bytes:
+    """A gzip member that inflates to ``size`` bytes of HTML (mostly spaces: about 1,000 to 1 compressed)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    parts = [compressor.compress(_HUGE_PREFIX)]
+    block = b" " * MIB
+    remaining = max(0, size - len(_HUGE_PREFIX) - len(_HUGE_SUFFIX))
+    while remaining:
+        piece = block[: min(len(block), remaining)]
+        remaining -= len(piece)
+        parts.append(compressor.compress(piece))
+    parts.append(compressor.compress(_HUGE_SUFFIX))
+    parts.append(compressor.flush())
+    return b"".join(parts)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Requests, hits and responses.
 
@@ -677,6 +694,17 @@ class TestSite:
             return Response(200, b"User-agent: *\nDisallow: /private/\n", content_type="text/plain")
         if path == "/recaptcha/api.js":
             return Response(200, b"/* reCAPTCHA stub of the test site */\n", content_type="text/javascript")
+        # Hostile pages of the http engine's tests (tests/acceptance/test_http_hostile.py):
+        # ``/gzip-bomb?mb=N``  200 text/html, ``Content-Encoding: gzip``: a body of a few KiB that inflates to N MiB
+        #                      (float allowed, at most 1024) of HTML.
+        if path == "/gzip-bomb":
+            try:
+                inflated = int(float(query.get("mb", "64")) * MIB)
+            except ValueError:
+                return _error_page(400, "mb must be a number")
+            if not 0 <= inflated <= 1024 * MIB:
+                return _error_page(400, "mb must be between 0 and 1024")
+            return _html(200, _gzip_bomb(inflated), ("Content-Encoding", "gzip"))
         if first == "render" and rest in _RENDER_PAGES:  # hostile pages for the browser engine (block below)
             return _RENDER_PAGES[rest](query)
         return _error_page(404, "There is nothing here.")

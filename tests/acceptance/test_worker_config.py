@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from crawljobs.keys import create_key
+from crawljobs.manager import JobManager
+from crawljobs.models import SubmitOptions
 from service.app import create_app
 from tests.acceptance.conftest import drop_prefix, system_settings_for
 from tests.acceptance.proxies import TestProxy
@@ -48,6 +51,31 @@ def test_domain_memory_starts_the_next_job_where_the_last_one_succeeded(
     assert second["status"] == "completed"
     assert [a["method"] for a in second["attempts"]] == ["http:premium"]
     assert site.hits("/ok/remembered")[-1].proxy == "premium"
+
+
+def test_domain_memory_is_kept_per_tenant(make_system: Callable[..., System], site: TestSite) -> None:
+    """Issue 10, finding 10: one tenant's escalation made another tenant's plain jobs of that host start (and
+    pay) at the premium tier, and told it that someone else had crawled the host."""
+    system = make_system(domain_memory=True)
+    system.start_worker(CRAWLJOBS_LADDER="http:direct,http:premium,http:ultra_premium")  # no browser needed
+
+    def submit(tenant: str, path: str) -> uuid.UUID:
+        async def body(manager: JobManager) -> uuid.UUID:
+            return (
+                await manager.submit_job(tenant=tenant, url=site.url(path), options=SubmitOptions())
+            ).job.id
+
+        job_id: uuid.UUID = system.with_manager(body)
+        return job_id
+
+    (escalated,) = system.wait_final([submit("tenant-a", "/needs-proxy")])
+    assert escalated["success_method"] == "http:premium", escalated["error_message"]
+    (other,) = system.wait_final([submit("tenant-b", "/ok/other-tenant")])
+    assert other["status"] == "completed", other["error_message"]
+    assert [a["method"] for a in other["attempts"]] == ["http:direct"]  # tenant-a's memory is not tenant-b's
+    assert site.hits("/ok/other-tenant")[-1].proxy is None
+    (again,) = system.wait_final([submit("tenant-a", "/ok/same-tenant")])
+    assert [a["method"] for a in again["attempts"]] == ["http:premium"]  # tenant-a's own memory still works
 
 
 def test_a_tier_without_proxies_is_skipped_and_a_job_demanding_it_fails_clearly(

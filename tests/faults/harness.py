@@ -419,6 +419,32 @@ class FaultRun:
         rows = self.query("SELECT lease_owner FROM crawl_jobs WHERE status = 'processing'")
         return sum(1 for (owner,) in rows if worker_pid(owner) == pid)
 
+    def held_jobs(self, pid: int) -> list[uuid.UUID]:
+        """The ids of the case's jobs in ``processing`` under a lease of the worker process ``pid``."""
+        rows = self.query(
+            "SELECT id, lease_owner FROM crawl_jobs WHERE status = 'processing' AND id = ANY(%s)", (self.ids,)
+        )
+        return [job_id for job_id, owner in rows if worker_pid(owner) == pid]
+
+    def taken_back_after(self, ids: list[uuid.UUID], moment_epoch: float) -> dict[uuid.UUID, float]:
+        """For each of ``ids`` taken from its worker (processing → pending) after a wall-clock moment, the
+        seconds from the moment to the first such change."""
+        rows = self.query(
+            "SELECT job_id, min(extract(epoch FROM at)) FROM fault_transitions"
+            " WHERE old_status = 'processing' AND new_status = 'pending' AND job_id = ANY(%s)"
+            " AND at > to_timestamp(%s) GROUP BY job_id",
+            (ids, moment_epoch),
+        )
+        return {job_id: float(at) - moment_epoch for job_id, at in rows}
+
+    def completed_by(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, int | None]:
+        """The worker process that completed each of ``ids``."""
+        rows = self.query(
+            "SELECT job_id, worker FROM fault_transitions WHERE new_status = 'completed' AND job_id = ANY(%s)",
+            (ids,),
+        )
+        return {job_id: worker_pid(owner) for job_id, owner in rows}
+
     def given_back(self) -> int:
         """How many times a held job went back to pending (given back by a stopping worker, or reclaimed)."""
         rows = self.query(

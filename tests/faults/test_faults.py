@@ -28,6 +28,9 @@ pytestmark = [pytest.mark.faults]
 RunFactory = Callable[[str], FaultRun]
 WAITERS = 50  # clients waiting on jobs through the API in the API-restart case
 HELD_BACK = 0.2  # the share of the batch the SIGTERM case submits once its new workers are up
+# The SIGSTOP case's freeze: several liveness checks long, and shorter than what is left of a lease after a
+# missed heartbeat (renewed every third of it: at least two thirds of it are left when the freeze starts).
+STOPPED_SECONDS = LEASE_SECONDS / 2 - 0.5
 
 
 def started(fault_run: RunFactory, case: str) -> FaultRun:
@@ -48,23 +51,56 @@ def assert_workers_took_jobs_after(run: FaultRun, moment: float) -> None:
 def test_sigkill_of_one_worker(fault_run: RunFactory) -> None:
     """One worker is killed outright (SIGKILL) while it holds jobs.
 
-    Recovery: from the kill to the moment none of the jobs it held is stranded: their leases expire (at most
-    one lease after its last heartbeat), the sweeper puts them back to pending and queues them again, and the
-    other worker takes them.
+    Its liveness lock dies with its session, so the sweeper's liveness check takes the jobs it held back at
+    once, well before their leases would have run out (up to a lease after its last heartbeat), and queues them
+    at the head; the other worker takes them. Recovery: from the kill to the moment none of them is stranded.
     """
     run = started(fault_run, "a  SIGKILL one worker")
     victim, survivor = run.workers
-    held = run.held_by(victim.popen.pid)
+    held = run.held_jobs(victim.popen.pid)
+    moment = time.time()
     victim.signal(signal.SIGKILL)
     victim.wait(10)
-    fault_end, moment = time.monotonic(), time.time()
+    fault_end = time.monotonic()
 
     run.watch_until_final(fault_end)
-    run.result.notes.append(f"held by the killed worker: {held}")
-    result = run.check()
-    assert held > 0 and result.stranded_max > 0, "the kill stranded nothing: the case tested nothing"
+    back = run.taken_back_after(held, moment)
+    worst = max(back.values(), default=float("nan"))
+    run.result.notes.append(f"held by the killed worker: {len(held)}, all back within {worst:.1f} s")
+    run.check()
+    assert held, "the killed worker held nothing: the case tested nothing"
+    assert sorted(back) == sorted(held), "a job of the killed worker was never taken back"
+    # Not by their leases (which ran LEASE_SECONDS past the last heartbeat): by the liveness check.
+    assert worst < LEASE_SECONDS / 2, f"the killed worker's jobs came back after {worst:.1f} s"
     assert_workers_took_jobs_after(run, moment)
     assert survivor.popen.poll() is None
+
+
+def test_sigstop_shorter_than_a_lease(fault_run: RunFactory) -> None:
+    """One worker is frozen (SIGSTOP) for less than a lease, then let go on (SIGCONT).
+
+    A frozen process keeps its sessions open, so its liveness lock stays held: it is only slow, and nothing may
+    take its jobs early (only its lease could, and it did not run out). It keeps them and finishes them itself.
+    """
+    run = started(fault_run, "a2 SIGSTOP < lease")
+    victim, _ = run.workers
+    held = run.held_jobs(victim.popen.pid)
+    moment = time.time()
+    victim.signal(signal.SIGSTOP)
+    time.sleep(STOPPED_SECONDS)
+    victim.signal(signal.SIGCONT)
+    fault_end = time.monotonic()
+
+    run.watch_until_final(fault_end)
+    taken = run.taken_back_after(held, moment)
+    finishers = run.completed_by(held)
+    run.result.notes.append(
+        f"held while stopped {STOPPED_SECONDS} s: {len(held)}, taken from it: {len(taken)}"
+    )
+    run.check()
+    assert held, "the stopped worker held nothing: the case tested nothing"
+    assert not taken, f"{len(taken)} jobs were taken from a worker that was only stopped"
+    assert set(finishers.values()) == {victim.popen.pid}, "the stopped worker did not finish its own jobs"
 
 
 def test_redis_flushall(fault_run: RunFactory) -> None:

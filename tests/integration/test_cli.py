@@ -8,11 +8,13 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
@@ -41,9 +43,12 @@ def key(database_url: str) -> str:
 
 
 class Cli:
-    def __init__(self, base: str, key: str | None) -> None:
+    def __init__(self, base: str, key: str | None, *, data_dir: Path | None = None) -> None:
         self.env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CRAWLJOBS_")}
-        self.env.update(CRAWLJOBS_URL=base, COLUMNS="200", NO_COLOR="1")
+        # The data folder of a local `crawljobs up` holds a key the CLI uses when none is set: never the
+        # checkout's own .crawljobs here (a developer's `scripts/up` would change what the tests see).
+        folder = data_dir or Path(tempfile.gettempdir()) / f"cjcli-none-{secrets.token_hex(4)}"
+        self.env.update(CRAWLJOBS_URL=base, COLUMNS="200", NO_COLOR="1", CRAWLJOBS_DATA_DIR=str(folder))
         if key is not None:
             self.env["CRAWLJOBS_API_KEY"] = key
 
@@ -211,3 +216,50 @@ def test_batch_file_wait_with_progress(cli: Cli, database_url: str, tmp_path: Pa
     assert timed_out.returncode == 1 and "0% done" in timed_out.stderr
 
     assert cli("batch", str(tmp_path / "missing.txt")).returncode == 2
+
+
+def test_the_key_up_saved_is_used_for_a_local_api_only(served: ServedApi, key: str, tmp_path: Path) -> None:
+    (tmp_path / "api-key").write_text(key + "\n")
+    local = Cli(served.base, None, data_dir=tmp_path)("batches", "--json")
+    assert local.returncode == 0, local.stderr
+    # Another machine's API never gets this machine's key: the CLI stops before sending anything.
+    remote = Cli("http://crawljobs.invalid:8000", None, data_dir=tmp_path)("batches")
+    assert remote.returncode == 2 and "CRAWLJOBS_API_KEY is not set" in remote.stderr
+
+
+def test_html_prints_or_writes_a_jobs_page(cli: Cli, database_url: str, tmp_path: Path) -> None:
+    job_id = cli("submit", URL + "?html").stdout.strip()
+    finish_jobs(database_url, [job_id])
+    printed = cli("html", job_id)
+    assert printed.returncode == 0 and printed.stdout == f"<html>{job_id}</html>"
+    out = tmp_path / "page.html"
+    written = cli("html", job_id, "-o", str(out))
+    assert written.returncode == 0 and out.read_text() == f"<html>{job_id}</html>"
+    pending = cli("html", cli("submit", URL + "?no-html-yet").stdout.strip())
+    assert pending.returncode == 3  # no page yet: the API's 404, with its message
+
+
+def test_batches_piped_are_whole_and_tab_separated(cli: Cli) -> None:
+    batch_id = f"cli-a-long-batch-id-that-a-terminal-table-would-cut-{secrets.token_hex(4)}"
+    assert cli("batch", "-", "--batch-id", batch_id, stdin=URL + "?long").returncode == 0
+    lines = cli("batches", "--limit", "1000").stdout.splitlines()
+    assert lines[0].split("\t")[:3] == ["batch", "created", "total"]
+    assert [line.split("\t")[0] for line in lines].count(batch_id) == 1
+
+
+def test_json_timestamps_are_the_apis(cli: Cli, served: ServedApi, key: str) -> None:
+    job_id = cli("submit", URL + "?time").stdout.strip()
+    ours = json.loads(cli("status", job_id, "--json").stdout)["created_at"]
+    theirs = httpx.get(f"{served.base}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}).json()
+    assert ours == theirs["created_at"] and ours.endswith("Z")
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["submit"], ["batch"], ["batches"], ["html"], ["export"], ["keys", "create"]]
+)
+def test_help_reads_well(cli: Cli, command: list[str]) -> None:
+    shown = cli(*command, "--help")
+    assert shown.returncode == 0
+    assert "<bool>" not in shown.stdout and "<str>" not in shown.stdout, shown.stdout
+    if not command:
+        assert "CRAWLJOBS_URL" in shown.stdout and "CRAWLJOBS_API_KEY" in shown.stdout

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
 import pytest
 import redis
@@ -199,3 +200,64 @@ def test_session_services_give_a_migrated_database_and_a_prefix(settings: Settin
     with redis.Redis.from_url(settings.redis_url) as client:
         client.set(f"{settings.queue_prefix}:probe", "1")
         assert client.get(f"{settings.queue_prefix}:probe") == b"1"
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children(recursive=True)
+
+
+def test_a_killed_up_leaves_nothing_running(short_dir: Path) -> None:
+    """SIGKILL of `crawljobs up` (nothing of it runs again): its watchdog stops the workers, the sweeper, Redis
+    and the detached PostgreSQL within a few seconds. And while one `up` runs, a second on its folder refuses."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data_dir = short_dir / "data"
+    process = _start_up(data_dir, port)
+    try:
+        _printed_key(process)
+        started = [p for p in _descendants(process.pid) if "watchdog" not in " ".join(p.cmdline())]
+        postmaster = int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+        redis_pid = int((data_dir / "redis" / "redis.pid").read_text())
+        assert {p.pid for p in started} >= {redis_pid}
+        assert len([p for p in started if "crawljobs.cli" in " ".join(p.cmdline())]) >= 2  # sweeper, a worker
+
+        second = subprocess.run(
+            [sys.executable, "-m", "crawljobs.cli", "up", "--port", "0"],
+            env={
+                **{k: v for k, v in os.environ.items() if not k.startswith("CRAWLJOBS_")},
+                "CRAWLJOBS_DATA_DIR": str(data_dir),
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode != 0
+        assert "already running" in second.stderr + second.stdout, second.stderr
+
+        process.kill()
+        process.wait(10)
+        survivors: list[int] = []
+        deadline = time.monotonic() + 15
+        for pid in [*(p.pid for p in started), postmaster]:
+            while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                if time.monotonic() > deadline:
+                    survivors.append(pid)
+                    break
+                time.sleep(0.1)
+        print(f"\nleft running {time.monotonic() - deadline + 15:.1f} s after the SIGKILL: {survivors}")
+        assert survivors == [], "still running after `up` was killed"
+    finally:
+        if process.poll() is None:
+            process.kill()
+        for pid in _pids_in(data_dir):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _pids_in(data_dir: Path) -> list[int]:
+    pids = []
+    for path in (data_dir / "postgres" / "postmaster.pid", data_dir / "redis" / "redis.pid"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pids.append(int(path.read_text().split()[0]))
+    return pids

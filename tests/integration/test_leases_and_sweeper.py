@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +24,7 @@ from crawljobs import store
 from crawljobs.config import Settings
 from crawljobs.lifecycle import ResultRecord
 from crawljobs.manager import JobManager
+from crawljobs.queue import QueueKeys, decode_message
 from crawljobs.sweeper import Sweeper
 from tests.conftest import database_url_for
 from tests.integration.conftest import run_with_manager
@@ -175,7 +179,14 @@ def test_sweeper_reclaims_expired_leases_and_fails_spent_ones(settings: Settings
 
     ids, report = run_with_manager(settings, body)
     assert (report.reclaimed, report.failed_lost) == (1, 1)
-    assert report.dispatched == 1  # the reclaimed job is dispatched again in the same sweep
+    # Dispatched again by the reclaim itself, to the head of its list (it was due already), not as undispatched.
+    assert report.dispatched == 0
+    client = redis.Redis.from_url(settings.redis_url or "")
+    try:
+        head = client.lindex(QueueKeys.for_prefix(settings.queue_prefix).bulk, 0)
+    finally:
+        client.close()
+    assert head is not None and decode_message(head) == ids[0]
     states = status_of(database_url, ids)
     assert states[ids[0]] == ("pending", 1)
     assert states[ids[1]] == ("error", 1)
@@ -239,3 +250,118 @@ def test_two_sweepers_at_once_dispatch_each_job_once(settings: Settings, redis_c
 
     assert run_with_manager(settings, body) == 50
     assert redis_client.llen(f"{settings.queue_prefix}:queue:bulk") == 50
+
+
+# -- the liveness check: a worker's advisory lock dies with its process --------------------------------------
+
+# A worker in small: announces itself, claims the given jobs, says so, and holds them until it is killed.
+HOLDER = """
+import asyncio, sys, uuid
+from crawljobs.lifecycle import Leases
+from crawljobs.store.pool import open_pool
+
+async def main():
+    pool = await open_pool(sys.argv[1], max_size=2)
+    leases = Leases(pool, lease_seconds=60)
+    assert await leases.announce()
+    jobs = await leases.claim([uuid.UUID(i) for i in sys.argv[2:]])
+    print(leases.worker_id, len(jobs), flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def start_holder(database_url: str, ids: list[uuid.UUID]) -> tuple[subprocess.Popen[str], str]:
+    """A process holding `ids` (each claimed, its lease 60 s); its worker id."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, database_url, *map(str, ids)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None
+    worker_id, claimed = holder.stdout.readline().split()
+    assert int(claimed) == len(ids)
+    return holder, worker_id
+
+
+def registered(database_url: str) -> list[str]:
+    with psycopg.connect(database_url) as conn:
+        return [row[0] for row in conn.execute("SELECT worker_id FROM crawl_workers").fetchall()]
+
+
+def check_workers(settings: Settings) -> Any:
+    return run_with_manager(settings, lambda manager: Sweeper(manager).check_workers())
+
+
+def test_the_jobs_of_a_killed_worker_come_back_at_once_not_after_their_lease(
+    settings: Settings, database_url: str
+) -> None:
+    ids = run_with_manager(settings, lambda manager: _submit(manager, 3))
+    holder, worker_id = start_holder(database_url, ids)
+    try:
+        assert registered(database_url) == [worker_id]
+        assert check_workers(settings).pending == ()  # alive: its lock is held
+        holder.kill()  # SIGKILL: nothing of the worker runs again, no goodbye
+        holder.wait(10)
+        reclaimed = check_workers(settings)
+    finally:
+        holder.kill()
+    # Its leases still had most of a minute to run: the lock, not the lease, gave them back.
+    assert sorted(reclaimed.pending) == sorted(ids)
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT status, lost_leases, lease_owner, lease_expires_at FROM crawl_jobs WHERE id = ANY(%s)",
+            (ids,),
+        ).fetchall()
+    assert rows == [("pending", 1, None, None)] * 3
+    assert registered(database_url) == []
+    # To the head of the bulk list, ahead of the batch's own messages.
+    client = redis.Redis.from_url(settings.redis_url or "")
+    try:
+        head = client.lrange(QueueKeys.for_prefix(settings.queue_prefix).bulk, 0, 2)
+    finally:
+        client.close()
+    assert sorted(decode_message(message) for message in head) == sorted(ids)
+
+
+def test_a_stopped_worker_keeps_its_jobs_until_its_lease_ends(settings: Settings, database_url: str) -> None:
+    """SIGSTOP: the process is frozen but alive, its session open, its lock held. It is only slow: the
+    liveness check must not take its jobs (its lease is the only thing that may)."""
+    ids = run_with_manager(settings, lambda manager: _submit(manager, 2))
+    holder, _ = start_holder(database_url, ids)
+    try:
+        holder.send_signal(signal.SIGSTOP)
+        assert check_workers(settings).pending == ()
+        holder.send_signal(signal.SIGCONT)
+        assert check_workers(settings).pending == ()
+        assert set(status_of(database_url, ids).values()) == {("processing", 1)}
+    finally:
+        holder.kill()
+        holder.wait(10)
+
+
+def test_a_worker_whose_session_was_cut_takes_its_lock_again(settings: Settings, database_url: str) -> None:
+    """The liveness session ends while the worker lives (the connection was cut, a server restart): its jobs
+    are taken back (the fence keeps its late writes out), and its next heartbeat holds a new lock."""
+
+    async def body(manager: JobManager) -> tuple[bool, bool, int]:
+        (job_id,) = await _submit(manager, 1)
+        leases = manager.leases()
+        assert await leases.announce()
+        await leases.claim([job_id])
+        async with manager.pool.connection() as conn:
+            await conn.execute(
+                "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN crawl_workers w"
+                " ON l.objid = w.lock_key::oid WHERE l.locktype = 'advisory' AND l.classid = %s::oid",
+                (store.WORKER_LOCK_NAMESPACE,),
+            )
+        await asyncio.sleep(0.2)  # the backend exits
+        reclaimed = await Sweeper(manager).check_workers()
+        kept = await leases.keep_alive()
+        alive_again = not (await Sweeper(manager).check_workers()).pending
+        await leases.withdraw()
+        return bool(reclaimed.pending), kept and alive_again, len(registered(database_url))
+
+    taken_back, holds_again, left = run_with_manager(settings, body)
+    assert taken_back
+    assert holds_again
+    assert left == 0  # withdrawn: unregistered and unlocked

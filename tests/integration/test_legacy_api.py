@@ -22,6 +22,19 @@ LEGACY_JOB_KEYS = {
     "processing_time_ms",
     "success_method",
 }
+LEGACY_JOB_ORDER = (
+    "id",
+    "url",
+    "status",
+    "created_at",
+    "updated_at",
+    "completed_at",
+    "html_length",
+    "processing_time_ms",
+    "success_method",
+)
+# After the nine, two extensions its clients ignore: why a job failed, and how many fetches it took.
+LEGACY_JOB_KEYS_AND_EXTENSIONS = {*LEGACY_JOB_KEYS, "error_message", "attempts"}
 
 
 def complete_job(database_url: str, job_id: str, html: str = "<html>done</html>") -> None:
@@ -63,7 +76,9 @@ def test_get_crawl_job_shape_pending_and_completed(
     body = client.get("/functions/v1/get-crawl-job", params={"jobId": job_id}, headers=auth).json()
     assert set(body) == {"success", "job", "html"}
     assert body["success"] is True
-    assert set(body["job"]) == LEGACY_JOB_KEYS
+    assert set(body["job"]) == LEGACY_JOB_KEYS_AND_EXTENSIONS
+    assert tuple(body["job"])[:9] == LEGACY_JOB_ORDER  # the contract's fields first, in its order
+    assert body["job"]["error_message"] is None
     assert body["job"]["id"] == job_id
     assert body["job"]["url"] == "https://example.com/a"
     assert body["job"]["status"] == "pending"
@@ -138,7 +153,7 @@ def test_get_crawl_jobs_batch_counts_progress_and_urls(
     assert body["counts"] == {"pending": 3, "processing": 0, "completed": 0, "error": 0, "total": 3}
     assert body["progress"] == 0
     assert [u["url"] for u in body["urls"]] == urls
-    assert all(set(u) == LEGACY_JOB_KEYS for u in body["urls"])
+    assert all(set(u) == LEGACY_JOB_KEYS_AND_EXTENSIONS for u in body["urls"])
 
     complete_job(database_url, body["urls"][0]["id"])
     body = client.get(
@@ -261,3 +276,17 @@ def test_legacy_errors(client: TestClient, auth: dict[str, str]) -> None:
     )
     assert wrong_type.status_code == 422
     assert "render" in wrong_type.json()["error"]
+
+
+def test_a_failed_job_says_why_on_the_legacy_routes(
+    client: TestClient, auth: dict[str, str], database_url: str
+) -> None:
+    """The old system promised "detailed error messages for debugging": a failed job carries its message."""
+    job_id = client.post(
+        "/functions/v1/submit-crawl-job", json={"url": "https://example.com/fails"}, headers=auth
+    ).json()["jobId"]
+    fail_job(database_url, job_id)
+    body = client.get("/functions/v1/get-crawl-job", params={"jobId": job_id}, headers=auth).json()
+    assert body["job"]["status"] == "error"
+    assert body["job"]["error_message"] == "HTTP 500"
+    assert body["job"]["attempts"] == 1

@@ -88,7 +88,7 @@ def test_lost_leases_are_bounded_by_their_own_limit(settings: Settings, database
         row = conn.execute(
             "SELECT status, lost_leases, retries, error_message FROM crawl_jobs WHERE id = %s", (job_id,)
         ).fetchone()
-    assert row == ("error", 3, 0, "worker lost: the lease expired 3 times")
+    assert row == ("error", 3, 0, "worker lost: the job lost its worker 3 times")
 
 
 def test_an_explicit_retry_gives_a_fresh_budget(settings: Settings, database_url: str) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -355,3 +357,118 @@ def test_a_job_the_sweeper_ends_worker_lost_fails_like_any_other(
         ).fetchall()
     assert events[0] == ("batch.completed", None)
     assert events[1][0] == "job.failed" and events[1][1].startswith("worker lost")
+
+
+class Trickler:
+    """A webhook receiver that reads the request and then answers one byte a second, for as long as it is let:
+    httpx's timeouts are per read, so only a deadline on the whole delivery ends such an answer."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.stopped = threading.Event()
+        self.asked = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}/slow"
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            self.asked.set()
+            answer = b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 600
+            for byte in answer:
+                if self.stopped.wait(1.0):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.listener.close()
+
+
+def test_a_slow_receiver_holds_up_neither_other_tenants_nor_the_sweep(
+    loopback_settings: Settings, database_url: str, receiver_factory: Callable[..., Receiver]
+) -> None:
+    """Attack finding 5: a receiver answering a byte a second stalled the whole sweeper (another tenant's
+    webhook came 98.9 s late; lease reclaims, dispatch and retention waited too). Now the sender runs beside
+    the sweep, each delivery in its own task with one deadline for the whole of it."""
+    settings = Settings(**{**loopback_settings.model_dump(), "webhook_timeout_seconds": 3.0})
+    trickler = Trickler()
+    fast = receiver_factory()
+
+    async def body(manager: JobManager) -> dict[str, float]:
+        slow_job = await manager.submit_job(
+            tenant="hooks-slow", url="https://example.com/s", options=SubmitOptions(callback_url=trickler.url)
+        )
+        await finish(manager, [slow_job.job.id])
+        stop = asyncio.Event()
+        sweeper = asyncio.create_task(Sweeper(manager).run(stop, interval=0.2))
+        started = time.monotonic()
+        seen: dict[str, float] = {}
+        try:
+            # The slow delivery is in flight once the trickler has its request.
+            await asyncio.to_thread(trickler.asked.wait, 10)
+            fast_job = await manager.submit_job(
+                tenant="hooks-fast", url="https://example.com/f", options=SubmitOptions(callback_url=fast.url)
+            )
+            await finish(manager, [fast_job.job.id])
+            (stuck,) = await _submit_and_strand(manager)
+            while len(seen) < 3 and time.monotonic() - started < 30:
+                if fast.received and "fast" not in seen:
+                    seen["fast"] = time.monotonic() - started
+                if "reclaim" not in seen and await _status(manager, stuck) == "pending":
+                    seen["reclaim"] = time.monotonic() - started
+                rows = deliveries(database_url, "tenant = 'hooks-slow' AND last_error IS NOT NULL")
+                if rows and "slow" not in seen:
+                    seen["slow"] = time.monotonic() - started
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await sweeper
+            trickler.stop()
+        return seen
+
+    seen = run_with_manager(settings, body)
+    print(
+        f"\nslow receiver: the other tenant's webhook after {seen.get('fast')} s, an expired lease reclaimed "
+        f"after {seen.get('reclaim')} s, the slow delivery ended after {seen.get('slow')} s"
+    )
+    assert seen.get("fast", 99) < 5, seen  # it was 98.9 s
+    assert seen.get("reclaim", 99) < 5, seen
+    assert 2.5 < seen.get("slow", 99) < 10, seen  # ended by the 3 s deadline, not by the receiver
+    (row,) = deliveries(database_url, "tenant = 'hooks-slow'")
+    errors = [r for r in row if isinstance(r, str) and "timed out" in r]
+    assert errors, row
+
+
+async def _submit_and_strand(manager: JobManager) -> list[uuid.UUID]:
+    """A job claimed by a worker that vanished: its lease already expired."""
+    submission = await manager.submit_job(tenant="hooks-fast", url="https://example.com/stranded")
+    async with manager.pool.connection() as conn:
+        await store.claim_jobs(conn, ids=[submission.job.id], worker="gone", lease_seconds=30)
+        await conn.execute(
+            "UPDATE crawl_jobs SET lease_expires_at = now() - interval '1 second' WHERE id = %s",
+            (submission.job.id,),
+        )
+    return [submission.job.id]
+
+
+async def _status(manager: JobManager, job_id: uuid.UUID) -> str:
+    async with manager.pool.connection() as conn:
+        cur = await conn.execute("SELECT status FROM crawl_jobs WHERE id = %s", (job_id,))
+        row = await cur.fetchone()
+    assert row is not None
+    return str(row[0])

@@ -26,19 +26,27 @@ from scrapy.exceptions import (
 )
 from twisted.internet import error as tx
 from twisted.python.failure import Failure
-from twisted.web.client import RequestTransmissionFailed, ResponseNeverReceived
+from twisted.web.client import RequestTransmissionFailed, ResponseFailed, ResponseNeverReceived
 from twisted.web.error import SchemeNotSupported
 from twisted.web.http import PotentialDataLoss
 
 from crawljobs.exceptions import UrlRejected
 from crawlproject.blocks import Block
-from crawlproject.errors import AddressForbidden, AddressRefused, ForbiddenByRobots
+from crawlproject.errors import (
+    AddressForbidden,
+    AddressRefused,
+    DecompressedBodyTooLarge,
+    ForbiddenByRobots,
+    ResponseHeadersTooLarge,
+    TooManyRedirects,
+)
 from crawlproject.methods import NoMethodAvailable
 from crawlproject.retrying import (
     BODY_TOO_LARGE,
     ERROR_CLASSES,
     RetryDecision,
     backoff,
+    cause_of,
     classify,
     decide,
     parse_retry_after,
@@ -513,3 +521,45 @@ def test_parse_retry_after_defaults_to_the_current_time() -> None:
     seconds = parse_retry_after(soon)
     assert seconds is not None
     assert 95.0 <= seconds <= 100.0
+
+
+# --- classify: what Scrapy wraps ------------------------------------------------------------------------------
+
+
+def _wrapped(outer: Exception, inner: BaseException) -> Exception:
+    """``outer`` raised ``from`` ``inner``, as Scrapy re-raises Twisted's errors as its own."""
+    try:
+        raise outer from inner
+    except Exception as exc:
+        return exc
+
+
+def test_our_limits_are_named_permanent_errors_through_scrapys_wrappers() -> None:
+    headers = ResponseHeadersTooLarge("response headers too large (over 65536 bytes)")
+    failed = ResponseFailed([Failure(headers)])
+    error = _wrapped(DownloadFailedError(str(failed)), failed)
+    assert classify(status=None, exception=error, block=None) == (
+        "permanent",
+        "response headers too large (over 65536 bytes)",
+    )
+    for limit in (
+        DecompressedBodyTooLarge("body too large (decompressed): the page inflates past 10 bytes"),
+        TooManyRedirects("too many redirects (more than 10)"),
+    ):
+        assert classify(status=None, exception=limit, block=None) == ("permanent", str(limit))
+
+
+def test_a_refused_answer_wrapped_as_a_lookup_failure_is_still_a_refusal() -> None:
+    refused = AddressRefused("host shop.example resolves to 127.0.0.2, which is loopback")
+    error = _wrapped(CannotResolveHostError(f"DNS lookup failed: {refused}"), refused)
+    outcome, reason = classify(status=None, exception=error, block=None)
+    assert (outcome, reason.partition(" (")[0]) == ("permanent", "refused by network rules")
+    assert cause_of(error) is refused
+
+
+def test_a_wrapped_connection_loss_is_named_by_what_it_wraps() -> None:
+    lost = tx.ConnectionLost()
+    failed = ResponseFailed([Failure(lost)])
+    error = _wrapped(DownloadFailedError(str(failed)), failed)
+    outcome, reason = classify(status=None, exception=error, block=None)
+    assert (outcome, reason.partition(" (")[0]) == ("transient", "connection lost")

@@ -9,6 +9,8 @@ import pytest
 from scrapy.crawler import Crawler
 from scrapy.settings import Settings as ScrapySettings
 from scrapy.utils.test import get_crawler
+from twisted.internet.error import DNSLookupError
+from twisted.python.failure import Failure
 
 from crawljobs.config import Settings
 from crawljobs.queue import QueueKeys
@@ -16,6 +18,7 @@ from crawlproject.blocks import Block
 from crawlproject.browser import BrowserGuard, BrowserRequestCheck
 from crawlproject.config import SETTINGS_KEY, WorkerConfig, WorkerConfigError
 from crawlproject.context import WorkerContext
+from crawlproject.errors import AddressRefused
 from crawlproject.ladder import PROXY_MAX_FAILURES
 from crawlproject.memory import DomainMemory
 from crawlproject.methods import Method
@@ -76,6 +79,7 @@ def test_one_configuration_per_crawler_from_its_settings() -> None:
     memory = DomainMemory.of(crawler)
     assert DomainMemory.of(crawler) is memory and spider.memory is memory
     assert memory.key == "tenant-7:domain-method"
+    assert memory.key_of("acme") == "tenant-7:domain-method:acme"  # one hash per tenant
 
     resolver = GuardedResolver.from_crawler(crawler, object())  # a reactor it only keeps
     assert resolver.policy is config.network
@@ -145,3 +149,18 @@ def test_a_page_that_needs_javascript_climbs_to_the_next_browser_method(
     ]
     assert JobRetryMiddleware._escalation_target(ladder, 0, block) == target
     assert JobRetryMiddleware._escalation_target(ladder, 3, block) is None  # at the ceiling
+
+
+def test_the_resolver_keeps_each_names_last_refusal_for_the_retry_middleware() -> None:
+    """Twisted reports a refused answer as a name with no results: the resolver says why it refused."""
+    resolver = GuardedResolver.from_crawler(crawler_for(), object())
+    with pytest.raises(AddressRefused) as refused:
+        resolver._check("10.2.0.1", "Shop.Example")
+    assert str(refused.value) == "host Shop.Example resolves to 10.2.0.1, which is private"
+    assert resolver.refusal("shop.example") == str(refused.value)
+    assert resolver._check("93.184.215.14", "shop.example") == "93.184.215.14"  # answered otherwise now
+    assert resolver.refusal("shop.example") is None
+    with pytest.raises(AddressRefused):
+        resolver._check("127.0.0.1", "shop.example")
+    resolver._failed(Failure(DNSLookupError("gone")), "SHOP.example")  # no answer at all now
+    assert resolver.refusal("shop.example") is None
