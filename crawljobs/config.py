@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     download_delay: float = Field(default=0.0, ge=0)
     download_timeout: float = Field(default=30.0, gt=0)
     autothrottle: bool = False
+    # The hard deadline of one rendered fetch, from its page's opening to its HTML in the worker (page scripts
+    # that never stop included); CRAWLJOBS_DOWNLOAD_TIMEOUT is the navigation's share of it.
+    render_timeout: float = Field(default=60.0, gt=0)
+    # The data memory (RLIMIT_DATA) each Chromium process may take, renderers included: a page past it crashes
+    # its renderer alone. 0: no cap.
+    browser_memory_mb: int = Field(default=1024, ge=0)
 
     # Observability (crawljobs.metrics, crawljobs.logs). /metrics wants `Authorization: Bearer <token>`; with
     # no token it is closed (it names worker hosts and pids, queue depths) unless metrics_open says otherwise.

@@ -41,7 +41,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -142,6 +142,9 @@ class Leases:
         self.worker_id = worker_id or new_worker_id()
         self.lease_seconds = lease_seconds
         self.held: dict[uuid.UUID, ClaimedJob] = {}
+        # Told by the heartbeat which held jobs it could not renew (cancelled, or taken over after the lease
+        # expired): the worker stops working on them.
+        self.on_gone: Callable[[set[uuid.UUID]], None] | None = None
         self._liveness: store.LivenessSession | None = None
 
     async def announce(self) -> bool:
@@ -210,13 +213,18 @@ class Leases:
         return True
 
     async def renew(self) -> int:
-        """The heartbeat: extend every held lease in one statement; how many were renewed."""
+        """The heartbeat: extend every held lease in one statement; how many were renewed. The held jobs it
+        could not renew go to ``on_gone``."""
         if not self.held:
             return 0
+        ids = list(self.held)
         async with self.pool.connection() as conn:
             rows = await store.renew_leases(
-                conn, worker=self.worker_id, ids=list(self.held), lease_seconds=self.lease_seconds
+                conn, worker=self.worker_id, ids=ids, lease_seconds=self.lease_seconds
             )
+        gone = set(ids) - {row["id"] for row in rows}
+        if gone and self.on_gone is not None:
+            self.on_gone(gone)
         return len(rows)
 
     async def heartbeat(self) -> None:

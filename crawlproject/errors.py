@@ -7,7 +7,7 @@ the page, so none is retried, and each message names the limit.
 
 from __future__ import annotations
 
-from scrapy.exceptions import IgnoreRequest
+from scrapy.exceptions import DownloadCancelledError, IgnoreRequest
 from twisted.internet.error import DNSLookupError
 
 
@@ -36,3 +36,39 @@ class DecompressedBodyTooLarge(IgnoreRequest):
 
 class TooManyRedirects(IgnoreRequest):
     """The redirect chain is longer than REDIRECT_MAX_TIMES."""
+
+
+# -- The browser engine's own ends of a render (raised by ``crawlproject.rendering``) -------------------------
+
+
+class RenderTimeout(TimeoutError):
+    """A render passed its deadline (CRAWLJOBS_RENDER_TIMEOUT) before its page had loaded; the page was closed.
+
+    A timeout like any other (transient): the network or the browser was slow."""
+
+
+class PageBusyTimeout(RenderTimeout):
+    """The page had loaded but its scripts still held the browser at the deadline; the page was closed.
+
+    Permanent: Playwright's navigation timeout (shorter) had not fired, so the page itself keeps the renderer
+    busy, and another try would hold a page of the browser for as long again."""
+
+
+class PageCrashed(Exception):
+    """The page's renderer died (over CRAWLJOBS_BROWSER_MEMORY_MB, or a fault of Chromium's). Permanent: a page
+    that eats the memory cap does it again."""
+
+
+class NavigationFailed(Exception):
+    """The page navigated somewhere else after it loaded, and that navigation failed: what is left is Chromium's
+    error page, never stored. Classified by its message (``net::ERR_...``: transient)."""
+
+
+class RenderedPageTooLarge(DownloadCancelledError):
+    """The rendered page is larger than CRAWLJOBS_MAX_BODY_BYTES (a DownloadCancelledError, what Scrapy raises
+    for a body over the limit, so it ends the job the same way)."""
+
+
+class RenderAbandoned(IgnoreRequest):
+    """The worker closed a render that is no longer its to finish: the job was cancelled or taken over, or the
+    worker is stopping (the job is given back). No attempt: nothing is recorded or written for it."""

@@ -9,7 +9,7 @@ the fetch fails at once with that error, which is permanent (``retrying``).
 
 Hooked where Scrapy hooks its own lenient parser: the connection pool's factory builds a protocol whose
 parser is ours. ``DownloadHandler`` is scrapy-playwright's handler (which hands every request that is not a
-browser one to Scrapy's) with that pool.
+browser one to Scrapy's), with every render bounded (``rendering.RenderHandler``), and with that pool.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from scrapy.core.downloader.handlers.http11 import (
     _LenientHTTPClientParser,
 )
 from scrapy.crawler import Crawler
-from scrapy_playwright.handler import ScrapyPlaywrightDownloadHandler
 from twisted.web._newclient import HEADER, STATUS, HTTP11ClientProtocol
 
 from crawlproject.egress.framing import MAX_HEAD_BYTES, MAX_HEADERS
 from crawlproject.errors import ResponseHeadersTooLarge
+from crawlproject.rendering import RenderHandler
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -83,6 +83,6 @@ class BoundedHeads(HTTP11DownloadHandler):
         self._pool._factory = BoundedHeadClientFactory
 
 
-class DownloadHandler(BoundedHeads, ScrapyPlaywrightDownloadHandler):
-    """The worker's handler of http and https: the browser engine as scrapy-playwright's, the http engine
-    Scrapy's with bounded response heads."""
+class DownloadHandler(BoundedHeads, RenderHandler):
+    """The worker's handler of http and https: the browser engine scrapy-playwright's with every render bounded
+    (``crawlproject.rendering``), the http engine Scrapy's with bounded response heads."""

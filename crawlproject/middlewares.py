@@ -43,6 +43,7 @@ from crawlproject.errors import (
     AddressRefused,
     DecompressedBodyTooLarge,
     ForbiddenByRobots,
+    RenderAbandoned,
     TooManyRedirects,
 )
 from crawlproject.items import JobResult, failure_result
@@ -256,8 +257,8 @@ class JobRetryMiddleware:
 
     async def process_exception(self, request: Request, exception: Exception) -> Request | Response | None:
         job: ClaimedJob | None = request.meta.get("job")
-        if job is None:
-            return None
+        if job is None or isinstance(exception, RenderAbandoned):
+            return None  # (a render the worker closed: the job is not its own any more, or given back)
         request.meta["crawljobs_block"] = None
         outcome: Outcome
         cause = cause_of(exception)

@@ -56,6 +56,8 @@ from crawlproject.errors import (
     AddressRefused,
     DecompressedBodyTooLarge,
     ForbiddenByRobots,
+    PageBusyTimeout,
+    PageCrashed,
     ResponseHeadersTooLarge,
     TooManyRedirects,
 )
@@ -124,6 +126,10 @@ ERROR_CLASSES: tuple[ErrorClass, ...] = (
     ErrorClass("transient", "incomplete response", (ResponseDataLossError, PotentialDataLoss, _DataLoss)),
     ErrorClass("transient", "browser page closed", (TargetClosedError,)),
     ErrorClass("transient", "TLS error", (tx.SSLError, ssl.SSLError, OpenSSLError)),
+    # The browser's limits (crawlproject.rendering): a page that holds the renderer after it loaded, or makes
+    # it crash, does it again on every try. (A render timeout before the page loaded is a TimeoutError above.)
+    ErrorClass("permanent", "render timeout", (PageBusyTimeout,)),
+    ErrorClass("permanent", "browser page crashed", (PageCrashed,)),
     # Refused before any byte was sent, or nothing to store: another try cannot help.
     ErrorClass("permanent", "refused by network rules", (UrlRejected, AddressForbidden, AddressRefused)),
     ErrorClass("permanent", "forbidden by robots.txt", (ForbiddenByRobots,)),

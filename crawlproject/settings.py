@@ -19,7 +19,8 @@ SPIDER_MODULES = ["crawlproject.spiders"]
 NEWSPIDER_MODULE = "crawlproject.spiders"
 
 TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
-# scrapy-playwright's handler, whose http engine (Scrapy's HTTP/1.1 handler) bounds response heads.
+# scrapy-playwright's handler: its http engine (Scrapy's HTTP/1.1 handler) bounds response heads, its browser
+# engine puts a deadline, the body limit and a memory cap on every render (crawlproject.rendering).
 DOWNLOAD_HANDLERS = {
     "http": "crawlproject.http.DownloadHandler",
     "https": "crawlproject.http.DownloadHandler",
@@ -78,7 +79,9 @@ DEFAULT_REQUEST_HEADERS = {
     "Accept-Language": "en-US,en;q=0.9",
 }
 
-# The browser: Debian's Chromium (or CRAWLJOBS_BROWSER_EXECUTABLE), bounded, pages always closed.
+# The browser: Debian's Chromium (or CRAWLJOBS_BROWSER_EXECUTABLE), bounded, pages always closed; each render
+# bounded by crawlproject.rendering (CRAWLJOBS_RENDER_TIMEOUT, CRAWLJOBS_MAX_BODY_BYTES,
+# CRAWLJOBS_BROWSER_MEMORY_MB).
 PLAYWRIGHT_BROWSER_TYPE = "chromium"
 _executable = _settings.browser_executable or shutil.which("chromium") or shutil.which("chromium-browser")
 PLAYWRIGHT_LAUNCH_OPTIONS = {
@@ -90,8 +93,10 @@ PLAYWRIGHT_LAUNCH_OPTIONS = {
         "--no-first-run",
         "--disable-gpu",
         "--disable-dev-shm-usage",
-        # WebRTC does not go through proxies: keep it from reaching anything but through one.
-        "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
+        # WebRTC does not go through proxies: no UDP but through one (which a proxy never carries). The switch
+        # is `--webrtc-ip-handling-policy`: the `--force-` spelling this once used is ignored (4 STUN/TURN
+        # datagrams reached a forbidden address through it). Pages do not even get the API (browser.NO_WEBRTC).
+        "--webrtc-ip-handling-policy=disable_non_proxied_udp",
     ],
     **({"executable_path": _executable} if _executable else {}),
 }

@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from crawljobs.lifecycle import ClaimedJob
 from crawlproject.config import WorkerConfig, WorkerConfigError
 from crawlproject.context import WorkerContext
+from crawlproject.errors import RenderAbandoned
 from crawlproject.feed import QueueReader
 from crawlproject.items import JobResult, failure_result
 from crawlproject.ladder import FetchPlan
@@ -204,6 +205,8 @@ class CrawlJobsSpider(Spider):
 
     async def on_error(self, failure: Failure) -> AsyncIterator[JobResult]:
         request = failure.request  # type: ignore[attr-defined]
+        if failure.check(RenderAbandoned):
+            return  # no attempt and no result: the job is cancelled, taken over, or given back on shutdown
         result = request.meta.get("crawljobs_result")
         if result is None:
             result = failure_result(request.meta["job"], f"{type(failure.value).__name__}: {failure.value}")

@@ -705,6 +705,8 @@ class TestSite:
             if not 0 <= inflated <= 1024 * MIB:
                 return _error_page(400, "mb must be between 0 and 1024")
             return _html(200, _gzip_bomb(inflated), ("Content-Encoding", "gzip"))
+        if first == "render" and rest in _RENDER_PAGES:  # hostile pages for the browser engine (block below)
+            return _RENDER_PAGES[rest](query)
         return _error_page(404, "There is nothing here.")
 
     @staticmethod
@@ -765,6 +767,90 @@ class TestSite:
             if chunked:
                 writer.write(b"0\r\n\r\n")
         await writer.drain()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Hostile pages for the browser engine (issue 10: tests/acceptance/test_render_hostile.py), under /render/:
+#
+# ``/render/loop-after-load``            an ordinary page whose script spins forever (``while (true) {}``) once
+#                                         it has loaded: the renderer never answers again.
+# ``/render/webrtc?server=H:P[&via=iframe]`` a page that gathers ICE candidates through an RTCPeerConnection with
+#                                         H:P as its STUN and TURN (UDP) server (``via=iframe``: the constructor
+#                                         taken from a fresh about:blank iframe); ``<p id="webrtc">`` says
+#                                         ``webrtc-absent``, ``webrtc-gathered:<state>`` or ``webrtc-error:...``.
+# ``/render/big-dom?mb=N``               a small page whose script appends N MiB of text to the DOM on load.
+# ``/render/navigate-later?url=U``       a page that sends itself to U (``location.href``) once it has loaded
+#                                         (``&when=parse``: at once, from an inline script, before it loaded).
+
+
+def _render_page(title: str, body: str) -> Response:
+    return Response(200, _page(title, body))
+
+
+def _render_loop_after_load(query: dict[str, str]) -> Response:
+    script = "<script>addEventListener('load', function () { setTimeout(function () { while (true) {} }, 0); });</script>"
+    return _render_page("Loops after load", f'<p id="page-id">loop-after-load</p>\n{script}')
+
+
+def _render_webrtc(query: dict[str, str]) -> Response:
+    server = query.get("server", "")
+    via_iframe = query.get("via") == "iframe"
+    servers = json.dumps(
+        [
+            {"urls": f"stun:{server}"},
+            {"urls": f"turn:{server}?transport=udp", "username": "u", "credential": "p"},
+        ]
+    )
+    constructor = (
+        "(function () { var f = document.createElement('iframe'); document.body.appendChild(f);"
+        " return f.contentWindow.RTCPeerConnection; })()"
+        if via_iframe
+        else "window.RTCPeerConnection"
+    )
+    script = f"""<script>
+(async function () {{
+  var out = document.getElementById('webrtc');
+  try {{
+    var RTC = {constructor};
+    if (typeof RTC !== 'function') {{ out.textContent = 'webrtc-absent'; return; }}
+    var pc = new RTC({{iceServers: {servers}}});
+    pc.createDataChannel('probe');
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise(function (done) {{ setTimeout(done, 1500); }});
+    out.textContent = 'webrtc-gathered:' + pc.iceGatheringState;
+  }} catch (error) {{ out.textContent = 'webrtc-error:' + error; }}
+}})();
+</script>"""
+    return _render_page("WebRTC", f'<p id="webrtc">webrtc-pending</p>\n{script}')
+
+
+def _render_big_dom(query: dict[str, str]) -> Response:
+    try:
+        mib = min(max(float(query.get("mb", "1")), 0.0), 512.0)
+    except ValueError:
+        return _error_page(400, "mb must be a number")
+    script = (
+        "<script>addEventListener('load', function () { var d = document.createElement('div');"
+        f" d.textContent = 'x'.repeat({int(mib * MIB)}); document.body.appendChild(d); }});</script>"
+    )
+    return _render_page("Big DOM", f'<p id="page-id">big-dom</p>\n{script}')
+
+
+def _render_navigate_later(query: dict[str, str]) -> Response:
+    target = json.dumps(query.get("url", "/")).replace("</", "<\\/")
+    if query.get("when") == "parse":  # at once, while the page is still loading
+        script = f"<script>location.href = {target};</script>"
+    else:
+        script = f"<script>addEventListener('load', function () {{ location.href = {target}; }});</script>"
+    return _render_page("Navigates later", f'<p id="page-id">navigate-later</p>\n{script}')
+
+
+_RENDER_PAGES: dict[str, Callable[[dict[str, str]], Response]] = {
+    "loop-after-load": _render_loop_after_load,
+    "webrtc": _render_webrtc,
+    "big-dom": _render_big_dom,
+    "navigate-later": _render_navigate_later,
+}
 
 
 def start_site(host: str = "127.0.0.1", port: int = 0, *, record_hits: bool = True) -> TestSite:

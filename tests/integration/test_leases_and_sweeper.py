@@ -141,6 +141,26 @@ def test_heartbeat_renews_every_held_lease_in_one_statement(settings: Settings, 
     assert left[ids[5]] < 3  # not renewed: the sweeper takes it back once it expires
 
 
+def test_the_heartbeat_names_the_held_jobs_it_could_not_renew(settings: Settings) -> None:
+    """A cancelled job and one another worker took over are reported to ``Leases.on_gone`` (the worker closes
+    their renders); the jobs still held are renewed and not reported."""
+
+    async def body(manager: JobManager) -> None:
+        ids = await _submit(manager, 4, tenant="gone")
+        leases = manager.leases(worker_id="w-gone")
+        reported: list[set[uuid.UUID]] = []
+        leases.on_gone = reported.append
+        assert sorted(job.id for job in await leases.claim(ids)) == sorted(ids)
+        await manager.cancel_job(tenant="gone", job_id=ids[0])
+        async with manager.pool.connection() as conn:
+            # The lease of ids[1] expired and another worker holds it now.
+            await conn.execute("UPDATE crawl_jobs SET lease_owner = 'w-other' WHERE id = %s", (ids[1],))
+        assert await leases.renew() == 2
+        assert reported == [{ids[0], ids[1]}]
+
+    run_with_manager(settings, body)
+
+
 def test_sweeper_reclaims_expired_leases_and_fails_spent_ones(settings: Settings, database_url: str) -> None:
     async def body(manager: JobManager) -> tuple[list[uuid.UUID], Any]:
         ids = await _submit(manager, 2)
