@@ -59,6 +59,8 @@ class Settings(BaseSettings):
 
     # Network rules: networks that fetched URLs may reach although they are not public.
     allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Browser pages of these origins may call the API (CORS); none by default, "*" for any (service/cors.py).
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # The queue.
     queue_prefix: str = Field(default="crawljobs", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
@@ -114,7 +116,9 @@ class Settings(BaseSettings):
     metrics_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
     log_format: Literal["text", "json"] = "text"
 
-    @field_validator("allowed_networks", "premium_proxies", "ultra_premium_proxies", mode="before")
+    @field_validator(
+        "allowed_networks", "premium_proxies", "ultra_premium_proxies", "cors_origins", mode="before"
+    )
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -137,6 +141,17 @@ class Settings(BaseSettings):
                 "(else a body of the largest size allowed could never be read)"
             )
         return self
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_parse(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin == "*":
+                continue
+            scheme, _, rest = origin.partition("://")
+            if scheme not in ("http", "https") or not rest or "/" in rest or origin != origin.strip():
+                raise ValueError(f"not an origin (scheme://host[:port], or *): {origin!r}")
+        return [origin.rstrip("/") for origin in value]
 
     @cached_property
     def networks(self) -> tuple[IPNetwork, ...]:

@@ -18,6 +18,7 @@ from crawljobs.queue import redis_client
 from crawljobs.reader import JobReader
 from crawljobs.store.pool import open_pool
 from crawljobs.urls import Resolver, system_resolver
+from service.cors import install_cors
 from service.docs import DocsPolicyMiddleware
 from service.errors import install_error_handlers
 from service.limits import BodyLimitMiddleware
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver = system_
     )
     app.add_middleware(ServerTimingMiddleware)
     app.add_middleware(DocsPolicyMiddleware)
+    install_cors(app, settings.cors_origins)  # last: the outermost, so preflights are answered first
     for module in (home, health, metrics, jobs, batches, legacy, waiting, webhooks):
         app.include_router(module.router)
     return app
