@@ -6,15 +6,13 @@ Each route is a thin layer over the same manager calls as /v1. The legacy field 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from crawljobs.exceptions import InvalidRequest, UrlRejected
+from crawljobs.exceptions import UrlRejected
 from service.deps import IdempotencyKeyDep, ManagerDep, TenantDep
 from service.metering import MeterDep, counted
 from service.routes.common import (
@@ -23,7 +21,9 @@ from service.routes.common import (
     RUN_ERRORS,
     SUBMIT_ERRORS,
     ProcessingRunsDep,
+    legacy_body,
     parse_job_id,
+    read_params,
     run_worker,
 )
 from service.schemas import (
@@ -138,33 +138,6 @@ def read_route(path: str, model: type[BaseModel], what: str, **route: Any) -> Ca
     return register
 
 
-M = TypeVar("M", bound=BaseModel)
-
-
-async def read_params(request: Request, model: type[M]) -> M:
-    """A legacy read's parameters: the query string's, overridden by a JSON object body's, validated. A value
-    that is not valid is refused wherever it is, even where the other place's value would win."""
-    query: dict[str, Any] = {k: v for k, v in request.query_params.items() if k in model.model_fields}
-    body: dict[str, Any] = {}
-    raw = await request.body()
-    if raw.strip():
-        try:
-            parsed = json.loads(raw)
-        except ValueError:
-            raise RequestValidationError(
-                [{"loc": ("body",), "msg": "the request body is not valid JSON", "type": "json_invalid"}]
-            ) from None
-        if not isinstance(parsed, dict):
-            raise InvalidRequest("the request body must be a JSON object", field="body")
-        body = {k: v for k, v in parsed.items() if k in model.model_fields}
-    try:
-        if query.keys() & body.keys():
-            model.model_validate({**body, **query})  # the query string's values, checked too
-        return model.model_validate({**query, **body})
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from None
-
-
 @read_route(
     "/get-crawl-job",
     LegacyJobLookup,
@@ -222,11 +195,19 @@ async def list_crawl_job_batches(request: Request, manager: ManagerDep, tenant: 
     )
 
 
-@router.post("/retry-failed-batch-jobs", response_model=LegacyRetried, responses={**ERRORS, **NOT_FOUND})
+RETRY_BODY, RETRY_DOCUMENT = legacy_body(LegacyRetryFailed)
+
+
+@router.post(
+    "/retry-failed-batch-jobs",
+    response_model=LegacyRetried,
+    responses={**ERRORS, **NOT_FOUND},
+    openapi_extra=RETRY_DOCUMENT,
+)
 async def retry_failed_batch_jobs(
-    body: LegacyRetryFailed, manager: ManagerDep, tenant: TenantDep
+    manager: ManagerDep, tenant: TenantDep, body: Annotated[LegacyRetryFailed, RETRY_BODY]
 ) -> LegacyRetried:
-    """Reset a batch's failed jobs to pending."""
+    """Reset a batch's failed jobs to pending (`batchId` in the body, or in the query string)."""
     count = await manager.retry_failed(tenant=tenant, batch_id=body.batchId)
     return LegacyRetried(success=True, count=count, message=f"Reset {count} failed jobs to pending status")
 

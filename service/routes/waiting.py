@@ -30,7 +30,7 @@ from crawljobs.reader import JobReader
 from crawljobs.waiting import wait_for_batch, wait_for_job
 from service import streams
 from service.deps import ManagerDep, TenantDep, apikey_scheme, bearer_scheme
-from service.routes.common import ERRORS, NOT_FOUND, parse_job_id, watched
+from service.routes.common import ERRORS, NOT_FOUND, legacy_body, parse_job_id, watched
 from service.schemas import (
     BATCH_ID_PATTERN,
     BatchWaited,
@@ -218,17 +218,26 @@ async def batch_event_stream(
     )
 
 
+WAIT_BODY, WAIT_DOCUMENT = legacy_body(LegacyWaitForJob)
+
+
 @router.post(
     "/functions/v1/wait-for-crawl-job",
     response_model=LegacyWaited,
     response_model_exclude_unset=True,
     responses={**ERRORS, **NOT_FOUND},
     tags=["legacy"],
+    openapi_extra=WAIT_DOCUMENT,
 )
 async def wait_for_crawl_job(
-    body: LegacyWaitForJob, manager: ManagerDep, key: KeyCheckDep, hub: HubDep, reader: JobReaderDep
+    manager: ManagerDep,
+    key: KeyCheckDep,
+    hub: HubDep,
+    reader: JobReaderDep,
+    body: Annotated[LegacyWaitForJob, WAIT_BODY],
 ) -> LegacyWaited:
-    """Wait until a job is final, woken by its completion (`pollingIntervalMs` is accepted and ignored).
+    """Wait until a job is final, woken by its completion (`pollingIntervalMs` is accepted and ignored). The
+    fields may come in the query string instead of the body, as the old function read them.
 
     `maxWaitTimeMs` is cut to CRAWLJOBS_MAX_WAIT_SECONDS. On a timeout the answer is still `success: true`
     with the job as it stands, plus `timedOut: true` and a `message` naming its status. A key revoked while

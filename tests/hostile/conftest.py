@@ -115,10 +115,19 @@ def api_routes() -> list[ApiRoute]:
     # FastAPI 0.16x keeps included routers whole in app.routes; iter_route_contexts walks into them.
     contexts: Any = getattr(fastapi.routing, "iter_route_contexts", lambda routes: routes)(app.routes)
     return [
-        ApiRoute(route.path, frozenset(route.methods), getattr(route, "body_field", None) is not None)
+        ApiRoute(route.path, frozenset(route.methods), _takes_body(route))
         for route in contexts
         if route.methods and route.path
     ]
+
+
+def _takes_body(route: Any) -> bool:
+    """A body FastAPI reads for the route, or one the route reads itself and documents as required (the legacy
+    routes that also take their fields from the query string: service.routes.common.legacy_body)."""
+    if getattr(route, "body_field", None) is not None:
+        return True
+    extra = getattr(route, "openapi_extra", None) or {}
+    return bool(extra.get("requestBody", {}).get("required"))
 
 
 def make_client(settings: Settings) -> TestClient:

@@ -332,3 +332,29 @@ def test_the_reads_take_their_parameters_from_the_query_or_the_body_whatever_the
     ):
         assert response.status_code == 422, response.text
         assert response.json()["success"] is False
+
+
+def test_wait_and_retry_take_their_fields_from_the_query_string_too(
+    client: TestClient, auth: dict[str, str], database_url: str
+) -> None:
+    """`supabase.functions.invoke('wait-for-crawl-job?jobId=…')` sends a POST with no body: the old functions
+    read the query string then, and so do these."""
+    job_id = client.post(
+        "/functions/v1/submit-crawl-job", json={"url": "https://example.com/waited"}, headers=auth
+    ).json()["jobId"]
+    complete_job(database_url, job_id)
+    waited = client.post(
+        "/functions/v1/wait-for-crawl-job", params={"jobId": job_id, "maxWaitTimeMs": "1000"}, headers=auth
+    )
+    assert waited.status_code == 200, waited.text
+    assert waited.json()["job"]["status"] == "completed"
+    batch_id = client.post(
+        "/functions/v1/submit-crawl-jobs-batch",
+        json={"urls": ["https://example.com/r1"], "batchId": "retry-by-query"},
+        headers=auth,
+    ).json()["batchId"]
+    body = client.get("/functions/v1/get-crawl-jobs-batch", params={"batchId": batch_id}, headers=auth).json()
+    fail_job(database_url, body["urls"][0]["id"])
+    retried = client.post("/functions/v1/retry-failed-batch-jobs", params={"batchId": batch_id}, headers=auth)
+    assert retried.status_code == 200 and retried.json()["count"] == 1
+    assert client.post("/functions/v1/retry-failed-batch-jobs", headers=auth).status_code == 422
