@@ -1,0 +1,119 @@
+"""What bench.chaos counts from the audit trail: a killed worker's jobs and their waits, lost, completed twice."""
+
+from __future__ import annotations
+
+from bench.chaos import Kill, Run, Tally, Transition, kill_waits, parse_args, per_job, report, tally
+
+VICTIM = "host:101:aaaaaa"  # the killed worker's lease owner (host:pid:nonce)
+SURVIVOR = "host:202:bbbbbb"
+NEWCOMER = "host:303:cccccc"  # the worker started after the kill
+
+
+def claim(job: str, at: float, worker: str, attempt: int = 1) -> Transition:
+    return Transition(job, "pending", "processing", attempt, worker, at)
+
+
+def done(job: str, at: float, worker: str, attempt: int = 1) -> Transition:
+    return Transition(job, "processing", "completed", attempt, worker, at)
+
+
+def reclaimed(job: str, at: float, attempt: int = 1) -> Transition:
+    # The sweeper sends an expired lease back to pending; the trigger records the old lease owner.
+    return Transition(job, "processing", "pending", attempt, VICTIM, at)
+
+
+def test_the_jobs_a_killed_worker_held_wait_from_the_kill_to_their_next_claim() -> None:
+    kill = Kill(pid=101, at=10.0)
+    transitions = [
+        # a and b: held by the victim at the kill, reclaimed and claimed again.
+        claim("a", 9.0, VICTIM),
+        claim("b", 9.5, VICTIM),
+        reclaimed("a", 15.5),
+        reclaimed("b", 15.5),
+        claim("a", 15.7, SURVIVOR, attempt=2),
+        claim("b", 16.5, NEWCOMER, attempt=2),
+        done("a", 16.0, SURVIVOR, attempt=2),
+        done("b", 17.0, NEWCOMER, attempt=2),
+        # c: the victim completed it before the kill: not held.
+        claim("c", 8.0, VICTIM),
+        done("c", 9.9, VICTIM),
+        # d: held by the other worker at the kill: not the victim's.
+        claim("d", 9.8, SURVIVOR),
+        done("d", 10.2, SURVIVOR),
+        # e: claimed by the victim exactly at the kill's time (the kill is taken once it was reaped).
+        claim("e", 10.0, VICTIM),
+        reclaimed("e", 16.0),
+        claim("e", 18.0, SURVIVOR, attempt=2),
+        done("e", 18.2, SURVIVOR, attempt=2),
+    ]
+    waits, never = kill_waits(per_job(transitions), [kill])
+    assert sorted(round(w, 3) for w in waits) == [5.7, 6.5, 8.0]
+    assert never == 0
+
+
+def test_a_job_given_up_after_the_kill_is_counted_never_claimed_and_lost() -> None:
+    kills = [Kill(pid=101, at=10.0)]
+    transitions = [
+        claim("a", 9.0, VICTIM),
+        Transition("a", "processing", "error", 1, VICTIM, 16.0),  # out of lost leases
+        claim("b", 9.0, SURVIVOR),
+        done("b", 9.4, SURVIVOR),
+    ]
+    counted = tally(transitions, {"a": "error", "b": "completed"}, attempts=2, kills=kills)
+    assert counted.held == 1 and counted.never == 1 and counted.waits == ()
+    assert counted.lost == 1 and counted.completed == 1 and counted.twice == 0
+
+
+def test_two_kills_of_the_same_job_count_twice_and_a_second_completion_is_caught() -> None:
+    # The job is held by the victim (pid 101) at its kill, then by the newcomer (pid 303) at the next kill.
+    kills = [Kill(pid=101, at=10.0), Kill(pid=303, at=20.0)]
+    transitions = [
+        claim("a", 9.0, VICTIM),
+        reclaimed("a", 16.0),
+        claim("a", 16.2, NEWCOMER, attempt=2),
+        Transition("a", "processing", "pending", 2, NEWCOMER, 26.0),
+        claim("a", 26.5, SURVIVOR, attempt=3),
+        done("a", 27.0, SURVIVOR, attempt=3),
+        # b completed twice (the fencing broken): caught whatever the statuses say.
+        claim("b", 1.0, SURVIVOR),
+        done("b", 2.0, SURVIVOR),
+        Transition("b", "completed", "pending", 1, SURVIVOR, 3.0),
+        claim("b", 3.1, SURVIVOR, attempt=2),
+        done("b", 4.0, SURVIVOR, attempt=2),
+    ]
+    counted = tally(transitions, {"a": "completed", "b": "completed"}, attempts=5, kills=kills)
+    assert sorted(round(w, 3) for w in counted.waits) == [6.2, 6.5]
+    assert counted.held == 2 and counted.never == 0
+    assert counted.twice == 1 and counted.lost == 0 and counted.attempts == 5
+
+
+def test_jobs_of_other_batches_are_left_out_and_a_job_never_final_is_lost() -> None:
+    transitions = [claim("other", 9.0, VICTIM), claim("a", 9.0, SURVIVOR)]
+    counted = tally(transitions, {"a": "processing"}, attempts=1, kills=[Kill(pid=101, at=10.0)])
+    assert counted.held == 0 and counted.jobs == 1 and counted.lost == 1
+
+
+def test_the_table_shows_the_share_kept_and_the_worst_wait() -> None:
+    args = parse_args([])
+    base = Tally(1500, 1500, 0, 0, 1500, 0, (), 0)
+    killed = Tally(1500, 1500, 0, 0, 1780, 3, (5.0, 6.0, 7.0), 0)
+    results = {"baseline": [Run("baseline", 25.0, 0, base)], "kill": [Run("kill", 35.0, 9, killed)]}
+    lines = report(results, args)
+    assert lines[2].split()[:6] == ["no", "faults", "1500", "25.0", "60.0", "100.0"]
+    assert lines[3].split()[4:] == [
+        "1500",
+        "35.0",
+        "42.9",
+        "71.4",
+        "9",
+        "3",
+        "7.00",
+        "6.00",
+        "0",
+        "0",
+        "0",
+        "1780",
+    ]
+    assert "throughput kept with a worker SIGKILLed every 4 s: 71.4 % (42.9 vs 60.0 jobs/s" in lines[4]
+    assert "after 7.00 s at worst, 6.00 s median" in lines[5]
+    assert lines[6].startswith("lost 0, completed twice 0 of 3000 jobs in 2 run(s)")
