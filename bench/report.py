@@ -104,7 +104,7 @@ BENCHMARKS = (
         name="chaos",
         title="Throughput under faults",
         baseline="the no-faults row of the same run: the same batch, workers and lease, nothing killed",
-        full=(),
+        full=("--repeat", "3"),
         quick=("--quick",),
         headline=r"^(row |no faults |SIGKILL every |Redis restart every |throughput kept |a killed worker|lost )",
     ),

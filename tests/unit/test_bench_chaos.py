@@ -46,8 +46,9 @@ def test_the_jobs_a_killed_worker_held_wait_from_the_kill_to_their_next_claim() 
         claim("e", 18.0, SURVIVOR, attempt=2),
         done("e", 18.2, SURVIVOR, attempt=2),
     ]
-    waits, never = kill_waits(per_job(transitions), [kill])
+    waits, freed, never = kill_waits(per_job(transitions), [kill])
     assert sorted(round(w, 3) for w in waits) == [5.7, 6.5, 8.0]
+    assert sorted(round(w, 3) for w in freed) == [5.5, 5.5, 6.0]
     assert never == 0
 
 
@@ -61,6 +62,7 @@ def test_a_job_given_up_after_the_kill_is_counted_never_claimed_and_lost() -> No
     ]
     counted = tally(transitions, {"a": "error", "b": "completed"}, attempts=2, kills=kills)
     assert counted.held == 1 and counted.never == 1 and counted.waits == ()
+    assert counted.freed == (6.0,)
     assert counted.lost == 1 and counted.completed == 1 and counted.twice == 0
 
 
@@ -95,25 +97,14 @@ def test_jobs_of_other_batches_are_left_out_and_a_job_never_final_is_lost() -> N
 
 def test_the_table_shows_the_share_kept_and_the_worst_wait() -> None:
     args = parse_args([])
-    base = Tally(1500, 1500, 0, 0, 1500, 0, (), 0)
-    killed = Tally(1500, 1500, 0, 0, 1780, 3, (5.0, 6.0, 7.0), 0)
+    base = Tally(1500, 1500, 0, 0, 1500, 0, (), (), 0)
+    killed = Tally(1500, 1500, 0, 0, 1780, 3, (5.0, 6.0, 7.0), (4.5, 5.5, 5.9), 0)
     results = {"baseline": [Run("baseline", 25.0, 0, base)], "kill": [Run("kill", 35.0, 9, killed)]}
     lines = report(results, args)
     assert lines[2].split()[:6] == ["no", "faults", "1500", "25.0", "60.0", "100.0"]
-    assert lines[3].split()[4:] == [
-        "1500",
-        "35.0",
-        "42.9",
-        "71.4",
-        "9",
-        "3",
-        "7.00",
-        "6.00",
-        "0",
-        "0",
-        "0",
-        "1780",
-    ]
+    row = "1500 35.0 42.9 71.4 9 3 5.90 7.00 6.00 0 0 0 1780"
+    assert lines[3].split()[4:] == row.split()
     assert "throughput kept with a worker SIGKILLed every 4 s: 71.4 % (42.9 vs 60.0 jobs/s" in lines[4]
     assert "after 7.00 s at worst, 6.00 s median" in lines[5]
+    assert "leases taken back after 5.90 s at worst" in lines[5]
     assert lines[6].startswith("lost 0, completed twice 0 of 3000 jobs in 2 run(s)")
