@@ -59,6 +59,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import redis
 
 from bench.common import api_process, median, scratch_database, services
 from bench.crawl import drop_prefix, site_process, submit
@@ -196,9 +197,8 @@ class Run:
 
 @dataclass
 class Rig:
-    """A system of one row: its settings, its processes (``System``), the API's client, the live workers."""
+    """A system of one row: its processes (``System``), the API's client, the live workers."""
 
-    settings: Settings
     system: System
     http: httpx.Client
     concurrency: int
@@ -249,7 +249,7 @@ def rig(database_url: str, redis_url: str, logs: Path, tag: str, args: argparse.
             ),
             httpx.Client(base_url=api, headers={"Authorization": f"Bearer {key}"}, timeout=120) as http,
         ):
-            running = Rig(settings, system, http, args.concurrency)
+            running = Rig(system, http, args.concurrency)
             for _ in range(args.workers):
                 running.start_worker()
             system.start_sweeper()
@@ -265,7 +265,7 @@ def rig(database_url: str, redis_url: str, logs: Path, tag: str, args: argparse.
         for process in system.processes:
             process.signal(signal.SIGTERM)
         system.stop()
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(redis.RedisError):
             drop_prefix(redis_url, prefix)
 
 
@@ -278,7 +278,8 @@ def counts(conn: psycopg.Connection[Any], batch_id: str) -> int:
     return int(row[0])
 
 
-def wait_final(conn: psycopg.Connection[Any], running: Rig, batch_id: str, jobs: int, timeout: float) -> None:
+def wait_warm(conn: psycopg.Connection[Any], running: Rig, batch_id: str, jobs: int, timeout: float) -> None:
+    """Until the warm-up batch is final (or an error after ``timeout``, or when a worker exited)."""
     deadline = time.monotonic() + timeout
     while counts(conn, batch_id) < jobs:
         running.check_workers()
@@ -332,7 +333,7 @@ def run_row(
             f"{base}/slow?delay={PAGE_DELAY_SECONDS}&n=warm-{tag}-{i}"
             for i in range(2 * args.concurrency * args.workers)
         ]
-        wait_final(conn, running, submit(running.http, warm), len(warm), 120)
+        wait_warm(conn, running, submit(running.http, warm), len(warm), 120)
         time.sleep(1.0)  # the workers settle back to reading the queue
 
         urls = [f"{base}/slow?delay={PAGE_DELAY_SECONDS}&n={tag}-{i}" for i in range(args.jobs)]
