@@ -288,7 +288,8 @@ def wait_warm(conn: psycopg.Connection[Any], running: Rig, batch_id: str, jobs: 
         time.sleep(POLL_SECONDS)
 
 
-def read_tally(conn: psycopg.Connection[Any], batch_id: str, kills: Sequence[Kill]) -> Tally:
+def read_trail(conn: psycopg.Connection[Any], batch_id: str) -> tuple[list[Transition], dict[str, str], int]:
+    """The batch's transitions (in time order), its jobs' final statuses by id, and the sum of their attempts."""
     statuses = {
         str(job_id): str(status)
         for job_id, status in conn.execute(
@@ -308,7 +309,7 @@ def read_tally(conn: psycopg.Connection[Any], batch_id: str, kills: Sequence[Kil
             (batch_id,),
         ).fetchall()
     ]
-    return tally(transitions, statuses, int(row[0]), kills)
+    return transitions, statuses, int(row[0])
 
 
 def run_row(
@@ -340,7 +341,7 @@ def run_row(
         kills: list[Kill] = []
         faults = 0
         timeout = 120 + args.jobs * 0.2
-        started = time.monotonic()
+        started, started_epoch = time.monotonic(), time.time()
         batch_id = submit(running.http, urls)
         next_fault = started + every if every else None
         seconds: float | None = None
@@ -365,7 +366,17 @@ def run_row(
                 faults += 1
                 next_fault += every or 0.0
             time.sleep(POLL_SECONDS)
-        result = Run(row, seconds, faults, read_tally(conn, batch_id, kills))
+        transitions, statuses, attempts = read_trail(conn, batch_id)
+        result = Run(row, seconds, faults, tally(transitions, statuses, attempts, kills))
+        for (
+            kill
+        ) in kills:  # each kill on its own, for the log: how long noticing took, and the queue after it
+            one = tally(transitions, statuses, attempts, [kill])
+            log(
+                f"{tag}: kill of {kill.pid} at {kill.at - started_epoch:.1f} s:"
+                f" {one.held} jobs held, leases taken back after {max(one.freed, default=0):.2f} s at worst,"
+                f" claimed again after {max(one.waits, default=0):.2f} s at worst"
+            )
     clock = "timed out" if seconds is None else f"{seconds:.1f} s ({args.jobs / seconds:.1f} jobs/s)"
     counted = result.tally
     worst = f"{max(counted.waits):.2f} s" if counted.waits else "-"
