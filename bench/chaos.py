@@ -21,23 +21,26 @@ sweeper (``crawljobs sweeper``) and ``--workers`` worker processes (``scrapy cra
   (``tests.faults.servers.FaultRedis``, on a unix socket), never the configured one.
 
 ``--faults N`` stops after N faults per row (default: until the batch is done). The clock runs from the POST
-of the batch (/v1/batches) to the observation (every 50 ms) of every job final. What is counted comes from the
+of the batch (/v1/batches) to the observation (every 50 ms) of every job final; a run in which no job became
+final for ``STALL_SECONDS`` (60 s) ends there as stalled, and is left out of the jobs/s. What is counted comes from the
 fault suite's audit trigger (``tests.faults.harness.AUDIT_SQL``: a ``fault_transitions`` row for every status
 change, with the database's clock time, the attempt and the lease owner):
 
 - ``jobs/s`` and ``kept %``: the batch over the clock, and its share of the baseline's (medians of
   ``--repeat`` runs).
+- ``idle``: kills of a worker that had claimed no job of the batch yet (one still starting up: with two workers
+  and a kill every 4 s each lives 8 s, and a worker that needs longer to start never works).
 - ``held``: the jobs a killed worker held at its kill (their last change before the kill was a claim by its
   lease owner; the kill's time is taken once the process is reaped). ``wait max / median``: from the kill to
   the next claim (pending -> processing) of each of them — the time a dead worker's job sits in a lease nobody
   renews, then in the queue behind the jobs queued before it; ``freed max``: from the kill to the lease taken
   back (the sweeper noticed the dead worker); ``never``: those never claimed again.
-- ``lost``: jobs not ``completed`` at the end (an error, or not final when the row timed out); ``twice``: jobs
+- ``lost``: jobs not ``completed`` at the end (an error, or not final when the run stalled); ``twice``: jobs
   moved to ``completed`` more than once; ``attempts``: the sum of the jobs' attempt counters (the batch size
   when nothing ran twice).
 
-Prints a row per way and the three headline figures with their aims; exits with status 1 if a job was lost or
-completed twice. ``--quick`` is a smoke run (300 jobs, one fault per row, 2 s after the submit).
+Prints a row per way (totals over the runs) and the headline figures with their aims; the progress and each
+kill's figures go to stderr. Exits with status 1 if a job was lost or completed twice. ``--quick`` is a smoke run (300 jobs, one fault per row, 2 s after the submit).
 Services: CRAWLJOBS_BENCH_DATABASE_URL and CRAWLJOBS_BENCH_REDIS_URL, else embedded ones. Everything listens on
 127.0.0.1 (or a unix socket) and every child process is stopped at the end, also on failure; the children's
 logs stay in ``--logs`` (default: a temp folder).
@@ -76,6 +79,9 @@ from tests.faults.harness import (
 from tests.faults.servers import FaultRedis
 
 POLL_SECONDS = 0.05
+# A run ends when no job became final for this long: the system stalled (say, every worker killed while it
+# was still starting up); its jobs not final count as lost.
+STALL_SECONDS = 60.0
 FINAL = ("completed", "error", "cancelled")
 ROWS = ("baseline", "kill", "redis")
 # The aims of issue 10: throughput kept under a kill every 4 s, and a dead worker's jobs claimed again.
@@ -123,6 +129,8 @@ class Tally:
     waits: tuple[float, ...]  # seconds from a kill to the next claim of each job the killed worker held
     freed: tuple[float, ...]  # seconds from a kill to each such job's lease taken back (to pending or error)
     never: int  # jobs held by a killed worker and never claimed again
+    idle: int  # kills of a worker that had claimed no job of the batch yet (still starting up)
+    unfinished: int  # jobs not final at the end (the run stalled); counted in ``lost`` too
 
 
 def per_job(transitions: Iterable[Transition]) -> dict[str, list[Transition]]:
@@ -160,12 +168,19 @@ def kill_waits(
     return waits, freed, never
 
 
+def idle_kills(transitions: Iterable[Transition], kills: Sequence[Kill]) -> int:
+    """How many kills hit a worker that had not claimed a job yet: one still starting up."""
+    claimed = {(worker_pid(t.worker), t.at) for t in transitions if t.new == "processing"}
+    return sum(1 for kill in kills if not any(pid == kill.pid and at <= kill.at for pid, at in claimed))
+
+
 def tally(
-    transitions: Iterable[Transition], statuses: dict[str, str], attempts: int, kills: Sequence[Kill]
+    transitions: Sequence[Transition], statuses: dict[str, str], attempts: int, kills: Sequence[Kill]
 ) -> Tally:
     """Lost, completed twice and the killed workers' jobs' waits, from a run's transitions and its jobs' final
     statuses (``statuses``: every job of the batch, by id)."""
-    jobs = per_job(t for t in transitions if t.job_id in statuses)
+    ours = [t for t in transitions if t.job_id in statuses]
+    jobs = per_job(ours)
     waits, freed, never = kill_waits(jobs, kills)
     twice = sum(1 for rows in jobs.values() if sum(t.new == "completed" for t in rows) > 1)
     completed = sum(status == "completed" for status in statuses.values())
@@ -179,6 +194,8 @@ def tally(
         waits=tuple(waits),
         freed=tuple(freed),
         never=never,
+        idle=idle_kills(ours, kills),
+        unfinished=sum(status not in FINAL for status in statuses.values()),
     )
 
 
@@ -340,18 +357,21 @@ def run_row(
         urls = [f"{base}/slow?delay={PAGE_DELAY_SECONDS}&n={tag}-{i}" for i in range(args.jobs)]
         kills: list[Kill] = []
         faults = 0
-        timeout = 120 + args.jobs * 0.2
         started, started_epoch = time.monotonic(), time.time()
         batch_id = submit(running.http, urls)
         next_fault = started + every if every else None
         seconds: float | None = None
+        final, progressed = 0, started
         while True:
             now = time.monotonic()
-            if counts(conn, batch_id) == args.jobs:
+            final, before = counts(conn, batch_id), final
+            if final == args.jobs:
                 seconds = now - started
                 break
-            if now - started > timeout:
-                log(f"{tag}: not every job final after {timeout:.0f} s")
+            if final > before:
+                progressed = now
+            elif now - progressed > STALL_SECONDS:
+                log(f"{tag}: stalled: no job final for {STALL_SECONDS:.0f} s ({final} of {args.jobs} final)")
                 break
             running.check_workers()
             if next_fault is not None and now >= next_fault and (not args.faults or faults < args.faults):
@@ -368,22 +388,23 @@ def run_row(
             time.sleep(POLL_SECONDS)
         transitions, statuses, attempts = read_trail(conn, batch_id)
         result = Run(row, seconds, faults, tally(transitions, statuses, attempts, kills))
-        for (
-            kill
-        ) in kills:  # each kill on its own, for the log: how long noticing took, and the queue after it
+        # Each kill on its own, for the log: how long noticing took, and the queue after it.
+        for kill in kills:
             one = tally(transitions, statuses, attempts, [kill])
+            if not one.held:
+                continue
             log(
                 f"{tag}: kill of {kill.pid} at {kill.at - started_epoch:.1f} s:"
                 f" {one.held} jobs held, leases taken back after {max(one.freed, default=0):.2f} s at worst,"
                 f" claimed again after {max(one.waits, default=0):.2f} s at worst"
             )
-    clock = "timed out" if seconds is None else f"{seconds:.1f} s ({args.jobs / seconds:.1f} jobs/s)"
+    clock = "stalled" if seconds is None else f"{seconds:.1f} s ({args.jobs / seconds:.1f} jobs/s)"
     counted = result.tally
     worst = f"{max(counted.waits):.2f} s" if counted.waits else "-"
     log(
-        f"{tag}: {clock}, {faults} faults, {counted.held} jobs held at kills (worst wait {worst},"
-        f" {counted.never} never claimed again), {counted.lost} lost, {counted.twice} completed twice,"
-        f" {counted.attempts} attempts"
+        f"{tag}: {clock}, {faults} faults ({counted.idle} kills of a worker still starting), {counted.held} jobs"
+        f" held at kills (worst wait {worst}, {counted.never} never claimed again), {counted.lost} lost"
+        f" ({counted.unfinished} not final), {counted.twice} completed twice, {counted.attempts} attempts"
     )
     return result
 
@@ -405,6 +426,18 @@ def rate(runs: Sequence[Run]) -> float | None:
     return median(rates) if rates else None
 
 
+def cell(values: list[float], how: str) -> str:
+    """The max or the median of some seconds, as a table cell ("-" for none)."""
+    if not values:
+        return "-"
+    return f"{max(values) if how == 'max' else median(values):.2f}"
+
+
+def kill_total(runs: Sequence[Run], name: str, row: str) -> str:
+    """A count of the kills (a field of the runs' tallies, summed) as a table cell: "-" for no kill row."""
+    return str(sum(getattr(r.tally, name) for r in runs)) if row == "kill" else "-"
+
+
 def report(results: dict[str, list[Run]], args: argparse.Namespace) -> list[str]:
     """The table and the headline figures, as lines."""
     lines = [
@@ -412,36 +445,34 @@ def report(results: dict[str, list[Run]], args: argparse.Namespace) -> list[str]
         f" {args.concurrency}, lease {args.lease} s, sweep every {SWEEP_INTERVAL_SECONDS:g} s, dispatch stale"
         f" after {DISPATCH_STALE_SECONDS} s; medians of {args.repeat} run(s)"
         + (f", at most {args.faults} fault(s) per run" if args.faults else ""),
-        f"{'row':<26} {'jobs':>6} {'seconds':>8} {'jobs/s':>7} {'kept %':>7} {'faults':>6} {'held':>5}"
-        f" {'freed max s':>11} {'wait max s':>10} {'wait med s':>10} {'never':>5} {'lost':>5} {'twice':>5}"
-        f" {'attempts':>8}",
+        f"{'row':<26} {'jobs':>6} {'seconds':>8} {'jobs/s':>7} {'kept %':>7} {'faults':>6} {'idle':>5}"
+        f" {'held':>5} {'freed max s':>11} {'wait max s':>10} {'wait med s':>10} {'never':>5} {'lost':>5}"
+        f" {'twice':>5} {'attempts':>8}",
     ]
     baseline = rate(results.get("baseline", []))
     for row, runs in results.items():
         jobs_per_s = rate(runs)
         finished = [r.seconds for r in runs if r.seconds is not None]
-        seconds = f"{median(finished):.1f}" if finished else "timeout"
+        seconds = f"{median(finished):.1f}" if finished else "stalled"
         kept = f"{100 * jobs_per_s / baseline:.1f}" if jobs_per_s and baseline else "-"
         waits = [w for r in runs for w in r.tally.waits]
         freed = [w for r in runs for w in r.tally.freed]
-        killed = row == "kill"
         lines.append(
             f"{row_label(row, args):<26} {sum(r.tally.jobs for r in runs):>6} {seconds:>8}"
             f" {f'{jobs_per_s:.1f}' if jobs_per_s else '-':>7} {kept:>7} {sum(r.faults for r in runs):>6}"
-            f" {sum(r.tally.held for r in runs) if killed else '-':>5}"
-            f" {f'{max(freed):.2f}' if freed else '-':>11}"
-            f" {f'{max(waits):.2f}' if waits else '-':>10} {f'{median(waits):.2f}' if waits else '-':>10}"
-            f" {sum(r.tally.never for r in runs) if killed else '-':>5} {sum(r.tally.lost for r in runs):>5}"
+            f" {kill_total(runs, 'idle', row):>5} {kill_total(runs, 'held', row):>5}"
+            f" {cell(freed, 'max'):>11} {cell(waits, 'max'):>10} {cell(waits, 'median'):>10}"
+            f" {kill_total(runs, 'never', row):>5} {sum(r.tally.lost for r in runs):>5}"
             f" {sum(r.tally.twice for r in runs):>5} {sum(r.tally.attempts for r in runs):>8}"
         )
     if "kill" in results:
         runs = results["kill"]
         jobs_per_s = rate(runs)
         if jobs_per_s and baseline:
-            kept_share = jobs_per_s / baseline
             lines.append(
-                f"throughput kept with a worker SIGKILLed every {args.kill_every:g} s: {100 * kept_share:.1f} %"
-                f" ({jobs_per_s:.1f} vs {baseline:.1f} jobs/s; aim >= {100 * KEPT_AIM:.0f} %)"
+                f"throughput kept with a worker SIGKILLed every {args.kill_every:g} s:"
+                f" {100 * jobs_per_s / baseline:.1f} % ({jobs_per_s:.1f} vs {baseline:.1f} jobs/s;"
+                f" aim >= {100 * KEPT_AIM:.0f} %)"
             )
         waits = [w for r in runs for w in r.tally.waits]
         freed = [w for r in runs for w in r.tally.freed]
@@ -453,8 +484,14 @@ def report(results: dict[str, list[Run]], args: argparse.Namespace) -> list[str]
                 f" taken back after {max(freed, default=0.0):.2f} s at worst"
             )
         else:
-            lines.append(f"a killed worker's jobs: none held at a kill ({never} never claimed again)")
+            lines.append(f"a killed worker's jobs: none claimed again ({never} held at the kills)")
     every = [r for runs in results.values() for r in runs]
+    stalled = [r for r in every if r.seconds is None]
+    if stalled:
+        lines.append(
+            f"{len(stalled)} run(s) stalled (no job final for {STALL_SECONDS:.0f} s), left out of jobs/s:"
+            f" {', '.join(f'{row_label(r.row, args)} with {r.tally.unfinished} jobs not final' for r in stalled)}"
+        )
     lines.append(
         f"lost {sum(r.tally.lost for r in every)}, completed twice {sum(r.tally.twice for r in every)}"
         f" of {sum(r.tally.jobs for r in every)} jobs in {len(every)} run(s) (aim 0 and 0)"

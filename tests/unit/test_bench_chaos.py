@@ -92,19 +92,45 @@ def test_two_kills_of_the_same_job_count_twice_and_a_second_completion_is_caught
 def test_jobs_of_other_batches_are_left_out_and_a_job_never_final_is_lost() -> None:
     transitions = [claim("other", 9.0, VICTIM), claim("a", 9.0, SURVIVOR)]
     counted = tally(transitions, {"a": "processing"}, attempts=1, kills=[Kill(pid=101, at=10.0)])
-    assert counted.held == 0 and counted.jobs == 1 and counted.lost == 1
+    assert counted.held == 0 and counted.jobs == 1
+    assert counted.lost == 1 and counted.unfinished == 1
 
 
-def test_the_table_shows_the_share_kept_and_the_worst_wait() -> None:
+def test_a_kill_of_a_worker_that_had_claimed_nothing_yet_is_idle() -> None:
+    # 303 started after the first kill and was killed at 14 s before it claimed anything; 202 had claimed.
+    kills = [Kill(pid=101, at=10.0), Kill(pid=303, at=14.0), Kill(pid=202, at=18.0)]
+    transitions = [
+        claim("a", 9.0, VICTIM),
+        reclaimed("a", 16.0),
+        claim("a", 16.5, SURVIVOR, attempt=2),
+        claim("b", 1.0, SURVIVOR),
+        done("b", 2.0, SURVIVOR),
+        claim("c", 15.0, NEWCOMER),  # after 303's kill: a later process with its pid would be another worker
+    ]
+    statuses = {"a": "processing", "b": "completed", "c": "processing"}
+    counted = tally(transitions, statuses, attempts=3, kills=kills)
+    assert counted.idle == 1
+    assert counted.held == 2  # a at the first kill, a again at 202's kill
+
+
+def test_the_table_shows_the_share_kept_the_worst_wait_and_a_stall() -> None:
     args = parse_args([])
-    base = Tally(1500, 1500, 0, 0, 1500, 0, (), (), 0)
-    killed = Tally(1500, 1500, 0, 0, 1780, 3, (5.0, 6.0, 7.0), (4.5, 5.5, 5.9), 0)
-    results = {"baseline": [Run("baseline", 25.0, 0, base)], "kill": [Run("kill", 35.0, 9, killed)]}
+    base = Tally(1500, 1500, 0, 0, 1500, 0, (), (), 0, 0, 0)
+    killed = Tally(1500, 1500, 0, 0, 1780, 3, (5.0, 6.0, 7.0), (4.5, 5.5, 5.9), 0, 2, 0)
+    stalled = Tally(1500, 400, 1100, 0, 450, 40, (), (5.5,), 40, 30, 1100)
+    results = {
+        "baseline": [Run("baseline", 25.0, 0, base)],
+        "kill": [Run("kill", 35.0, 9, killed), Run("kill", None, 31, stalled)],
+    }
     lines = report(results, args)
     assert lines[2].split()[:6] == ["no", "faults", "1500", "25.0", "60.0", "100.0"]
-    row = "1500 35.0 42.9 71.4 9 3 5.90 7.00 6.00 0 0 0 1780"
+    # The stalled run counts in every total but not in jobs/s.
+    row = "3000 35.0 42.9 71.4 40 32 43 5.90 7.00 6.00 40 1100 0 2230"
     assert lines[3].split()[4:] == row.split()
     assert "throughput kept with a worker SIGKILLed every 4 s: 71.4 % (42.9 vs 60.0 jobs/s" in lines[4]
-    assert "after 7.00 s at worst, 6.00 s median" in lines[5]
+    assert "after 7.00 s at worst, 6.00 s median (3 jobs, 40 never" in lines[5]
     assert "leases taken back after 5.90 s at worst" in lines[5]
-    assert lines[6].startswith("lost 0, completed twice 0 of 3000 jobs in 2 run(s)")
+    assert lines[6] == (
+        "1 run(s) stalled (no job final for 60 s), left out of jobs/s: SIGKILL every 4 s with 1100 jobs not final"
+    )
+    assert lines[7].startswith("lost 1100, completed twice 0 of 4500 jobs in 3 run(s)")
