@@ -30,6 +30,7 @@ change, with the database's clock time, the attempt and the lease owner):
   ``--repeat`` runs).
 - ``idle``: kills of a worker that had claimed no job of the batch yet (one still starting up: with two workers
   and a kill every 4 s each lives 8 s, and a worker that needs longer to start never works).
+- ``restart s``: from a kill to the first claim of the worker started in its place (its start-up), median.
 - ``held``: the jobs a killed worker held at its kill (their last change before the kill was a claim by its
   lease owner; the kill's time is taken once the process is reaped). ``wait max / median``: from the kill to
   the next claim (pending -> processing) of each of them — the time a dead worker's job sits in a lease nobody
@@ -110,10 +111,12 @@ class Transition:
 
 @dataclass(frozen=True)
 class Kill:
-    """A worker process killed, at ``at`` (epoch seconds, once it was reaped: it can change nothing after)."""
+    """A worker process killed, at ``at`` (epoch seconds, once it was reaped: it can change nothing after), and
+    the process started at once in its place."""
 
     pid: int
     at: float
+    replacement: int | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,7 @@ class Tally:
     freed: tuple[float, ...]  # seconds from a kill to each such job's lease taken back (to pending or error)
     never: int  # jobs held by a killed worker and never claimed again
     idle: int  # kills of a worker that had claimed no job of the batch yet (still starting up)
+    restarts: tuple[float, ...]  # seconds from a kill to the first claim of the worker started in its place
     unfinished: int  # jobs not final at the end (the run stalled); counted in ``lost`` too
 
 
@@ -174,6 +178,19 @@ def idle_kills(transitions: Iterable[Transition], kills: Sequence[Kill]) -> int:
     return sum(1 for kill in kills if not any(pid == kill.pid and at <= kill.at for pid, at in claimed))
 
 
+def restart_times(transitions: Iterable[Transition], kills: Sequence[Kill]) -> list[float]:
+    """For each kill whose replacement claimed a job: the seconds from the kill to its first claim (the new
+    worker's start-up; a replacement that never claimed one is left out, it shows as an idle kill)."""
+    first: dict[int, float] = {}
+    for t in transitions:
+        pid = worker_pid(t.worker)
+        if t.new == "processing" and pid is not None:
+            first[pid] = min(t.at, first.get(pid, t.at))
+    return [
+        first[k.replacement] - k.at for k in kills if k.replacement is not None and k.replacement in first
+    ]
+
+
 def tally(
     transitions: Sequence[Transition], statuses: dict[str, str], attempts: int, kills: Sequence[Kill]
 ) -> Tally:
@@ -195,6 +212,7 @@ def tally(
         freed=tuple(freed),
         never=never,
         idle=idle_kills(ours, kills),
+        restarts=tuple(restart_times(ours, kills)),
         unfinished=sum(status not in FINAL for status in statuses.values()),
     )
 
@@ -236,9 +254,8 @@ class Rig:
         victim = self.workers.pop(0)
         victim.signal(signal.SIGKILL)
         victim.wait(10)
-        kill = Kill(pid=victim.popen.pid, at=time.time())
-        self.start_worker()
-        return kill
+        at = time.time()
+        return Kill(pid=victim.popen.pid, at=at, replacement=self.start_worker().popen.pid)
 
 
 @contextlib.contextmanager
@@ -446,6 +463,7 @@ def report(results: dict[str, list[Run]], args: argparse.Namespace) -> list[str]
         f" after {DISPATCH_STALE_SECONDS} s; medians of {args.repeat} run(s)"
         + (f", at most {args.faults} fault(s) per run" if args.faults else ""),
         f"{'row':<26} {'jobs':>6} {'seconds':>8} {'jobs/s':>7} {'kept %':>7} {'faults':>6} {'idle':>5}"
+        f" {'restart s':>9}"
         f" {'held':>5} {'freed max s':>11} {'wait max s':>10} {'wait med s':>10} {'never':>5} {'lost':>5}"
         f" {'twice':>5} {'attempts':>8}",
     ]
@@ -457,10 +475,11 @@ def report(results: dict[str, list[Run]], args: argparse.Namespace) -> list[str]
         kept = f"{100 * jobs_per_s / baseline:.1f}" if jobs_per_s and baseline else "-"
         waits = [w for r in runs for w in r.tally.waits]
         freed = [w for r in runs for w in r.tally.freed]
+        restarts = [w for r in runs for w in r.tally.restarts]
         lines.append(
             f"{row_label(row, args):<26} {sum(r.tally.jobs for r in runs):>6} {seconds:>8}"
             f" {f'{jobs_per_s:.1f}' if jobs_per_s else '-':>7} {kept:>7} {sum(r.faults for r in runs):>6}"
-            f" {kill_total(runs, 'idle', row):>5} {kill_total(runs, 'held', row):>5}"
+            f" {kill_total(runs, 'idle', row):>5} {cell(restarts, 'median'):>9} {kill_total(runs, 'held', row):>5}"
             f" {cell(freed, 'max'):>11} {cell(waits, 'max'):>10} {cell(waits, 'median'):>10}"
             f" {kill_total(runs, 'never', row):>5} {sum(r.tally.lost for r in runs):>5}"
             f" {sum(r.tally.twice for r in runs):>5} {sum(r.tally.attempts for r in runs):>8}"
@@ -485,6 +504,13 @@ def report(results: dict[str, list[Run]], args: argparse.Namespace) -> list[str]
             )
         else:
             lines.append(f"a killed worker's jobs: none claimed again ({never} held at the kills)")
+        restarts = [w for r in runs for w in r.tally.restarts]
+        kills = sum(r.faults for r in runs)
+        lines.append(
+            f"a worker started in a killed one's place claimed its first job {cell(restarts, 'median')} s after"
+            f" the kill (median of {len(restarts)}; {kills - len(restarts)} of {kills} never did);"
+            f" {sum(r.tally.idle for r in runs)} kills hit a worker that had claimed nothing yet"
+        )
     every = [r for runs in results.values() for r in runs]
     stalled = [r for r in every if r.seconds is None]
     if stalled:
