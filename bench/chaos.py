@@ -506,11 +506,18 @@ def report(results: dict[str, list[Run]], args: argparse.Namespace) -> list[str]
             lines.append(f"a killed worker's jobs: none claimed again ({never} held at the kills)")
         restarts = [w for r in runs for w in r.tally.restarts]
         kills = sum(r.faults for r in runs)
-        lines.append(
-            f"a worker started in a killed one's place claimed its first job {cell(restarts, 'median')} s after"
-            f" the kill (median of {len(restarts)}; {kills - len(restarts)} of {kills} never did);"
-            f" {sum(r.tally.idle for r in runs)} kills hit a worker that had claimed nothing yet"
-        )
+        idle = sum(r.tally.idle for r in runs)
+        if restarts:
+            lines.append(
+                f"a worker started in a killed one's place claimed its first job {median(restarts):.2f} s after"
+                f" the kill (median of {len(restarts)}; {kills - len(restarts)} of {kills} claimed none);"
+                f" {idle} kills hit a worker that had claimed nothing yet"
+            )
+        else:
+            lines.append(
+                f"no worker started in a killed one's place claimed a job ({kills} kills, {idle} of a worker that"
+                " had claimed nothing yet)"
+            )
     every = [r for runs in results.values() for r in runs]
     stalled = [r for r in every if r.seconds is None]
     if stalled:

@@ -139,7 +139,7 @@ def test_the_table_shows_the_share_kept_the_worst_wait_and_a_stall() -> None:
     assert "leases taken back after 5.90 s at worst" in lines[5]
     assert lines[6] == (
         "a worker started in a killed one's place claimed its first job 3.50 s after the kill"
-        " (median of 4; 36 of 40 never did); 32 kills hit a worker that had claimed nothing yet"
+        " (median of 4; 36 of 40 claimed none); 32 kills hit a worker that had claimed nothing yet"
     )
     assert lines[7] == (
         "1 run(s) stalled (no job final for 60 s), left out of jobs/s: SIGKILL every 4 s with 1100 jobs not final"
