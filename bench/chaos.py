@@ -22,7 +22,8 @@ sweeper (``crawljobs sweeper``) and ``--workers`` worker processes (``scrapy cra
 
 ``--faults N`` stops after N faults per row (default: until the batch is done). The clock runs from the POST
 of the batch (/v1/batches) to the observation (every 50 ms) of every job final; a run in which no job became
-final for ``STALL_SECONDS`` (60 s) ends there as stalled, and is left out of the jobs/s. What is counted comes from the
+final for ``STALL_SECONDS`` (60 s) is stalled: it is left out of the jobs/s, its faults stop there, and it
+ends once every job is final (or after another 60 s without progress). What is counted comes from the
 fault suite's audit trigger (``tests.faults.harness.AUDIT_SQL``: a ``fault_transitions`` row for every status
 change, with the database's clock time, the attempt and the lease owner):
 
@@ -36,7 +37,7 @@ change, with the database's clock time, the attempt and the lease owner):
   the next claim (pending -> processing) of each of them — the time a dead worker's job sits in a lease nobody
   renews, then in the queue behind the jobs queued before it; ``freed max``: from the kill to the lease taken
   back (the sweeper noticed the dead worker); ``never``: those never claimed again.
-- ``lost``: jobs not ``completed`` at the end (an error, or not final when the run stalled); ``twice``: jobs
+- ``lost``: jobs not ``completed`` at the end (an error, or not final at the end of a stalled run); ``twice``: jobs
   moved to ``completed`` more than once; ``attempts``: the sum of the jobs' attempt counters (the batch size
   when nothing ran twice).
 
@@ -80,8 +81,8 @@ from tests.faults.harness import (
 from tests.faults.servers import FaultRedis
 
 POLL_SECONDS = 0.05
-# A run ends when no job became final for this long: the system stalled (say, every worker killed while it
-# was still starting up); its jobs not final count as lost.
+# A run stalls when no job became final for this long (say, every worker killed while it was still starting
+# up): its faults stop there; if it is still stuck that long after, it ends and its jobs not final are lost.
 STALL_SECONDS = 60.0
 FINAL = ("completed", "error", "cancelled")
 ROWS = ("baseline", "kill", "redis")
@@ -222,12 +223,13 @@ def tally(
 
 @dataclass
 class Run:
-    """One row's run: its clock (None when it timed out), its faults and its tally."""
+    """One row's run: its clock (None when it stalled), its faults and its tally."""
 
     row: str
     seconds: float | None
     faults: int
     tally: Tally
+    stalled: int | None = None  # jobs not final when no job had become final for STALL_SECONDS
 
 
 @dataclass
@@ -378,18 +380,27 @@ def run_row(
         batch_id = submit(running.http, urls)
         next_fault = started + every if every else None
         seconds: float | None = None
+        stalled: int | None = None  # jobs not final when the run stalled
         final, progressed = 0, started
         while True:
             now = time.monotonic()
             final, before = counts(conn, batch_id), final
             if final == args.jobs:
-                seconds = now - started
+                seconds = now - started if stalled is None else None
                 break
             if final > before:
                 progressed = now
             elif now - progressed > STALL_SECONDS:
-                log(f"{tag}: stalled: no job final for {STALL_SECONDS:.0f} s ({final} of {args.jobs} final)")
-                break
+                if stalled is not None:
+                    log(
+                        f"{tag}: still {args.jobs - final} jobs not final {STALL_SECONDS:.0f} s after the faults stopped"
+                    )
+                    break
+                # No throughput to measure any more: stop the faults and see whether every job still ends.
+                stalled, next_fault, progressed = args.jobs - final, None, now
+                log(
+                    f"{tag}: stalled: no job final for {STALL_SECONDS:.0f} s, {stalled} not final; faults stop"
+                )
             running.check_workers()
             if next_fault is not None and now >= next_fault and (not args.faults or faults < args.faults):
                 if row == "kill":
@@ -404,7 +415,7 @@ def run_row(
                 next_fault += every or 0.0
             time.sleep(POLL_SECONDS)
         transitions, statuses, attempts = read_trail(conn, batch_id)
-        result = Run(row, seconds, faults, tally(transitions, statuses, attempts, kills))
+        result = Run(row, seconds, faults, tally(transitions, statuses, attempts, kills), stalled)
         # Each kill on its own, for the log: how long noticing took, and the queue after it.
         for kill in kills:
             one = tally(transitions, statuses, attempts, [kill])
@@ -519,11 +530,15 @@ def report(results: dict[str, list[Run]], args: argparse.Namespace) -> list[str]
                 " had claimed nothing yet)"
             )
     every = [r for runs in results.values() for r in runs]
-    stalled = [r for r in every if r.seconds is None]
+    stalled = [r for r in every if r.stalled is not None]
     if stalled:
+        which = ", ".join(
+            f"{row_label(r.row, args)} with {r.stalled} jobs not final, {r.tally.unfinished} still not final"
+            f" {STALL_SECONDS:.0f} s after its faults stopped"
+            for r in stalled
+        )
         lines.append(
-            f"{len(stalled)} run(s) stalled (no job final for {STALL_SECONDS:.0f} s), left out of jobs/s:"
-            f" {', '.join(f'{row_label(r.row, args)} with {r.tally.unfinished} jobs not final' for r in stalled)}"
+            f"{len(stalled)} run(s) stalled (no job final for {STALL_SECONDS:.0f} s), left out of jobs/s: {which}"
         )
     lines.append(
         f"lost {sum(r.tally.lost for r in every)}, completed twice {sum(r.tally.twice for r in every)}"
