@@ -533,8 +533,8 @@ def report(results: dict[str, list[Run]], args: argparse.Namespace) -> list[str]
     stalled = [r for r in every if r.stalled is not None]
     if stalled:
         which = ", ".join(
-            f"{row_label(r.row, args)} with {r.stalled} jobs not final, {r.tally.unfinished} still not final"
-            f" {STALL_SECONDS:.0f} s after its faults stopped"
+            f"{row_label(r.row, args)} with {r.stalled} jobs not final (its faults stopped there;"
+            f" {r.tally.unfinished} of them never ended)"
             for r in stalled
         )
         lines.append(

@@ -144,6 +144,6 @@ def test_the_table_shows_the_share_kept_the_worst_wait_and_a_stall() -> None:
     )
     assert lines[7] == (
         "1 run(s) stalled (no job final for 60 s), left out of jobs/s: SIGKILL every 4 s with 1100 jobs not"
-        " final, 100 still not final 60 s after its faults stopped"
+        " final (its faults stopped there; 100 of them never ended)"
     )
     assert lines[8].startswith("lost 100, completed twice 0 of 4500 jobs in 3 run(s)")
