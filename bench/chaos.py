@@ -84,6 +84,8 @@ POLL_SECONDS = 0.05
 # A run stalls when no job became final for this long (say, every worker killed while it was still starting
 # up): its faults stop there; if it is still stuck that long after, it ends and its jobs not final are lost.
 STALL_SECONDS = 60.0
+# The sweeper's liveness check (dead workers' jobs back at once) runs at its default in every row.
+WORKER_CHECK_SECONDS = Settings.model_fields["worker_check_seconds"].default
 FINAL = ("completed", "error", "cancelled")
 ROWS = ("baseline", "kill", "redis")
 # The aims of issue 10: throughput kept under a kill every 4 s, and a dead worker's jobs claimed again.
@@ -471,7 +473,8 @@ def report(results: dict[str, list[Run]], args: argparse.Namespace) -> list[str]
     lines = [
         f"{args.jobs} jobs per run (pages of {PAGE_DELAY_SECONDS:g} s), {args.workers} workers of concurrency"
         f" {args.concurrency}, lease {args.lease} s, sweep every {SWEEP_INTERVAL_SECONDS:g} s, dispatch stale"
-        f" after {DISPATCH_STALE_SECONDS} s; medians of {args.repeat} run(s)"
+        f" after {DISPATCH_STALE_SECONDS} s, liveness check every {WORKER_CHECK_SECONDS:g} s;"
+        f" medians of {args.repeat} run(s)"
         + (f", at most {args.faults} fault(s) per run" if args.faults else ""),
         f"{'row':<26} {'jobs':>6} {'seconds':>8} {'jobs/s':>7} {'kept %':>7} {'faults':>6} {'idle':>5}"
         f" {'restart s':>9}"
