@@ -1,6 +1,6 @@
 """Run every benchmark and write docs/BENCHMARKS.md from what they print.
 
-    python -m bench.report [--quick] [--only submit,crawl,wait,memory] [--output PATH] [--logs DIR]
+    python -m bench.report [--quick] [--only submit,crawl,wait,memory,chaos] [--output PATH] [--logs DIR]
 
 Each benchmark of ``bench/`` (:data:`BENCHMARKS`) runs as its own process (``python -m bench.<name> ...``), one
 after the other, on one pair of services: CRAWLJOBS_BENCH_DATABASE_URL and CRAWLJOBS_BENCH_REDIS_URL, else an
@@ -99,6 +99,14 @@ BENCHMARKS = (
         full=("--http", "20000", "--browser", "500", "--rounds", "25"),
         quick=("--http", "300", "--browser", "6", "--rounds", "3"),
         headline=r"(levels off|DOES NOT level off)$",
+    ),
+    Benchmark(
+        name="chaos",
+        title="Throughput under faults",
+        baseline="the no-faults row of the same run: the same batch, workers and lease, nothing killed",
+        full=("--repeat", "3"),
+        quick=("--quick",),
+        headline=r"^(row |no faults |SIGKILL every |Redis restart every |throughput kept |a killed worker|lost )",
     ),
 )
 

@@ -35,6 +35,18 @@ CANNED = {
         "worker + driver + Chromium: peak of the last third 1900.0 MiB, of the middle third 1661.0 MiB"
         " (+239.0 MiB, +14.4%); allowed up to 1827.1 MiB: DOES NOT level off\n"
     ),
+    "chaos": (
+        "1500 jobs per run (pages of 0.2 s), 2 workers of concurrency 16, lease 6 s; medians of 1 run(s)\n"
+        "row                          jobs  seconds  jobs/s  kept % faults  idle restart s  held freed max s"
+        " wait max s wait med s never  lost twice attempts\n"
+        "no faults                    1500     25.0    60.0   100.0      0     -         -     -           -"
+        "          -          -     -     0     0     1500\n"
+        "SIGKILL every 4 s            1500     35.0    42.9    71.4      9     1      3.10   280        6.10"
+        "       6.90       5.90     0     0     0     1780\n"
+        "throughput kept with a worker SIGKILLed every 4 s: 71.4 % (42.9 vs 60.0 jobs/s; aim >= 95 %)\n"
+        "a killed worker's jobs claimed again after 6.90 s at worst, 5.90 s median (280 jobs, 0 never; aim <= 2 s)\n"
+        "lost 0, completed twice 0 of 3000 jobs in 2 run(s) (aim 0 and 0)\n"
+    ),
 }
 FACTS = [("CPU", "AMD EPYC"), ("cores", "2 logical"), ("PostgreSQL", "16.4 (CRAWLJOBS_BENCH_*_URL)")]
 WHEN = datetime(2026, 5, 1, 12, 30, tzinfo=UTC)
@@ -51,7 +63,7 @@ def outcomes() -> list[Outcome]:
 def test_every_benchmark_output_is_copied_verbatim_with_its_command_and_method() -> None:
     report = render(outcomes(), FACTS, when=WHEN, quick=False)
     assert report.startswith("# Benchmarks\n")
-    assert "on 2026-05-01 12:30 UTC, in 4.0 minutes" in report
+    assert "on 2026-05-01 12:30 UTC, in 5.0 minutes" in report  # five benchmarks of 60 s
     for benchmark in BENCHMARKS:
         assert f"```text\n{CANNED[benchmark.name].rstrip()}\n```" in report
         assert f"## `bench.{benchmark.name}`" in report
@@ -72,6 +84,9 @@ def test_the_summary_quotes_the_headline_lines_and_flags_a_failure() -> None:
     assert "round jobs done" not in summary  # only memory's verdict lines
     assert "DOES NOT level off" in summary
     assert "1000 held      600" in summary  # wait's table as printed, whatever its rows
+    assert "throughput kept with a worker SIGKILLed every 4 s: 71.4 %" in summary  # chaos's table and figures
+    assert "SIGKILL every 4 s            1500     35.0" in summary
+    assert "1500 jobs per run" not in summary
     assert "**failed (exit status 1)**" in summary
     # A failed benchmark shows the end of its log; a successful one does not.
     assert report.count("Traceback: boom") == 1
@@ -84,6 +99,6 @@ def test_a_fence_is_never_closed_by_the_text_it_holds() -> None:
 
 def test_select_names_a_subset_in_order_and_refuses_unknown_names() -> None:
     assert [b.name for b in select("memory,submit")] == ["memory", "submit"]
-    assert [b.name for b in select(None)] == ["submit", "crawl", "wait", "memory"]
+    assert [b.name for b in select(None)] == ["submit", "crawl", "wait", "memory", "chaos"]
     with pytest.raises(ValueError, match="nope"):
         select("submit,nope")
