@@ -58,6 +58,7 @@ from scrapy.crawler import Crawler
 from scrapy.http import Response
 from scrapy_playwright.handler import BrowserContextWrapper, Config, ScrapyPlaywrightDownloadHandler
 from scrapy_playwright.provider import PlaywrightBrowserProvider
+from twisted.internet.defer import Deferred, succeed
 
 from crawlproject.browser import NO_WEBRTC, BrowserRequestCheck
 from crawlproject.config import WorkerConfig
@@ -303,12 +304,31 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
         if self.check is not None:
             self.abort_request = self._abort
         crawler.signals.connect(self.renders.start, signal=signals.engine_started)
+        self._launching = asyncio.Lock()
+
+    # -- Playwright, started with the first render -----------------------------------------------------------
+    # scrapy-playwright starts Playwright's driver (a Node process, one per handler: http and https) when the
+    # engine starts. Here it starts with the first render instead: a worker that renders nothing never starts
+    # it, and a worker started in a dead one's place takes plain jobs without waiting for it.
+
+    async def _maybe_launch_in_thread(self) -> None:
+        """engine_started (Scrapy's async API): nothing to start yet."""
+
+    def _engine_started(self) -> Deferred[None]:
+        """engine_started (older Scrapy): nothing to start yet."""
+        return succeed(None)
+
+    async def _launch_once(self) -> None:
+        async with self._launching:
+            if getattr(self, "browser_provider", None) is None:
+                await self._maybe_future_from_coro(self._launch())
 
     # -- a render --------------------------------------------------------------------------------------------
 
     async def _download_request(self, request: Request, spider: Spider | None = None) -> Response:
         if self.renders.stopping:
             raise RenderAbandoned("the worker is stopping: the job is given back")
+        await self._launch_once()
         job = request.meta.get("job")
         task = asyncio.ensure_future(super()._download_request(request, spider))
         render = Render(job_id=getattr(job, "id", None), task=task, deadline=self.deadline)

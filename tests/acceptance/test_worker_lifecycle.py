@@ -156,3 +156,29 @@ def test_cancel_during_a_fetch_writes_no_result(fresh: System, site: TestSite) -
     assert job["status"] == "cancelled"
     assert job["html"] is None
     assert job["success_method"] is None
+
+
+def _node_children(pid: int) -> list[str]:
+    """The Node processes (Playwright's driver) under a worker process."""
+    import psutil
+
+    names = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if "node" in child.name() or any("playwright" in part for part in child.cmdline()[:2]):
+                names.append(" ".join(child.cmdline()[:3]))
+        except psutil.NoSuchProcess:
+            continue
+    return names
+
+
+def test_playwright_starts_with_the_first_render_not_with_the_worker(fresh: System, site: TestSite) -> None:
+    """A worker started in a dead one's place must take plain jobs at once (issue 10): Playwright's driver and
+    Chromium start with the first render, never for a worker that has only fetched plainly."""
+    worker = fresh.start_worker()
+    (plain,) = fresh.wait_final([fresh.submit(site.url("/ok/plain-first"))])
+    assert plain["status"] == "completed" and plain["success_method"] == "http:direct"
+    assert _node_children(worker.popen.pid) == [], "Playwright started for a worker that rendered nothing"
+    (rendered,) = fresh.wait_final([fresh.submit(site.url("/ok/rendered"), render=True)], timeout=120)
+    assert rendered["status"] == "completed" and rendered["success_method"] == "browser:direct"
+    assert _node_children(worker.popen.pid), "the first render started no Playwright driver"
