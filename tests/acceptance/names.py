@@ -1,6 +1,6 @@
 """Fixed DNS answers for worker processes of the acceptance tests: no name ever reaches a real DNS server.
 
-Start a worker with ``-s DNS_RESOLVER=tests.acceptance.names.MappedResolver``: the names of :data:`NAMES`
+Start a worker with ``-s TWISTED_DNS_RESOLVER=tests.acceptance.names.MappedResolver``: the names of :data:`NAMES`
 answer their loopback address, an IP literal answers itself, any other name does not resolve. The answers go
 through ``crawlproject.resolver.GuardedResolver``'s network rules exactly as a real resolver's would.
 """

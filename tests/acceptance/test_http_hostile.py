@@ -53,7 +53,7 @@ def worker(
     """One worker (names from tests.acceptance.names) and a sweeper, on a queue prefix of this module's."""
     settings = system_settings_for(database_url, redis_url, premium_proxy, ultra_proxy)
     with running_system(settings, tmp_path_factory.mktemp("logs")) as system:
-        process = system.start_worker("-s", "DNS_RESOLVER=tests.acceptance.names.MappedResolver")
+        process = system.start_worker("-s", "TWISTED_DNS_RESOLVER=tests.acceptance.names.MappedResolver")
         system.start_sweeper()
         yield Worker(system, process)
     drop_prefix(redis_url, settings.queue_prefix)

@@ -182,3 +182,5 @@ def test_playwright_starts_with_the_first_render_not_with_the_worker(fresh: Syst
     (rendered,) = fresh.wait_final([fresh.submit(site.url("/ok/rendered"), render=True)], timeout=120)
     assert rendered["status"] == "completed" and rendered["success_method"] == "browser:direct"
     assert _node_children(worker.popen.pid), "the first render started no Playwright driver"
+    # And our configuration draws no deprecation warning from Scrapy at start (DNS_RESOLVER was one, issue 12).
+    assert "Deprecat" not in worker.output(), worker.output()[-3000:]
