@@ -212,9 +212,19 @@ def check_host(host: str, addr: IPAddress | None, policy: NetworkPolicy) -> bool
     if addr is not None:
         reason = policy.refusal(addr)
         if reason is not None:
-            raise UrlRejected(reason)
+            raise UrlRejected(with_allow_hint(reason))
         return True
     return local_addresses(host, policy) is not None
+
+
+# A refusal at submit time names the setting that lifts it: the first loopback URL a new user tries is refused,
+# and the message must say how to allow it (for a test site, say).
+ALLOW_HINT = " (to allow it, add its network to CRAWLJOBS_ALLOWED_NETWORKS)"
+
+
+def with_allow_hint(reason: str) -> str:
+    """A refusal by the network rules, saying which setting lifts it."""
+    return reason + ALLOW_HINT
 
 
 def resolved_refusal(host: str, addresses: Sequence[str], policy: NetworkPolicy) -> str | None:

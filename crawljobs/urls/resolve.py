@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from crawljobs.exceptions import UrlRejected
 from crawljobs.urls.hosts import address_text, parse_ip_literal
 from crawljobs.urls.normalise import DEFAULT_MAX_LENGTH, normalize_url_and_host
-from crawljobs.urls.policy import NetworkPolicy, check_host, local_addresses, resolved_refusal
+from crawljobs.urls.policy import (
+    NetworkPolicy,
+    check_host,
+    local_addresses,
+    resolved_refusal,
+    with_allow_hint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +180,7 @@ class _Syntax:
             reason = resolved_refusal(host, addresses, self.policy)
             if reason is not None:
                 for index in self.to_resolve[host]:
-                    self.outcome[index] = (_raw_text(raw_urls[index]), reason)
+                    self.outcome[index] = (_raw_text(raw_urls[index]), with_allow_hint(reason))
         result = UrlCheck()
         for index, item in enumerate(self.outcome):
             if isinstance(item, str):

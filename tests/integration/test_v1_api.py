@@ -209,3 +209,17 @@ def test_health_and_ready_are_open(client: TestClient) -> None:
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"postgres": "ok", "redis": "ok"}
     assert "server-timing" in ready.headers
+
+
+def test_a_refused_address_names_the_setting_that_allows_it(client: TestClient, auth: dict[str, str]) -> None:
+    """The first URL a new user tries is often their own machine's: the refusal says how to allow it."""
+    single = client.post("/v1/jobs", json={"url": "http://127.0.0.1:9/"}, headers=auth)
+    assert single.status_code == 422
+    assert "address 127.0.0.1 is loopback" in single.json()["error"]
+    assert "CRAWLJOBS_ALLOWED_NETWORKS" in single.json()["error"]
+    batch = client.post(
+        "/v1/batches", json={"urls": ["http://10.0.0.1/", "https://example.com/"]}, headers=auth
+    )
+    assert batch.status_code in (200, 201), batch.text
+    (failure,) = batch.json()["failures"]
+    assert "CRAWLJOBS_ALLOWED_NETWORKS" in failure["reason"]
