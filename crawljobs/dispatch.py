@@ -23,6 +23,8 @@ class Dispatcher:
         self.pool = pool
         self.redis = redis
         self.keys = keys
+        # The run id of the Redis server last seen: a new one means Redis restarted (every message lost).
+        self._redis_run_id: str | None = None
 
     async def dispatch(self, ids: Sequence[uuid.UUID | str], *, priority: bool, front: bool = False) -> bool:
         """Push job ids to Redis; on failure mark them undispatched. True when the push succeeded.
@@ -75,7 +77,13 @@ class Dispatcher:
 
     async def dispatch_lost(self, *, limit: int, stale_seconds: int) -> int:
         """Dispatch again up to `limit` pending jobs dispatched more than `stale_seconds` ago whose messages
-        Redis no longer holds (it holds fewer messages than there are such jobs); how many."""
+        Redis no longer holds (it holds fewer messages than there are such jobs); how many.
+
+        After a restart of Redis (its run id changed) no message of before survived: every pending dispatched
+        job is dispatched again at once, however recently it was dispatched (a message pushed since the
+        restart is then there twice, which is harmless: the second claim fails)."""
+        if await self._redis_restarted():
+            stale_seconds = 0
         missing = await self._missing_messages()
         if missing <= 0:
             return 0
@@ -86,6 +94,21 @@ class Dispatcher:
         if rows and await self._push(rows):
             return len(rows)
         return 0
+
+    async def _redis_restarted(self) -> bool:
+        """True when the Redis server answering now is not the one that answered last time."""
+        if self.redis is None:
+            return False
+        try:
+            info = await self.redis.info("server")
+        except Exception:  # Redis down: nothing to tell yet
+            return False
+        run_id = str(info.get("run_id", "")) or None
+        restarted = self._redis_run_id is not None and run_id != self._redis_run_id
+        self._redis_run_id = run_id
+        if restarted:
+            logger.warning("Redis restarted: its queue is empty, every pending job is dispatched again")
+        return restarted
 
     async def _missing_messages(self) -> int:
         """How many pending, dispatched jobs have no message in Redis (0 when Redis cannot say)."""

@@ -22,6 +22,7 @@ from psycopg import sql
 
 from crawljobs import store
 from crawljobs.config import Settings
+from crawljobs.embedded import start_redis
 from crawljobs.lifecycle import ResultRecord
 from crawljobs.manager import JobManager
 from crawljobs.queue import QueueKeys, decode_message
@@ -365,3 +366,33 @@ def test_a_worker_whose_session_was_cut_takes_its_lock_again(settings: Settings,
     assert taken_back
     assert holds_again
     assert left == 0  # withdrawn: unregistered and unlocked
+
+
+def test_after_a_redis_restart_every_pending_job_is_dispatched_again_at_once(
+    settings: Settings, database_url: str, redis_server_factory: Any
+) -> None:
+    """A restarted Redis holds none of the messages of before: the sweeper sees its new run id and dispatches
+    every pending job again, without waiting CRAWLJOBS_DISPATCH_STALE_SECONDS for them to look lost."""
+    server = redis_server_factory()
+    local = Settings(**{**settings.model_dump(), "redis_url": server.url, "dispatch_stale_seconds": 3600})
+    keys = QueueKeys.for_prefix(local.queue_prefix)
+
+    async def body(manager: JobManager) -> tuple[int, int, int]:
+        ids = await _submit(manager, 5)
+        sweeper = Sweeper(manager)
+        before = (await sweeper.sweep_once()).redispatched  # Redis holds their messages; its run id is noted
+        server.stop()
+        restarted = start_redis(server.directory, persistent=False)  # the same socket, nothing in it
+        try:
+            after = 0
+            for _ in range(3):  # the first command on the old connection may fail: the next reconnects
+                after += (await sweeper.sweep_once()).redispatched
+            queued = await manager.redis.llen(keys.bulk) if manager.redis else 0
+        finally:
+            restarted.stop()
+        assert len(ids) == 5
+        return before, after, int(queued)
+
+    before, after, queued = run_with_manager(local, body)
+    assert before == 0
+    assert after == 5 and queued == 5  # dispatched an hour before they would have looked lost
