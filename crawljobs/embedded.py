@@ -32,6 +32,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from crawljobs.exceptions import CrawlJobsError
+from crawljobs.watchdog import pid_alive
 
 if TYPE_CHECKING:
     from pgserver import PostgresServer
@@ -109,20 +110,10 @@ def _forget_dead_handles(directory: Path, lock: AbstractContextManager[object]) 
             pids = json.loads(handles.read_text())
         except (OSError, ValueError):
             return
-        alive = [pid for pid in pids if _pid_alive(pid)]
+        alive = [pid for pid in pids if pid_alive(pid)]
         if alive != pids:
             logger.info("forgetting dead holders %s of %s", sorted(set(pids) - set(alive)), directory)
             handles.write_text(json.dumps(alive))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class EmbeddedPostgres:
@@ -269,7 +260,7 @@ def _stop_orphan(directory: Path, socket_path: Path) -> None:
     """Shut down the Redis that answers on ``socket_path`` if the process that started it has died (it was
     killed outright); refuse if that process lives: another crawljobs uses this folder."""
     pid, owner = _read_pid(directory / "redis.pid"), _read_pid(directory / "owner.pid")
-    if owner is None or _pid_alive(owner):
+    if owner is None or pid_alive(owner):
         raise EmbeddedServiceError(
             f"a Redis server (pid {pid}) already answers on {socket_path}, started by process {owner}: "
             "another crawljobs uses this data folder; stop it first"

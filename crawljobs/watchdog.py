@@ -83,7 +83,8 @@ def _postmaster_pid(directory: Path) -> int | None:
         return None
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -107,16 +108,16 @@ def stop_all(groups: list[int], postmasters: list[int], grace: float = GRACE_SEC
     for pid in reversed(groups):
         _signal(pid, signal.SIGTERM, group=True)
     deadline = time.monotonic() + grace
-    while any(_alive(pid) for pid in groups) and time.monotonic() < deadline:
+    while any(pid_alive(pid) for pid in groups) and time.monotonic() < deadline:
         time.sleep(0.05)
     for pid in postmasters:
         _signal(pid, signal.SIGINT, group=False)
-    while any(_alive(pid) for pid in postmasters) and time.monotonic() < deadline + grace:
+    while any(pid_alive(pid) for pid in postmasters) and time.monotonic() < deadline + grace:
         time.sleep(0.05)
     for pid in groups:
         _signal(pid, signal.SIGKILL, group=True)
     for pid in postmasters:
-        if _alive(pid):
+        if pid_alive(pid):
             _signal(pid, signal.SIGQUIT, group=False)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -81,5 +82,21 @@ def system(
     with running_system(settings, tmp_path_factory.mktemp("logs")) as running:
         running.start_worker()
         running.start_sweeper()
+        yield running
+    drop_prefix(redis_url, settings.queue_prefix)
+
+
+@pytest.fixture
+def fresh(
+    database_url: str,
+    redis_url: str,
+    premium_proxy: TestProxy,
+    ultra_proxy: TestProxy,
+    site: TestSite,
+    tmp_path: Path,
+) -> Iterator[System]:
+    """A system with no process started yet, on its own queue prefix (each test starts its worker)."""
+    settings = system_settings_for(database_url, redis_url, premium_proxy, ultra_proxy)
+    with running_system(settings, tmp_path) as running:
         yield running
     drop_prefix(redis_url, settings.queue_prefix)

@@ -21,36 +21,17 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import psutil
 import pytest
 
 from crawljobs.manager import JobManager
-from tests.acceptance.conftest import drop_prefix, system_settings_for
-from tests.acceptance.proxies import TestProxy
 from tests.acceptance.site import TestSite, start_site
-from tests.acceptance.system import Process, System, running_system
+from tests.acceptance.system import Process, System
 
 pytestmark = pytest.mark.acceptance
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def fresh(
-    database_url: str,
-    redis_url: str,
-    premium_proxy: TestProxy,
-    ultra_proxy: TestProxy,
-    site: TestSite,
-    tmp_path: Path,
-) -> Iterator[System]:
-    """A system with no process started yet, on its own queue prefix (each test starts its worker)."""
-    settings = system_settings_for(database_url, redis_url, premium_proxy, ultra_proxy)
-    with running_system(settings, tmp_path) as running:
-        yield running
-    drop_prefix(redis_url, settings.queue_prefix)
 
 
 @pytest.fixture(scope="module")

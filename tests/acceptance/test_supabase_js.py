@@ -26,22 +26,12 @@ from tests.acceptance.conftest import system_settings_for
 from tests.acceptance.proxies import TestProxy
 from tests.acceptance.site import TestSite
 from tests.conftest import drop_prefix
+from tests.integration.test_legacy_api import LEGACY_JOB_ORDER
 from tests.integration.test_waiting import live_api
 
 NODE = shutil.which("node")
 NPM = shutil.which("npm")
 FOLDER = Path(__file__).parent / "node"
-LEGACY_JOB_FIELDS = (
-    "id",
-    "url",
-    "status",
-    "created_at",
-    "updated_at",
-    "completed_at",
-    "html_length",
-    "processing_time_ms",
-    "success_method",
-)
 
 pytestmark = pytest.mark.skipif(
     NODE is None or NPM is None, reason="Node.js and npm are not installed (.ci/run installs them in CI)"
@@ -109,7 +99,7 @@ def test_every_legacy_route_through_supabase_js(
     for label in ("getByGet", "getByPostQuery", "getByPostBody"):
         body = data[label]
         assert body["success"] is True and body["html"] == "<html>done</html>", label
-        assert tuple(body["job"])[: len(LEGACY_JOB_FIELDS)] == LEGACY_JOB_FIELDS, label
+        assert tuple(body["job"])[: len(LEGACY_JOB_ORDER)] == LEGACY_JOB_ORDER, label
         assert body["job"]["id"] == done and body["job"]["status"] == "completed", label
     assert data["getPending"]["job"]["status"] == "pending"
 

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -16,28 +15,10 @@ import redis
 from crawljobs.config import Settings
 from crawljobs.manager import JobManager
 from crawljobs.queue import QueueKeys
-from tests.acceptance.conftest import drop_prefix, system_settings_for
-from tests.acceptance.proxies import TestProxy
 from tests.acceptance.site import TestSite
-from tests.acceptance.system import ROOT, System, running_system, worker_env
+from tests.acceptance.system import ROOT, System, worker_env
 
 pytestmark = pytest.mark.acceptance
-
-
-@pytest.fixture
-def fresh(
-    database_url: str,
-    redis_url: str,
-    premium_proxy: TestProxy,
-    ultra_proxy: TestProxy,
-    site: TestSite,
-    tmp_path: Path,
-) -> Iterator[System]:
-    """A system with no process started yet, on its own queue prefix."""
-    settings = system_settings_for(database_url, redis_url, premium_proxy, ultra_proxy)
-    with running_system(settings, tmp_path) as running:
-        yield running
-    drop_prefix(redis_url, settings.queue_prefix)
 
 
 def crawl(settings: Settings, *spider_args: str) -> subprocess.CompletedProcess[str]:

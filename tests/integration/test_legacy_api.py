@@ -11,17 +11,6 @@ from fastapi.testclient import TestClient
 from crawljobs import testing as fakeworker
 
 ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
-LEGACY_JOB_KEYS = {
-    "id",
-    "url",
-    "status",
-    "created_at",
-    "updated_at",
-    "completed_at",
-    "html_length",
-    "processing_time_ms",
-    "success_method",
-}
 LEGACY_JOB_ORDER = (
     "id",
     "url",
@@ -33,6 +22,7 @@ LEGACY_JOB_ORDER = (
     "processing_time_ms",
     "success_method",
 )
+LEGACY_JOB_KEYS = set(LEGACY_JOB_ORDER)
 # After the nine, two extensions its clients ignore: why a job failed, and how many fetches it took.
 LEGACY_JOB_KEYS_AND_EXTENSIONS = {*LEGACY_JOB_KEYS, "error_message", "attempts"}
 
