@@ -135,6 +135,12 @@ class WebhookSender:
                     )
                     for task in [t for t in done if t in sending]:
                         del sending[task]
+                        if not task.cancelled() and task.exception() is not None:  # _deliver records its own
+                            logger.error(
+                                "a webhook send failed",
+                                exc_info=task.exception(),
+                                extra={"action": "webhook"},
+                            )
                     for waiter in waiters - set(sending) - done:
                         waiter.cancel()
             finally:
