@@ -87,6 +87,14 @@ def error_for(response: httpx.Response) -> CrawlJobsAPIError:
     return kind(status, code, message, details)
 
 
+def stream_error(body: dict[str, Any]) -> CrawlJobsAPIError:
+    """The typed error of a stream's final ``event: error`` (an error body; ``unauthorized``: a revoked key)."""
+    code, message = str(body.get("code", "stream_error")), str(body.get("error", "the stream ended"))
+    if code == "unauthorized":
+        return Unauthorized(401, code, message, body.get("details"))
+    return CrawlJobsAPIError(0, code, message, body.get("details"))
+
+
 def route_missing(exc: NotFound) -> bool:
     """A 404 from the router itself (the route does not exist), not a missing job or batch."""
     return exc.code == "not_found"

@@ -239,10 +239,12 @@ class Progress:
 
 
 class EventParser:
-    """Server-sent events, a line at a time: `feed` returns the `Progress` an event completes, if any."""
+    """Server-sent events, a line at a time: `feed` returns the `Progress` an event completes, if any. A stream
+    the server ends with ``event: error`` (its API key was revoked) leaves the error body in `error`."""
 
     def __init__(self) -> None:
         self.event, self.data = "message", ""
+        self.error: dict[str, Any] | None = None
 
     def feed(self, line: str) -> Progress | None:
         if line.startswith("event:"):
@@ -254,6 +256,9 @@ class EventParser:
             self.event, self.data = "message", ""
             if data and event in ("counts", "done"):
                 return Progress.from_event(event, data)
+            if event == "error":
+                body = json.loads(data) if data else {}
+                self.error = body if isinstance(body, dict) else {"error": str(body)}
         return None  # a comment (keep-alive) or a field of an event still coming
 
 

@@ -11,7 +11,7 @@ from typing import IO, Self, Unpack
 import httpx
 
 from crawljobs.client import operations as ops
-from crawljobs.client.errors import WaitTimeout, error_for
+from crawljobs.client.errors import WaitTimeout, error_for, stream_error
 from crawljobs.client.models import Batch, BatchPage, BatchSubmission, Delivery, EventParser, Job, Progress
 from crawljobs.client.operations import BatchOptions, ExportFormat, Operation, SubmitOptions, T
 
@@ -132,6 +132,8 @@ class Client:
             try:
                 for line in response.iter_lines():
                     event = parser.feed(line)
+                    if parser.error is not None:  # the server ended the stream (a revoked key)
+                        raise stream_error(parser.error)
                     if event is not None:
                         yield event
                         if event.done:

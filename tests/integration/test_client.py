@@ -36,7 +36,7 @@ from crawljobs.client import (
     WaitTimeout,
 )
 from crawljobs.config import Settings
-from crawljobs.keys import create_key
+from crawljobs.keys import create_key, hash_key
 from service.app import create_app
 from tests.conftest import drop_prefix
 from tests.integration.conftest import fake_resolver
@@ -452,3 +452,29 @@ def test_wait_falls_back_to_polling_without_the_wait_routes(
         ids = [i for i in submission.job_ids if i]
         once(lambda: transport.refused > refused, lambda: finish_jobs(database_url, ids))
         assert c.wait_batch(submission.batch_id, timeout=20).is_done
+
+
+def test_following_with_a_key_revoked_meanwhile_raises_unauthorized(
+    database_url: str, redis_url: str
+) -> None:
+    """The server ends a stream whose key was revoked with `event: error`; the client raises it (it used to end
+    the iteration silently, as if the stream had simply stopped)."""
+    prefix = f"cjtest:{secrets.token_hex(6)}"
+    settings = Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        queue_prefix=prefix,
+        allowed_networks=["127.0.0.1/32"],
+        key_recheck_seconds=0.3,
+    )
+    key = create_key(database_url, name=f"revoked-{secrets.token_hex(3)}")
+    with ServedApi(settings) as api, Client(api.base, key, timeout=10) as client:
+        batch = client.submit_batch([URL + "?revoked"])
+        events = client.follow(batch.batch_id, timeout=20)
+        assert next(events).done is False
+        with psycopg.connect(database_url) as conn:
+            conn.execute("UPDATE api_keys SET revoked_at = now() WHERE key_hash = %s", (hash_key(key),))
+        with pytest.raises(Unauthorized) as raised:
+            list(events)
+    assert raised.value.code == "unauthorized" and "revoked" in raised.value.message
+    drop_prefix(redis_url, prefix)
