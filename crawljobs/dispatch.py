@@ -59,10 +59,17 @@ class Dispatcher:
             return False
         return True
 
-    async def _push(self, rows: list[store.Row], *, front: bool = False) -> bool:
+    async def _push(self, rows: list[store.Row]) -> bool:
         """Push claimed rows to their lists (single jobs to the priority list); True when both pushes held."""
         urgent = [row["id"] for row in rows if row["priority"] >= PRIORITY_SINGLE]
         bulk = [row["id"] for row in rows if row["priority"] < PRIORITY_SINGLE]
+        return await self.dispatch_both(urgent, bulk)
+
+    async def dispatch_both(
+        self, urgent: Sequence[uuid.UUID | str], bulk: Sequence[uuid.UUID | str], *, front: bool = False
+    ) -> bool:
+        """Push single jobs' ids to the priority list and batch jobs' to the bulk list (with `front`, to their
+        heads); True when both pushes held."""
         pushed = await self.dispatch(urgent, priority=True, front=front)
         return await self.dispatch(bulk, priority=False, front=front) and pushed
 

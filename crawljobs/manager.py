@@ -275,8 +275,7 @@ class JobManager:
         and the sweeper dispatches them later)."""
         urgent = [job_id for job_id in reclaimed.pending if job_id in reclaimed.urgent]
         bulk = [job_id for job_id in reclaimed.pending if job_id not in reclaimed.urgent]
-        await self.dispatcher.dispatch(urgent, priority=True, front=True)
-        await self.dispatcher.dispatch(bulk, priority=False, front=True)
+        await self.dispatcher.dispatch_both(urgent, bulk, front=True)
 
     async def purge_expired_html(self, *, limit: int) -> int:
         """Retention: drop the HTML of up to `limit` jobs finished more than ``CRAWLJOBS_RESULT_TTL`` ago."""
