@@ -87,24 +87,38 @@ def api_process(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the API process did not become ready")
-            time.sleep(0.1)
+        wait_ready(proc, base, timeout=30)
         yield base, key
     finally:
-        proc.terminate()
+        stop(proc, grace=10)
+
+
+def wait_ready(proc: subprocess.Popen[bytes], base: str, *, timeout: float, log: Path | None = None) -> None:
+    """Until the API process at ``base`` answers ``/readyz`` with 200; RuntimeError (with its log, if given) when
+    it exits or ``timeout`` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while True:
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = f":\n{log.read_text()}" if log is not None else ""
+            raise RuntimeError(f"the API process did not become ready{tail}")
+        time.sleep(0.1)
+
+
+def stop(popen: subprocess.Popen[bytes], grace: float = 20) -> None:
+    """SIGTERM, ``grace`` seconds to exit, then SIGKILL (nothing if it has exited)."""
+    if popen.poll() is not None:
+        return
+    popen.terminate()
+    try:
+        popen.wait(grace)
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        popen.wait()
 
 
 def server_ms(response: httpx.Response) -> float:

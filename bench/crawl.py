@@ -52,7 +52,7 @@ import httpx
 import psycopg
 import redis
 
-from bench.common import ROOT, api_process, median, scratch_database, services
+from bench.common import ROOT, api_process, median, scratch_database, services, stop
 from crawljobs.config import Settings
 from tests.acceptance.system import worker_env
 
@@ -77,17 +77,6 @@ class Child:
             return self.log.read_text(errors="replace")[-chars:]
         except OSError:
             return ""
-
-
-def stop(popen: subprocess.Popen[bytes], grace: float = 20) -> None:
-    if popen.poll() is not None:
-        return
-    popen.send_signal(signal.SIGTERM)
-    try:
-        popen.wait(grace)
-    except subprocess.TimeoutExpired:
-        popen.kill()
-        popen.wait()
 
 
 @contextlib.contextmanager

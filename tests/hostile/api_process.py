@@ -17,15 +17,15 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
+
+from bench.common import stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 DELAY_VARIABLE = "HOSTILE_DNS_DELAY"
@@ -67,24 +67,10 @@ def api_process(
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if popen.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the API process did not become ready:\n{log.read_text()}")
-            time.sleep(0.1)
+        wait_ready(popen, base, timeout=60, log=log)
         yield ApiProcess(base, port, psutil.Process(popen.pid))
     finally:
-        popen.terminate()
-        try:
-            popen.wait(15)
-        except subprocess.TimeoutExpired:
-            popen.kill()
-            popen.wait()
+        stop(popen, grace=15)
 
 
 def _guard_dns() -> None:
