@@ -1,7 +1,7 @@
 """Fetch methods and the ladder a job climbs when a site blocks it (pure logic, no Scrapy, no I/O).
 
-A method is an engine (``http``: Scrapy's downloader, ``browser``: Chromium through scrapy-playwright) and a
-proxy tier (``direct``, ``premium``, ``ultra_premium``). The operator sets the order of the methods and a
+A method is an engine (``http``: Scrapy's downloader, ``impersonate``: curl with Chrome's TLS handshake, HTTP/2
+and navigation headers, ``browser``: Chromium through scrapy-playwright) and a proxy tier (``direct``, ``premium``, ``ultra_premium``). The operator sets the order of the methods and a
 ceiling; a job's flags set its floor (``render`` → browser only, ``premium`` → no direct tier,
 ``ultraPremium`` → the ultra-premium tier only); a tier without proxies is skipped. What is left, in order,
 is the job's ladder: it starts at the cheapest method that worked for the job's domain (or one step lower now
@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from crawljobs.exceptions import CrawlJobsError
 
-Engine = Literal["http", "browser"]
+Engine = Literal["http", "impersonate", "browser"]
 Tier = Literal["direct", "premium", "ultra_premium"]
 
 ENGINES: tuple[Engine, ...] = get_args(Engine)
@@ -74,19 +74,27 @@ class Method:
 
 DEFAULT_ORDER: tuple[Method, ...] = (
     Method("http", "direct"),
+    Method("impersonate", "direct"),
     Method("browser", "direct"),
     Method("http", "premium"),
+    Method("impersonate", "premium"),
     Method("browser", "premium"),
     Method("http", "ultra_premium"),
+    Method("impersonate", "ultra_premium"),
     Method("browser", "ultra_premium"),
 )
 
+# The impersonate engine moves what the http engine moves (a proxy's bandwidth is the cost of its tier) for a
+# little more CPU (bench/crawl.py): a little above http, far below the browser.
 DEFAULT_COSTS: dict[str, float] = {
     "http:direct": 1,
+    "impersonate:direct": 1.5,
     "browser:direct": 5,
     "http:premium": 10,
+    "impersonate:premium": 11,
     "browser:premium": 25,
     "http:ultra_premium": 30,
+    "impersonate:ultra_premium": 32,
     "browser:ultra_premium": 75,
 }
 

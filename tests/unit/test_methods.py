@@ -22,6 +22,11 @@ from crawlproject.methods import (
 HD, BD = Method("http", "direct"), Method("browser", "direct")
 HP, BP = Method("http", "premium"), Method("browser", "premium")
 HU, BU = Method("http", "ultra_premium"), Method("browser", "ultra_premium")
+ID, IP, IU = (
+    Method("impersonate", "direct"),
+    Method("impersonate", "premium"),
+    Method("impersonate", "ultra_premium"),
+)
 
 PREMIUM = ["http://user:pw@127.0.0.1:9001"]
 ULTRA = ["http://user:pw@127.0.0.1:9002"]
@@ -101,15 +106,18 @@ def test_methods_are_frozen_values() -> None:
 def test_the_defaults_name_every_method_once_and_cost_more_up_the_ladder() -> None:
     assert names(list(DEFAULT_ORDER)) == [
         "http:direct",
+        "impersonate:direct",
         "browser:direct",
         "http:premium",
+        "impersonate:premium",
         "browser:premium",
         "http:ultra_premium",
+        "impersonate:ultra_premium",
         "browser:ultra_premium",
     ]
     assert list(DEFAULT_COSTS) == names(list(DEFAULT_ORDER))
     costs = [DEFAULT_COSTS[m.name] for m in DEFAULT_ORDER]
-    assert costs == sorted(costs) == [1, 5, 10, 25, 30, 75]
+    assert costs == sorted(costs) == [1, 1.5, 5, 10, 11, 25, 30, 32, 75]
 
 
 # --- LadderConfig ---------------------------------------------------------------------------------------------
@@ -122,7 +130,7 @@ def test_config_defaults() -> None:
     assert cfg.costs == DEFAULT_COSTS
     assert cfg.costs is not DEFAULT_COSTS
     assert cfg.available_tiers == frozenset({"direct"})
-    assert cfg.usable == (HD, BD)
+    assert cfg.usable == (HD, ID, BD)
 
 
 @pytest.mark.parametrize(
@@ -216,14 +224,15 @@ def test_a_direct_config_is_checked_too() -> None:
 NEEDS_ULTRA = "this job needs the ultra_premium tier, but CRAWLJOBS_ULTRA_PREMIUM_PROXIES is empty"
 NEEDS_PREMIUM = "this job needs the premium tier or higher"
 ALL = [HD, BD, HP, BP, HU, BU]
+D, P, U = [HD, ID, BD], [HP, IP, BP], [HU, IU, BU]  # the default order's tiers
 LADDERS: dict[tuple[bool, bool, bool], dict[str, list[Method] | str]] = {
-    (False, False, False): {"": [HD, BD], "p": [HD, BD, HP, BP], "u": [HD, BD, HU, BU], "pu": ALL},
+    (False, False, False): {"": D, "p": D + P, "u": D + U, "pu": D + P + U},
     (True, False, False): {"": [BD], "p": [BD, BP], "u": [BD, BU], "pu": [BD, BP, BU]},
-    (False, True, False): {"": NEEDS_PREMIUM, "p": [HP, BP], "u": [HU, BU], "pu": [HP, BP, HU, BU]},
+    (False, True, False): {"": NEEDS_PREMIUM, "p": P, "u": U, "pu": P + U},
     (True, True, False): {"": NEEDS_PREMIUM, "p": [BP], "u": [BU], "pu": [BP, BU]},
-    (False, False, True): {"": NEEDS_ULTRA, "p": NEEDS_ULTRA, "u": [HU, BU], "pu": [HU, BU]},
+    (False, False, True): {"": NEEDS_ULTRA, "p": NEEDS_ULTRA, "u": U, "pu": U},
     (True, False, True): {"": NEEDS_ULTRA, "p": NEEDS_ULTRA, "u": [BU], "pu": [BU]},
-    (False, True, True): {"": NEEDS_ULTRA, "p": NEEDS_ULTRA, "u": [HU, BU], "pu": [HU, BU]},
+    (False, True, True): {"": NEEDS_ULTRA, "p": NEEDS_ULTRA, "u": U, "pu": U},
     (True, True, True): {"": NEEDS_ULTRA, "p": NEEDS_ULTRA, "u": [BU], "pu": [BU]},
 }
 CASES = [(flags, tiers, expected) for flags, row in LADDERS.items() for tiers, expected in row.items()]
@@ -260,7 +269,7 @@ def test_the_error_messages_name_the_missing_proxies() -> None:
 
 def test_the_ceiling_cuts_the_ladder() -> None:
     cfg = config(ceiling="http:premium")
-    assert ladder_for(cfg, render=False, premium=False, ultra_premium=False) == [HD, BD, HP]
+    assert ladder_for(cfg, render=False, premium=False, ultra_premium=False) == [HD, ID, BD, HP]
     assert ladder_for(cfg, render=True, premium=False, ultra_premium=False) == [BD]
     assert ladder_for(cfg, render=False, premium=True, ultra_premium=False) == [HP]
     with pytest.raises(NoMethodAvailable, match=r"no fetch method fits this job \(render, premium\)"):
