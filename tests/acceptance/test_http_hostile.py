@@ -255,3 +255,17 @@ def test_a_name_resolving_to_a_refused_address_is_refused_by_the_network_rules(
         assert "127.0.0.2" in job["error_message"]
         assert "does not resolve" not in job["error_message"]
         assert outcomes(job) == [(worker.direct, "permanent")]
+
+
+def test_a_page_slower_than_the_download_timeout_ends_as_a_timeout(worker: Worker, site: TestSite) -> None:
+    """The download timeout (20 s here) ends a fetch that never answers: a transient timeout, recorded."""
+    key = uuid.uuid4().hex
+    started = time.monotonic()
+    (job,) = worker.system.wait_final(
+        [worker.system.submit(site.url(f"/slow?delay=120&key={key}"), max_retries=0)], timeout=90
+    )
+    print(job["error_message"])
+    assert job["status"] == "error"
+    assert "timeout" in job["error_message"], job["error_message"]
+    assert outcomes(job) == [(worker.direct, "transient")]
+    assert time.monotonic() - started < 80  # the timeout's, not the page's 120 s

@@ -10,6 +10,7 @@ from crawljobs.exceptions import CrawlJobsError
 from crawlproject.methods import (
     DEFAULT_COSTS,
     DEFAULT_ORDER,
+    TIERS,
     LadderConfig,
     Method,
     NoMethodAvailable,
@@ -105,19 +106,20 @@ def test_methods_are_frozen_values() -> None:
 
 def test_the_defaults_name_every_method_once_and_cost_more_up_the_ladder() -> None:
     assert names(list(DEFAULT_ORDER)) == [
-        "http:direct",
         "impersonate:direct",
         "browser:direct",
-        "http:premium",
         "impersonate:premium",
         "browser:premium",
-        "http:ultra_premium",
         "impersonate:ultra_premium",
         "browser:ultra_premium",
     ]
-    assert list(DEFAULT_COSTS) == names(list(DEFAULT_ORDER))
     costs = [DEFAULT_COSTS[m.name] for m in DEFAULT_ORDER]
-    assert costs == sorted(costs) == [1, 1.5, 5, 10, 11, 25, 30, 32, 75]
+    assert costs == sorted(costs) == [1, 5, 10, 25, 30, 75]
+    # Every method has a cost, so that any order can be configured without naming costs.
+    every = [Method(engine, tier) for engine in ("http", "impersonate", "browser") for tier in TIERS]
+    assert sorted(DEFAULT_COSTS) == sorted(names(every))
+    for tier in TIERS:  # http and impersonate move the same bytes for the same CPU
+        assert DEFAULT_COSTS[f"http:{tier}"] == DEFAULT_COSTS[f"impersonate:{tier}"]
 
 
 # --- LadderConfig ---------------------------------------------------------------------------------------------
@@ -130,7 +132,7 @@ def test_config_defaults() -> None:
     assert cfg.costs == DEFAULT_COSTS
     assert cfg.costs is not DEFAULT_COSTS
     assert cfg.available_tiers == frozenset({"direct"})
-    assert cfg.usable == (HD, ID, BD)
+    assert cfg.usable == (ID, BD)
 
 
 @pytest.mark.parametrize(
@@ -224,7 +226,7 @@ def test_a_direct_config_is_checked_too() -> None:
 NEEDS_ULTRA = "this job needs the ultra_premium tier, but CRAWLJOBS_ULTRA_PREMIUM_PROXIES is empty"
 NEEDS_PREMIUM = "this job needs the premium tier or higher"
 ALL = [HD, BD, HP, BP, HU, BU]
-D, P, U = [HD, ID, BD], [HP, IP, BP], [HU, IU, BU]  # the default order's tiers
+D, P, U = [ID, BD], [IP, BP], [IU, BU]  # the default order's tiers
 LADDERS: dict[tuple[bool, bool, bool], dict[str, list[Method] | str]] = {
     (False, False, False): {"": D, "p": D + P, "u": D + U, "pu": D + P + U},
     (True, False, False): {"": [BD], "p": [BD, BP], "u": [BD, BU], "pu": [BD, BP, BU]},
@@ -268,10 +270,10 @@ def test_the_error_messages_name_the_missing_proxies() -> None:
 
 
 def test_the_ceiling_cuts_the_ladder() -> None:
-    cfg = config(ceiling="http:premium")
-    assert ladder_for(cfg, render=False, premium=False, ultra_premium=False) == [HD, ID, BD, HP]
+    cfg = config(ceiling="impersonate:premium")
+    assert ladder_for(cfg, render=False, premium=False, ultra_premium=False) == [ID, BD, IP]
     assert ladder_for(cfg, render=True, premium=False, ultra_premium=False) == [BD]
-    assert ladder_for(cfg, render=False, premium=True, ultra_premium=False) == [HP]
+    assert ladder_for(cfg, render=False, premium=True, ultra_premium=False) == [IP]
     with pytest.raises(NoMethodAvailable, match=r"no fetch method fits this job \(render, premium\)"):
         ladder_for(cfg, render=True, premium=True, ultra_premium=False)
 
@@ -329,12 +331,12 @@ def test_a_remembered_method_outside_the_ladder_starts_at_the_floor() -> None:
 
 def test_with_the_order_a_remembered_method_maps_to_the_next_ladder_method_up() -> None:
     render_ladder = [BD, BP, BU]
-    assert start_index(render_ladder, HP, explore=False, order=DEFAULT_ORDER) == 1  # browser:premium
-    assert start_index(render_ladder, HU, explore=False, order=DEFAULT_ORDER) == 2
-    assert start_index(render_ladder, HU, explore=True, order=DEFAULT_ORDER) == 1
-    assert start_index([HP, BP], HD, explore=False, order=DEFAULT_ORDER) == 0
+    assert start_index(render_ladder, IP, explore=False, order=DEFAULT_ORDER) == 1  # browser:premium
+    assert start_index(render_ladder, IU, explore=False, order=DEFAULT_ORDER) == 2
+    assert start_index(render_ladder, IU, explore=True, order=DEFAULT_ORDER) == 1
+    assert start_index([IP, BP], ID, explore=False, order=DEFAULT_ORDER) == 0
     # Memory above everything the job may use (a lower ceiling now): its top method.
-    assert start_index([HD, BD], HU, explore=False, order=DEFAULT_ORDER) == 1
+    assert start_index([ID, BD], IU, explore=False, order=DEFAULT_ORDER) == 1
     # A method the order no longer has: the floor.
     assert start_index([HD, BD], BP, explore=False, order=(HD, BD)) == 0
 
