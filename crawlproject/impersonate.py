@@ -554,7 +554,9 @@ class ImpersonateEngine:
         )
         headers = merged_headers(chrome_navigation_headers(version.major), own, self.scrapy_defaults)
         lines = [f"{name}: {value}".encode("latin-1") for name, value in headers]
-        if not https:  # HTTP/1.1 as Chrome writes it: Host and Connection first
+        if not https:
+            # HTTP/1.1 carries Host and Connection as Chrome sends them; curl writes them after the others (the
+            # one difference of order left, on plain http: HTTP/2 has curl-impersonate's Chrome pseudo-headers).
             lines[:0] = [f"Host: {urlsplit(request.url).netloc}".encode(), b"Connection: keep-alive"]
         curl.setopt(CurlOpt.HTTPHEADER, lines)
 
