@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from crawlproject.egress.framing import MAX_HEAD_BYTES, MAX_HEADERS
+from crawlproject.errors import DecompressedBodyTooLarge, FetchedBodyTooLarge, ResponseHeadersTooLarge
 from crawlproject.impersonate import (
+    Transfer,
     chrome_navigation_headers,
     curl_target,
     curl_targets,
@@ -84,3 +87,45 @@ def test_the_requests_own_headers_override_in_place_and_scrapys_defaults_give_wa
     assert names[-2:] == ["cookie", "x-extra"]
     assert "proxy-authorization" not in names and "connection" not in names
     assert merged_headers(defaults, [("User-Agent", "Scrapy-ish/1.0")], SCRAPY) == defaults
+
+
+# -- a transfer's limits (what curl's callbacks are handed) ---------------------------------------------------
+
+
+def test_a_transfer_keeps_the_last_head_and_counts_every_line() -> None:
+    transfer = Transfer(maxsize=100)
+    for line in (b"HTTP/1.1 103 Early Hints\r\n", b"Link: </a.css>\r\n", b"\r\n"):
+        transfer.on_header(line)
+    for line in (b"HTTP/2 200 \r\n", b"content-type: text/html\r\n", b"set-cookie: a=1\r\n", b"\r\n"):
+        transfer.on_header(line)
+    assert transfer.status_line == b"HTTP/2 200 \r\n"
+    assert transfer.headers().getlist("Set-Cookie") == [b"a=1"]
+    assert transfer.headers().get("Link") is None
+    transfer.on_body(b"x" * 100)
+    with pytest.raises(FetchedBodyTooLarge):
+        transfer.on_body(b"y")
+
+
+def test_a_head_over_its_bounds_ends_the_transfer() -> None:
+    transfer = Transfer(maxsize=0)
+    transfer.on_header(b"HTTP/1.1 200 OK\r\n")
+    with pytest.raises(ResponseHeadersTooLarge, match="fields"):
+        for n in range(MAX_HEADERS + 2):
+            transfer.on_header(b"x-%d: 1\r\n" % n)
+    big = Transfer(maxsize=0)
+    with pytest.raises(ResponseHeadersTooLarge, match="bytes"):
+        big.on_header(b"HTTP/1.1 200 OK\r\nx: " + b"h" * MAX_HEAD_BYTES)
+
+
+def test_content_length_over_the_limit_fails_before_the_body_and_a_decoded_body_is_named() -> None:
+    plain = Transfer(maxsize=1000)
+    plain.on_header(b"HTTP/1.1 200 OK\r\n")
+    plain.on_header(b"Content-Length: 1001\r\n")
+    with pytest.raises(FetchedBodyTooLarge, match="Content-Length"):
+        plain.on_header(b"\r\n")
+    bomb = Transfer(maxsize=1000)
+    for line in (b"HTTP/1.1 200 OK\r\n", b"Content-Encoding: gzip\r\n", b"Content-Length: 50\r\n", b"\r\n"):
+        bomb.on_header(line)  # 50 bytes sent: the decoded size is what counts
+    bomb.on_body(b"x" * 1000)
+    with pytest.raises(DecompressedBodyTooLarge, match="decompressed"):
+        bomb.on_body(b"x")
