@@ -53,7 +53,7 @@ def check_worker(settings: Settings, *, host: str | None = None, max_age: float 
     try:
         alive = asyncio.run(workers_alive_on_host(settings.database_url, host=host, seconds=seconds))
     except Exception as exc:  # any failure to ask is an unhealthy answer, said in one line
-        raise Unhealthy(f"cannot read the worker registry: {exc}") from exc
+        raise Unhealthy(f"cannot read the worker registry: {' '.join(str(exc).split())}") from exc
     if alive < 1:
         raise Unhealthy(f"no worker of host {host} holds its liveness lock and was seen within {seconds:g} s")
     return f"{alive} worker(s) of host {host} alive"

@@ -119,3 +119,28 @@ def test_the_roles_the_image_runs_are_crawljobs_commands(command: str) -> None:
         [sys.executable, "-m", "crawljobs.cli", command, "--help"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_every_data_file_of_the_packages_is_installed_by_the_image() -> None:
+    """The image installs the project as a package (`pip install --no-deps .`, not editable, the source tree
+    not kept on the path): a file the code reads that package-data does not name would be missing there."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    package_data: dict[str, list[str]] = config.get("package-data", {})
+    tracked = subprocess.run(
+        ["git", "ls-files", "crawljobs", "crawlproject", "service"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert tracked
+    for path in tracked:
+        if path.endswith(".py"):
+            continue
+        top, _, rest = path.partition("/")
+        patterns = package_data.get(top, [])
+        assert any(fnmatch.fnmatch(rest, pattern) for pattern in patterns), (
+            f"{path} is not in [tool.setuptools.package-data] of pyproject.toml: the image would not have it"
+        )
