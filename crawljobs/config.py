@@ -116,10 +116,8 @@ class Settings(BaseSettings):
         "API, or `*` for any; credentials are never allowed (keys travel in headers)",
     )
 
-    # The queue.
-    queue_prefix: str = Field(
-        default="crawljobs", pattern=r"^[A-Za-z0-9._:-]{1,64}$", description="prefix of every Redis key"
-    )
+    # The queue. The prefix of every Redis key.
+    queue_prefix: str = Field(default="crawljobs", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
 
     # Jobs.
     max_retries: int = Field(
@@ -227,15 +225,12 @@ class Settings(BaseSettings):
         "(page scripts that never stop included; `CRAWLJOBS_DOWNLOAD_TIMEOUT` is the navigation's share); "
         "past it the page is closed",
     )
-    browser_memory_mb: int = Field(
-        default=1024,
-        ge=0,
-        description="data memory (RLIMIT_DATA) each Chromium process may take, each renderer on its own (a "
-        "page past it crashes its renderer alone); `0`: no cap",
-    )
+    # The data memory (RLIMIT_DATA) each Chromium process may take, renderers included: a page past it crashes
+    # its renderer alone. 0: no cap.
+    browser_memory_mb: int = Field(default=1024, ge=0)
 
-    # Observability (crawljobs.metrics, crawljobs.logs). /metrics names worker hosts and pids and queue depths:
-    # it is closed unless a token is set or it is opened.
+    # Observability (crawljobs.metrics, crawljobs.logs). /metrics wants `Authorization: Bearer <token>`; with
+    # no token it is closed (it names worker hosts and pids, queue depths) unless metrics_open says otherwise.
     metrics_token: str | None = Field(  # a plain str: processing.worker_environment spells settings out
         default=None,
         description="`/metrics` wants `Authorization: Bearer <token>`; unset, `/metrics` is closed (403 "
@@ -255,11 +250,9 @@ class Settings(BaseSettings):
         le=3600,
         description="how often a worker publishes its heartbeat and Scrapy stats (kept for 6 intervals)",
     )
-    log_format: Literal["text", "json"] = Field(
-        default="text",
-        description="`json`: one JSON object a line (`time`, `level`, `logger`, `message`, `job_id`, "
-        "`batch_id`, `worker`...) for API, sweeper and workers",
-    )
+    # `json`: one JSON object a line (`time`, `level`, `logger`, `message`, `job_id`, `batch_id`, `worker`...)
+    # for API, sweeper and workers.
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator(
         "allowed_networks", "premium_proxies", "ultra_premium_proxies", "cors_origins", mode="before"

@@ -5,10 +5,10 @@ unit test does the same, so a setting added without regenerating fails the suite
 prints the reference.
 
 Every field of ``crawljobs.config.Settings`` is one row: its environment variable, type (with its bounds),
-default and description. The description is the field's ``Field(description=...)``; a field without one takes
-the comment right above it in config.py (the convention for settings added by hand), and a field with neither
-is an error: every setting is documented. Sections follow the comment blocks that open each group of fields
-in config.py (a comment after a blank line; its first sentence is the title).
+default and description. The description is the field's ``Field(description=...)``, else what the comments of
+config.py say of it (``entries``); a field with neither is an error: every setting is documented. Sections follow
+the comment blocks that open each group of fields in config.py (a comment after a blank line; its first
+sentence is the title, the rest a note under it).
 """
 
 from __future__ import annotations
@@ -66,17 +66,19 @@ class Entry:
     description: str
 
 
-def _source_lines(settings: type[BaseSettings]) -> tuple[list[str], dict[str, int]]:
-    """The settings module's lines and, for each field of the class, the 0-based line its definition starts on."""
+def _source_lines(settings: type[BaseSettings]) -> tuple[list[str], dict[str, tuple[int, int]]]:
+    """The settings module's lines and, for each field of the class, the 0-based first and last line of its
+    definition."""
     source = inspect.getsource(sys.modules[settings.__module__])
     tree = ast.parse(source)
-    starts: dict[str, int] = {}
+    spans: dict[str, tuple[int, int]] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef) and node.name == settings.__name__:
             for statement in node.body:
                 if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name):
-                    starts[statement.target.id] = statement.lineno - 1
-    return source.splitlines(), starts
+                    last = statement.end_lineno or statement.lineno
+                    spans[statement.target.id] = (statement.lineno - 1, last - 1)
+    return source.splitlines(), spans
 
 
 def _comment_above(lines: list[str], start: int) -> tuple[list[str], bool]:
@@ -91,10 +93,26 @@ def _comment_above(lines: list[str], start: int) -> tuple[list[str], bool]:
 
 
 def _first_sentence(text: str) -> tuple[str, str]:
-    head, dot, rest = text.partition(". ")
-    if not dot:
-        return text.rstrip("."), ""
-    return head, rest.strip()
+    """A section comment's title and the rest: up to its first ". " or ": " outside parentheses and code."""
+    depth, code = 0, False
+    for index, char in enumerate(text):
+        if char == "`":
+            code = not code
+        elif not code and char == "(":
+            depth += 1
+        elif not code and char == ")":
+            depth = max(0, depth - 1)
+        elif not code and depth == 0 and char in ".:" and text[index + 1 : index + 2] == " ":
+            return text[:index], text[index + 1 :].strip()
+    return text.rstrip("."), ""
+
+
+def _as_cell(comment: str) -> str:
+    """A comment's sentence as a table cell: lower case first, like the descriptions ("The prefix" -> "the
+    prefix"; "URL..." and "`json`" kept)."""
+    if len(comment) > 1 and comment[0].isupper() and comment[1].islower():
+        return comment[0].lower() + comment[1:]
+    return comment
 
 
 def _type_name(annotation: Any) -> str:
@@ -155,25 +173,40 @@ def _default(field: FieldInfo) -> str:
 
 
 def entries(settings: type[BaseSettings] = Settings) -> list[Entry]:
-    """Every setting in the order of config.py, with its section."""
-    lines, starts = _source_lines(settings)
+    """Every setting in the order of config.py, with its section and description.
+
+    A field's description is its ``Field(description=...)``. Without one, the comments of config.py say it: a
+    comment block right above a run of fields (no blank line between them) describes the first of the run,
+    and the others point to it; a comment block after a blank line opens a section (its first sentence the
+    title; the rest describes the run of fields below it the same way, or, when the first of them has a
+    description, is a note under the title). A field with none of these is an error."""
+    lines, spans = _source_lines(settings)
     prefix = settings.model_config.get("env_prefix", "")
     section, note = "General", ""
+    run_first, run_text = "", ""
+    previous_end: int | None = None
     result = []
+
+    def env(name: str) -> str:
+        return f"{prefix}{name}".upper()
+
     for name, field in settings.model_fields.items():
-        start = starts.get(name)
-        comment: list[str] = []
-        if start is not None:
-            comment, opens = _comment_above(lines, start)
-            # A comment after a blank line opens a section: its first sentence titles it.
-            if comment and opens:
-                section, rest = _first_sentence(" ".join(comment))
-                comment = [rest] if rest else []
-                note = rest if field.description else ""
-            elif field.description:
-                comment = []  # a comment beside a described field is for the code's readers
-        description = field.description or " ".join(comment).strip()
-        if not description:
+        start, end = spans.get(name, (-1, -1))
+        comment, opens = _comment_above(lines, start) if start >= 0 else ([], False)
+        if comment and opens:  # a new section; the rest of its comment describes its first fields, if need be
+            section, rest = _first_sentence(" ".join(comment))
+            note, run_text = (rest, "") if field.description else ("", rest)
+            run_first = name
+        elif comment:  # a comment for the fields right below it
+            run_first, run_text = name, " ".join(comment)
+        elif previous_end is None or start != previous_end + 1:  # after a blank line: a run of its own
+            run_first, run_text = name, ""
+        previous_end = end
+        if field.description:
+            description = field.description
+        elif run_text:
+            description = _as_cell(run_text) if run_first == name else f"see `{env(run_first)}` above"
+        else:
             raise MissingDescription(
                 f"setting {name!r} has no description: give it Field(description=...) in crawljobs/config.py"
             )
@@ -183,7 +216,7 @@ def entries(settings: type[BaseSettings] = Settings) -> list[Entry]:
             Entry(
                 section=section,
                 section_note=note,
-                env=f"{prefix}{name}".upper(),
+                env=env(name),
                 type=f"{kind} ({bounds})" if bounds else kind,
                 default=_default(field),
                 description=description.rstrip(".").replace("|", "\\|").replace("\n", " "),

@@ -40,21 +40,33 @@ class _Added(BaseSettings):
     described: int = Field(default=3, ge=1, description="a setting with its description")
     # The comment above a setting is its description when it has none.
     commented: bool = False
+    follower: int = 5
+
+    # Rendering (crawlproject). What the next two do.
+    grouped_one: int = 1
+    grouped_two: str = "x"
 
 
 class _Undocumented(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CRAWLJOBS_")
 
     documented: int = Field(default=1, description="fine")
+
     bare: int = 2
 
 
-def test_a_comment_describes_a_setting_without_a_description_and_opens_a_section() -> None:
-    first, second = configref.entries(_Added)
-    assert (first.section, first.env) == ("Tenants", "CRAWLJOBS_DESCRIBED")
-    assert first.section_note == "Settings added by hand."
-    assert second.description == "The comment above a setting is its description when it has none"
-    assert "| `CRAWLJOBS_COMMENTED` | boolean | `false` |" in configref.render(_Added)
+def test_the_comments_describe_settings_without_a_description_and_open_sections() -> None:
+    described, commented, follower, one, two = configref.entries(_Added)
+    assert (described.section, described.env) == ("Tenants", "CRAWLJOBS_DESCRIBED")
+    assert described.section_note == "Settings added by hand."
+    assert described.description == "a setting with its description"
+    assert commented.description == "the comment above a setting is its description when it has none"
+    assert follower.description == "see `CRAWLJOBS_COMMENTED` above"  # the same comment's run
+    assert (one.section, one.section_note) == ("Rendering (crawlproject)", "")
+    assert (one.description, two.description) == ("what the next two do", "see `CRAWLJOBS_GROUPED_ONE` above")
+    text = configref.render(_Added)
+    assert "| `CRAWLJOBS_COMMENTED` | boolean | `false` |" in text
+    assert "## Rendering (crawlproject)\n\n| variable" in text
 
 
 def test_a_setting_with_no_description_at_all_is_an_error() -> None:
