@@ -72,9 +72,10 @@ class Method:
         return cls(engine, tier)
 
 
-# The impersonate engine is the first rung of each tier: it fetched as many pages a second as the http engine
-# for no more CPU per page (bench/crawl.py: 1.30x the pages/s, 0.92x the CPU per page, same run), and a site
-# that refuses Python's TLS handshake lets it through. The http engine stays a method to name in
+# The impersonate engine is the first rung of each tier: it fetched about as many pages a second as the http
+# engine for no more CPU per page (bench/crawl.py, medians of 3 interleaved runs on a loaded 2-core machine:
+# 1.30x the pages/s and 0.92x the CPU per page in one invocation, 0.95x and 0.97x in another), and a site that
+# refuses Python's TLS handshake lets it through. The http engine stays a method to name in
 # CRAWLJOBS_LADDER (``http:direct,impersonate:direct,...``).
 DEFAULT_ORDER: tuple[Method, ...] = (
     Method("impersonate", "direct"),
