@@ -173,23 +173,26 @@ class Settings(BaseSettings):
     )
     browser_executable: str | None = Field(
         default=None,
-        description="Chromium to use (default: `chromium` on PATH, else Playwright's own)",
+        description="Chromium to use (default: `chromium` on PATH, else Playwright's own); the impersonate engine "
+        "reads its version (`--version`) once and sends that Chrome's handshake and headers",
     )
     max_body_bytes: int = Field(
         default=10 * 1024 * 1024, ge=1024, description="largest page a worker stores (10 MiB)"
     )
     ladder: str | None = Field(
         default=None,
-        description="comma-separated methods, e.g. `http:direct,browser:direct,http:premium` (unset: "
-        "`http:direct,browser:direct,http:premium,browser:premium,http:ultra_premium,browser:ultra_premium`)",
+        description="comma-separated methods (engines `impersonate`, `http`, `browser`), e.g. "
+        "`http:direct,impersonate:direct,browser:direct,impersonate:premium` (unset: `impersonate:direct,"
+        "browser:direct,impersonate:premium,browser:premium,impersonate:ultra_premium,browser:ultra_premium`)",
     )
     ladder_ceiling: str | None = Field(
         default=None, description="the highest method a job may climb to (unset: the last of the ladder)"
     )
     method_costs: str | None = Field(
         default=None,
-        description="cost weight of each method (unset: `http:direct=1,browser:direct=5,http:premium=10,"
-        "browser:premium=25,http:ultra_premium=30,browser:ultra_premium=75`)",
+        description="cost weight of each method (unset: `impersonate:direct=1,browser:direct=5,"
+        "impersonate:premium=10,browser:premium=25,impersonate:ultra_premium=30,browser:ultra_premium=75`, and "
+        "`http` as `impersonate`)",
     )
     explore_rate: float = Field(
         default=0.1,
