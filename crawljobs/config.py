@@ -116,6 +116,12 @@ class Settings(BaseSettings):
     metrics_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
     log_format: Literal["text", "json"] = "text"
 
+    # The browser dashboard (service/dashboard, docs/DASHBOARD.md). The key that signs its session cookies and
+    # CSRF tokens: unset, one is made on first use and kept in the database, shared by every API process (set
+    # it to sign out every session at once by changing it). How long a session lasts after sign-in.
+    dashboard_secret: str | None = Field(default=None, min_length=32)
+    dashboard_session_seconds: int = Field(default=12 * 3600, ge=60, le=30 * 24 * 3600)
+
     @field_validator(
         "allowed_networks", "premium_proxies", "ultra_premium_proxies", "cors_origins", mode="before"
     )

@@ -61,6 +61,12 @@ class BatchNotFound(NotFound):
     code = "batch_not_found"
 
 
+class DeliveryNotFound(NotFound):
+    """No such webhook delivery."""
+
+    code = "delivery_not_found"
+
+
 class BatchAlreadyExists(CrawlJobsError):
     """A batch with this id already exists."""
 

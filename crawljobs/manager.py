@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from crawljobs import store
 from crawljobs.config import Settings
 from crawljobs.dispatch import PRIORITY_SINGLE, Dispatcher
-from crawljobs.exceptions import BatchNotFound, JobNotFound
+from crawljobs.exceptions import BatchNotFound, DeliveryNotFound, JobNotFound
 from crawljobs.keys import hash_key
 from crawljobs.lifecycle import Leases, Reclaimed, reclaim_dead_workers, reclaim_expired_leases
 from crawljobs.logs import job_fields
@@ -86,6 +86,17 @@ class JobManager:
                 if tenant is not None:
                     return tenant
         return None
+
+    async def tenant_of_key_hash(self, key_hash: bytes) -> str | None:
+        """The tenant of the API key with this hash if it is not revoked (the dashboard's session holds only the
+        hash of the key it was opened with, and asks this on every request)."""
+        async with self.pool.connection() as conn:
+            return await store.find_tenant_by_key(conn, key_hash=key_hash)
+
+    async def dashboard_secret(self, *, new_secret: str) -> str:
+        """The dashboard's signing key kept in the database; `new_secret` becomes it on first use."""
+        async with self.pool.connection() as conn:
+            return await store.dashboard_secret(conn, new_secret=new_secret)
 
     async def readiness(self) -> dict[str, str]:
         """Whether PostgreSQL and Redis answer: ``ok`` or ``error: <exception class>`` for each."""
@@ -295,3 +306,16 @@ class JobManager:
         return await self.webhooks.log(
             tenant=tenant, job_id=job_id, batch_id=batch_id, limit=limit, offset=offset
         )
+
+    async def redeliver(self, *, tenant: str, delivery_id: uuid.UUID) -> Delivery:
+        """Send one of the tenant's webhook deliveries again, now, with a fresh series of attempts (delivered,
+        given up or pending alike: the receiver may have lost it). DeliveryNotFound if it is not the tenant's."""
+        delivery = await self.webhooks.redeliver(tenant=tenant, delivery_id=delivery_id)
+        if delivery is None:
+            raise DeliveryNotFound(f"webhook delivery {delivery_id} not found")
+        logger.info(
+            "webhook delivery %s redelivered",
+            delivery_id,
+            extra={"action": "redeliver", "delivery_id": str(delivery_id)},
+        )
+        return delivery

@@ -480,3 +480,24 @@ LISTEN {channel};
 -- Announce changed jobs (their ids, and marks of their batches), one notification per payload, delivered to the
 -- listeners when the writer's transaction commits.
 SELECT pg_notify(%(channel)s, payload) FROM unnest(%(payloads)s::text[]) AS payload;
+
+-- dashboard_secret --
+-- The dashboard's signing key, made on first use (the given one is kept only if none exists yet).
+WITH made AS (
+    INSERT INTO dashboard_secret (secret) VALUES (%(secret)s)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING secret
+)
+SELECT secret FROM made
+UNION ALL
+SELECT secret FROM dashboard_secret
+LIMIT 1;
+
+-- redeliver_delivery --
+-- Send a webhook delivery again (the dashboard's "redeliver"): due now, with a fresh series of attempts, whether
+-- it was delivered, given up or still pending. Only the tenant's own.
+UPDATE webhook_deliveries
+SET next_attempt_at = now(), attempts = 0, delivered_at = NULL, gave_up_at = NULL
+WHERE id = %(id)s AND tenant = %(tenant)s
+RETURNING id, event, job_id, batch_id, url, payload, attempts, next_attempt_at, last_status, last_error,
+          delivered_at, gave_up_at, created_at;

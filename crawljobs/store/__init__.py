@@ -7,7 +7,7 @@ that mean something to a caller are wrapped here into typed exceptions. One modu
 - `rows`: running a named query; `events`: webhook outbox rows and NOTIFYs after a change of jobs;
 - `submissions`: API keys, jobs and batches as submitted; `reads`: jobs, batches, exports, counts;
 - `transitions`: every change of a job's status; `sweeping`: dispatch marks and retention;
-- `webhooks`: the delivery outbox; `listen`: the waiting hub's LISTEN connection;
+- `webhooks`: the delivery outbox (and the dashboard's signing key); `listen`: the waiting hub's LISTEN connection;
 - `presence`: a worker's liveness session (its advisory lock).
 """
 
@@ -63,9 +63,11 @@ from crawljobs.store.transitions import (
 )
 from crawljobs.store.webhooks import (
     claim_due_deliveries,
+    dashboard_secret,
     list_deliveries,
     mark_delivered,
     mark_delivery_failed,
+    redeliver_delivery,
     tenant_secret,
     unclaim_deliveries,
 )
@@ -94,6 +96,7 @@ __all__ = [
     "count_batches",
     "count_live_jobs",
     "count_pending_dispatched",
+    "dashboard_secret",
     "export_batch_jobs",
     "find_batch",
     "find_batch_by_idempotency_key",
@@ -119,6 +122,7 @@ __all__ = [
     "purge_expired_html",
     "reclaim_dead_workers",
     "reclaim_expired_leases",
+    "redeliver_delivery",
     "release_jobs",
     "renew_leases",
     "retry_failed_jobs",
