@@ -12,23 +12,36 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 
 from crawljobs import store
 from crawljobs.config import Settings
 from crawljobs.dispatch import PRIORITY_SINGLE, Dispatcher
-from crawljobs.exceptions import BatchNotFound, DeliveryNotFound, JobNotFound
+from crawljobs.exceptions import (
+    BatchNotFound,
+    DeliveryNotFound,
+    InvalidCursor,
+    InvalidRequest,
+    InvalidStatus,
+    JobNotFound,
+)
 from crawljobs.keys import hash_key
 from crawljobs.lifecycle import Leases, Reclaimed, reclaim_dead_workers, reclaim_expired_leases
 from crawljobs.logs import job_fields
-from crawljobs.metrics import MetricsBuffer
+from crawljobs.metrics import MetricKeys, MetricsBuffer
 from crawljobs.models import (
+    STATUSES,
     Attempt,
     Batch,
     BatchCounts,
     Delivery,
     Job,
+    JobsPage,
+    Overview,
+    StatsBucket,
+    WorkerInfo,
 )
 from crawljobs.outbox import WebhookOutbox
 from crawljobs.queue import QueueKeys
@@ -41,6 +54,21 @@ logger = logging.getLogger(__name__)
 
 # Longest a readiness check waits for one dependency.
 READY_TIMEOUT_SECONDS = 3.0
+# Most jobs in one page of `batch_jobs_page`.
+MAX_PAGE = 1000
+# A batch's jobs cursor: a batch index, which a 50,000-job batch keeps below this.
+_MAX_CURSOR = 2**31 - 1
+
+
+def _parse_cursor(after: str | None) -> int:
+    """The batch index a `batch_jobs_page` cursor names (-1: the first page); InvalidCursor for anything else."""
+    if after is None or after == "":
+        return -1
+    if not (after.isascii() and after.isdigit() and len(after) <= 10 and int(after) <= _MAX_CURSOR):
+        raise InvalidCursor(
+            "not a cursor of this listing: pass back the previous page's next_after", after=after
+        )
+    return int(after)
 
 
 class JobManager:
@@ -155,8 +183,9 @@ class JobManager:
             row = await store.find_batch(conn, tenant=tenant, batch_id=batch_id)
             if row is None:
                 raise BatchNotFound(f"batch {batch_id!r} not found")
-            counts = BatchCounts.from_rows(await store.batch_counts(conn, tenant=tenant, batch_id=batch_id))
-        return Batch.from_row(row, counts)
+            sums = await store.batch_counts(conn, tenant=tenant, batch_id=batch_id)
+        counts = BatchCounts(**{s: int(sums[s] or 0) for s in STATUSES}, last_updated=sums["last_updated"])
+        return Batch.from_row({**row, "cost": sums["cost"]}, counts)
 
     async def batch_jobs(
         self, *, tenant: str, batch_id: str, status: str | None = None, limit: int = 100, offset: int = 0
@@ -167,11 +196,122 @@ class JobManager:
             )
         return [Job.from_row(row) for row in rows]
 
-    async def list_batches(self, *, tenant: str, limit: int, offset: int) -> tuple[list[Batch], int]:
+    async def list_batches(
+        self, *, tenant: str, limit: int, offset: int, search: str | None = None
+    ) -> tuple[list[Batch], int]:
+        """A page of the tenant's batches, newest first, with their counts, and how many there are; with
+        `search`, only the batches whose id starts with it (and how many of those there are)."""
+        search = search or None
         async with self.pool.connection() as conn:
-            rows = await store.list_batches(conn, tenant=tenant, limit=limit, offset=offset)
-            total = await store.count_batches(conn, tenant=tenant)
+            rows = await store.list_batches(conn, tenant=tenant, limit=limit, offset=offset, search=search)
+            total = await store.count_batches(conn, tenant=tenant, search=search)
         return [Batch.from_row(row) for row in rows], total
+
+    async def batch_jobs_page(
+        self,
+        *,
+        tenant: str,
+        batch_id: str,
+        status: str | None = None,
+        search: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> JobsPage:
+        """A page of a batch's jobs in submission order (without HTML or attempts), by keyset: `after` is the
+        previous page's `next_after` (None: the first page). `status` keeps one status; `search` keeps the
+        jobs whose URL contains it, case-insensitively (a domain, a path, any part). Each page costs the same
+        however deep it is; a search for a rare string reads the batch's jobs until it has found a page.
+
+        Raises ``BatchNotFound``, ``InvalidStatus``, ``InvalidCursor``, ``InvalidRequest`` (a limit outside
+        1..``MAX_PAGE``)."""
+        if status is not None and status not in STATUSES:
+            raise InvalidStatus(f"unknown status {status!r}: one of {', '.join(STATUSES)}", status=status)
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}", limit=limit)
+        after_index = _parse_cursor(after)
+        needle = search.strip().lower() if search else ""
+        async with self.pool.connection() as conn:
+            if await store.find_batch(conn, tenant=tenant, batch_id=batch_id) is None:
+                raise BatchNotFound(f"batch {batch_id!r} not found")
+            rows = await store.batch_jobs_page(
+                conn,
+                tenant=tenant,
+                batch_id=batch_id,
+                status=status,
+                search=needle or None,
+                after=after_index,
+                limit=limit + 1,  # one more: is there a next page?
+            )
+        jobs = [Job.from_row(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        return JobsPage(jobs=jobs, next_after=str(rows[limit - 1]["batch_index"]) if more else None)
+
+    async def overview(self, *, tenant: str) -> Overview:
+        """The dashboard's first page for a tenant: its jobs by status, completions and errors per minute (last
+        hour) and per hour (last day), today's cost by method, the queue depth and the workers. Every part is
+        read from the counts the database keeps (migration 0007) or from small tables: its cost does not grow
+        with the number of jobs. Redis down leaves `queue_depth` empty and the workers' heartbeats unknown."""
+        async with self.pool.connection() as conn:
+            counts = await store.tenant_counts(conn, tenant=tenant)
+            per_minute = await store.stats_per_minute(conn, tenant=tenant)
+            per_hour = await store.stats_per_hour(conn, tenant=tenant)
+            cost_rows = await store.cost_today(conn, tenant=tenant)
+            worker_rows = await store.list_workers(conn)
+        depth, beats = await self._queue_and_heartbeats([row["worker_id"] for row in worker_rows])
+        workers = [
+            WorkerInfo(
+                worker_id=row["worker_id"],
+                host=row["host"],
+                pid=row["pid"],
+                started_at=row["started_at"],
+                last_seen=row["seen_at"],
+                alive=bool(row["alive"]),
+                jobs_held=int(row["jobs_held"]),
+                heartbeat=beats.get(row["worker_id"], (None, None))[0],
+                in_flight=beats.get(row["worker_id"], (None, None))[1],
+            )
+            for row in worker_rows
+        ]
+        return Overview(
+            counts={s: int(counts[s]) for s in STATUSES},
+            per_minute=[StatsBucket.from_row(row) for row in per_minute],
+            per_hour=[StatsBucket.from_row(row) for row in per_hour],
+            cost_today={row["method"]: float(row["cost"]) for row in cost_rows},
+            queue_depth=depth,
+            workers=workers,
+            cost_total=float(counts["cost"]),
+        )
+
+    async def _queue_and_heartbeats(
+        self, workers: Sequence[str]
+    ) -> tuple[dict[str, int], dict[str, tuple[datetime | None, int | None]]]:
+        """The Redis lists' lengths and each worker's last heartbeat (time, jobs in flight), in one round trip;
+        nothing when Redis cannot be read."""
+        if self.redis is None:
+            return {}, {}
+        metric_keys = MetricKeys.for_prefix(self.settings.queue_prefix)
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.llen(self.keys.priority)
+                    pipe.llen(self.keys.bulk)
+                    for worker in workers:
+                        pipe.hmget(metric_keys.worker(worker), ["heartbeat", "in_flight"])
+                    replies = await pipe.execute()
+        except Exception as exc:  # Redis is a hint: the overview still answers without it
+            logger.warning("overview: cannot read Redis: %s", exc)
+            return {}, {}
+        beats: dict[str, tuple[datetime | None, int | None]] = {}
+        for worker, (beat, in_flight) in zip(workers, replies[2:], strict=True):
+            if beat is None:
+                continue
+            try:
+                when: datetime | None = datetime.fromtimestamp(float(beat), UTC)
+                held: int | None = int(float(in_flight)) if in_flight is not None else None
+            except (ValueError, OverflowError, OSError):
+                when, held = None, None
+            beats[worker] = (when, held)
+        return {"priority": int(replies[0]), "bulk": int(replies[1])}, beats
 
     async def retry_failed(self, *, tenant: str, batch_id: str) -> int:
         """Put a batch's failed jobs back to pending (attempt history kept) and dispatch them."""

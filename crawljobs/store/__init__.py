@@ -18,6 +18,8 @@ from crawljobs.store.presence import WORKER_LOCK_NAMESPACE, LivenessSession
 from crawljobs.store.reads import (
     batch_counts,
     batch_jobs,
+    batch_jobs_page,
+    cost_today,
     count_batches,
     count_live_jobs,
     export_batch_jobs,
@@ -26,6 +28,10 @@ from crawljobs.store.reads import (
     list_attempts,
     list_attempts_of_jobs,
     list_batches,
+    list_workers,
+    stats_per_hour,
+    stats_per_minute,
+    tenant_counts,
 )
 from crawljobs.store.rows import Row
 from crawljobs.store.submissions import (
@@ -84,6 +90,7 @@ __all__ = [
     "batch_counts",
     "batch_job_ids",
     "batch_jobs",
+    "batch_jobs_page",
     "cancel_batch_jobs",
     "cancel_job",
     "claim_due_deliveries",
@@ -93,6 +100,7 @@ __all__ = [
     "claim_undispatched",
     "copy_jobs",
     "copy_text",
+    "cost_today",
     "count_batches",
     "count_live_jobs",
     "count_pending_dispatched",
@@ -112,6 +120,7 @@ __all__ = [
     "list_attempts_of_jobs",
     "list_batches",
     "list_deliveries",
+    "list_workers",
     "listen_jobs",
     "mark_delivered",
     "mark_delivery_failed",
@@ -126,6 +135,9 @@ __all__ = [
     "release_jobs",
     "renew_leases",
     "retry_failed_jobs",
+    "stats_per_hour",
+    "stats_per_minute",
+    "tenant_counts",
     "tenant_secret",
     "unclaim_deliveries",
 ]

@@ -8,6 +8,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from crawljobs.store.presence import WORKER_LOCK_NAMESPACE
 from crawljobs.store.rows import Row, fetch_all, fetch_one
 
 
@@ -21,8 +22,12 @@ async def list_attempts(conn: AsyncConnection[Any], *, job_id: uuid.UUID) -> lis
     return await fetch_all(conn, "list_attempts", {"job_id": job_id})
 
 
-async def batch_counts(conn: AsyncConnection[Any], *, tenant: str, batch_id: str) -> list[Row]:
-    return await fetch_all(conn, "batch_counts", {"tenant": tenant, "batch_id": batch_id})
+async def batch_counts(conn: AsyncConnection[Any], *, tenant: str, batch_id: str) -> Row:
+    """A batch's counts by status, its cost and last update (one row, kept by the triggers of migration 0007;
+    nulls for a batch of no jobs)."""
+    row = await fetch_one(conn, "batch_counts", {"tenant": tenant, "batch_id": batch_id})
+    assert row is not None  # an aggregate always answers one row
+    return row
 
 
 async def batch_jobs(
@@ -32,12 +37,16 @@ async def batch_jobs(
     return await fetch_all(conn, "batch_jobs", params)
 
 
-async def list_batches(conn: AsyncConnection[Any], *, tenant: str, limit: int, offset: int) -> list[Row]:
-    return await fetch_all(conn, "list_batches", {"tenant": tenant, "limit": limit, "offset": offset})
+async def list_batches(
+    conn: AsyncConnection[Any], *, tenant: str, limit: int, offset: int, search: str | None = None
+) -> list[Row]:
+    """A page of a tenant's batches (those whose id starts with `search`, if given), newest first, with counts."""
+    params = {"tenant": tenant, "limit": limit, "offset": offset, "search": search}
+    return await fetch_all(conn, "list_batches", params)
 
 
-async def count_batches(conn: AsyncConnection[Any], *, tenant: str) -> int:
-    row = await fetch_one(conn, "count_batches", {"tenant": tenant})
+async def count_batches(conn: AsyncConnection[Any], *, tenant: str, search: str | None = None) -> int:
+    row = await fetch_one(conn, "count_batches", {"tenant": tenant, "search": search})
     return int(row["count"]) if row else 0
 
 
@@ -74,7 +83,62 @@ async def list_attempts_of_jobs(conn: AsyncConnection[Any], *, ids: Sequence[uui
 
 
 async def count_live_jobs(conn: AsyncConnection[Any]) -> dict[str, int]:
-    """How many jobs are pending and processing (from partial indexes: cheap whatever the table's size)."""
+    """How many jobs are pending and processing over every tenant (the counts of migration 0007: cheap whatever
+    the table's size)."""
     row = await fetch_one(conn, "count_live_jobs", {})
     assert row is not None
     return {"pending": int(row["pending"]), "processing": int(row["processing"])}
+
+
+# -- the dashboard ---------------------------------------------------------------------------------------
+
+
+async def tenant_counts(conn: AsyncConnection[Any], *, tenant: str) -> Row:
+    """All of a tenant's jobs by status, and their cost (one row)."""
+    row = await fetch_one(conn, "tenant_counts", {"tenant": tenant})
+    assert row is not None
+    return row
+
+
+async def stats_per_minute(conn: AsyncConnection[Any], *, tenant: str) -> list[Row]:
+    """Completions and errors in each of the last 60 minutes, oldest first, every minute present."""
+    return await fetch_all(conn, "stats_per_minute", {"tenant": tenant})
+
+
+async def stats_per_hour(conn: AsyncConnection[Any], *, tenant: str) -> list[Row]:
+    """Completions and errors in each of the last 24 hours, oldest first, every hour present."""
+    return await fetch_all(conn, "stats_per_hour", {"tenant": tenant})
+
+
+async def cost_today(conn: AsyncConnection[Any], *, tenant: str) -> list[Row]:
+    """Today's (UTC) cost by method."""
+    return await fetch_all(conn, "cost_today", {"tenant": tenant})
+
+
+async def list_workers(conn: AsyncConnection[Any]) -> list[Row]:
+    """The registered workers, whether their liveness lock is held, and the jobs each holds."""
+    return await fetch_all(conn, "list_workers", {"namespace": WORKER_LOCK_NAMESPACE})
+
+
+async def batch_jobs_page(
+    conn: AsyncConnection[Any],
+    *,
+    tenant: str,
+    batch_id: str,
+    status: str | None,
+    search: str | None,
+    after: int,
+    limit: int,
+) -> list[Row]:
+    """Up to `limit` jobs of a batch after the batch index `after`, in submission order, of one status if given,
+    whose URL contains `search` (lower case) if given."""
+    params = {
+        "tenant": tenant,
+        "batch_id": batch_id,
+        "status": status,
+        "search": search,
+        "after": after,
+        "limit": limit,
+    }
+    name = "batch_jobs_page" if status is None else "batch_jobs_page_of_status"
+    return await fetch_all(conn, name, params)
