@@ -18,8 +18,8 @@ which no route reads a body of, so CORS preflights stay open), before a byte of 
   so a body that cannot fit is refused before it is read; a chunked body reserves what arrives.
 - a body must arrive whole within ``read_timeout`` seconds (CRAWLJOBS_BODY_READ_TIMEOUT_SECONDS), else 408.
 
-The dashboard's forms (``service.dashboard``) come from a browser with no key in their headers: their routes
-carry a ``body_auth`` of their own (the session cookie, checked the same way before the body is read; a request
+The dashboard's forms (``service.dashboard``) come from a browser with no key in their headers: the app's
+``state.body_auth`` (set by the dashboard) claims their paths and checks them its own way (the session cookie, checked the same way before the body is read; a request
 without a session gets the dashboard's answer, a redirect to its sign-in page), and the sign-in form, which has
 no session yet, is held to ``OPEN_BODY_BYTES``.
 
@@ -48,9 +48,10 @@ _UNREAD = ("GET", "HEAD", "OPTIONS")
 # The largest body of a form read with no session (the dashboard's sign-in: an API key and a CSRF token).
 OPEN_BODY_BYTES = 16 * 1024
 
-# A route's own check of a request before its body is read: the tenant, None for a form open to anyone (held to
-# OPEN_BODY_BYTES), or the response to answer instead (a refusal).
-BodyAuth = Callable[[HTTPConnection], Awaitable["str | Response | None"]]
+# Another part of the app's own check of the requests it takes, before their body is read (``app.state.body_auth``):
+# (False, _) for a request it does not take; else (True, the tenant), (True, None) for a form open to anyone (held
+# to OPEN_BODY_BYTES), or (True, the response to answer instead: a refusal).
+BodyAuth = Callable[[HTTPConnection], Awaitable["tuple[bool, str | Response | None]"]]
 
 
 class _Refusal(Exception):
@@ -90,19 +91,18 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or scope["method"] in _UNREAD:
             await self.app(scope, receive, send)
             return
-        route = _route(scope)
-        if route is None:
+        if not _routed(scope):
             await self.app(scope, receive, send)
             return
         held = _Held()
         try:
             try:
-                body_auth: BodyAuth | None = getattr(route, "body_auth", None)
+                body_auth: BodyAuth | None = getattr(scope["app"].state, "body_auth", None)
                 limit = self.max_bytes
-                if body_auth is None:
+                claimed, found = (False, None) if body_auth is None else await _own_auth(body_auth, scope)
+                if not claimed:
                     tenant: str | None = await _tenant(scope)
                 else:
-                    found = await _own_auth(body_auth, scope)
                     if isinstance(found, Response):
                         await found(scope, receive, send)
                         return
@@ -168,13 +168,13 @@ class BodyLimitMiddleware:
         held.bytes += size
 
 
-def _route(scope: Scope) -> BaseRoute | None:
-    """The route that takes this request; if none does, the app answers 404 or 405 without reading the body."""
+def _routed(scope: Scope) -> bool:
+    """Whether a route takes this request; if none does, the app answers 404 or 405 without reading the body."""
     routes: Sequence[BaseRoute] = scope["app"].router.routes
-    return next((route for route in routes if route.matches(scope)[0] is Match.FULL), None)
+    return any(route.matches(scope)[0] is Match.FULL for route in routes)
 
 
-async def _own_auth(body_auth: BodyAuth, scope: Scope) -> str | Response | None:
+async def _own_auth(body_auth: BodyAuth, scope: Scope) -> tuple[bool, str | Response | None]:
     try:
         return await body_auth(HTTPConnection(scope))
     except _DATABASE_DOWN:

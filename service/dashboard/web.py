@@ -11,7 +11,7 @@ writes (autoescape on): a crawled title or URL is text, never markup.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,6 +24,7 @@ from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match
 
 from crawljobs import __version__
 from crawljobs.exceptions import CrawlJobsError
@@ -188,6 +189,26 @@ class DashboardRoute(APIRoute):
                 )
 
         return guarded
+
+
+def body_auth_of(
+    routes: Sequence[BaseRoute],
+) -> Callable[[HTTPConnection], Awaitable[tuple[bool, str | Response | None]]]:
+    """The check ``service.limits`` runs before it reads the body of a request to one of ``routes`` (the
+    dashboard's forms): the session's tenant, nothing for the sign-in form, else a redirect to sign in."""
+
+    async def check(connection: HTTPConnection) -> tuple[bool, str | Response | None]:
+        if not any(route.matches(connection.scope)[0] is Match.FULL for route in routes):
+            return False, None
+        if connection.url.path == "/sign-in":
+            return True, None
+        await signer_of(connection)
+        session = await current_session(connection)
+        if session is None:
+            return True, sign_in_redirect(connection, reason="expired")
+        return True, session.tenant
+
+    return check
 
 
 def get_manager(request: Request) -> JobManager:

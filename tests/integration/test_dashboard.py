@@ -68,6 +68,9 @@ def seed(settings: Settings, tenant: str) -> dict[str, Any]:
     assert settings.database_url is not None
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         conn.execute(
+            "UPDATE crawl_jobs SET status = 'processing', attempt = 1 WHERE id = %s", (seeded["job_id"],)
+        )
+        conn.execute(
             "UPDATE crawl_jobs SET status = 'completed', html = %s, html_length = 40, content_type = 'text/html',"
             " completed_at = now() WHERE id = %s",
             ("<title>t</title><script>x()</script>", seeded["job_id"]),
@@ -234,9 +237,12 @@ def test_every_page_shows_only_the_tenants_own_data(
         sign_in(a, api_key)
         page = a.get(f"/batches/{mine['batch_id']}").text
         token = csrf_of(page)
-        for path in ("/batches", "/webhooks", f"/batches?search={mine['batch_id']}"):
+        for path in ("/batches", f"/batches?search={mine['batch_id']}"):
             shown = a.get(path).text
             assert mine["batch_id"] in shown and theirs["batch_id"] not in shown, path
+        shown = a.get("/webhooks").text
+        assert str(mine["delivery_id"]) in shown and str(theirs["delivery_id"]) not in shown
+        assert str(theirs["job_id"]) not in a.get("/").text
         for path in (
             f"/batches/{theirs['batch_id']}",
             f"/batches/{theirs['batch_id']}/export?format=csv",
@@ -253,6 +259,8 @@ def test_every_page_shows_only_the_tenants_own_data(
             f"/webhooks/{theirs['delivery_id']}/redeliver",
         ):
             assert a.post(path, data={"csrf_token": token}).status_code == 404, path
+        # Mine ended (its pending job cancelled), theirs unseen: the page's one stream says so and ends.
+        assert a.post(f"/batches/{mine['batch_id']}/cancel", data={"csrf_token": token}).status_code == 200
         with a.stream("GET", f"/events/batches?id={theirs['batch_id']}&id={mine['batch_id']}") as stream:
             text = "".join(stream.iter_text())
         assert mine["batch_id"] in text and theirs["batch_id"] not in text
