@@ -5,6 +5,8 @@
   for every batch listed on the page, through ONE subscription to all of them; ``event: done`` once all are
   final.
 - ``/events/batches/{id}`` (one batch): the API's own batch stream (``service.streams``).
+- ``/events/overview`` (the overview): ``event: overview`` with the jobs by status, the queue depth and the
+  number of connected workers whenever they change (read every ``OVERVIEW_SECONDS``: cheap counts).
 - ``/events/jobs/{id}`` (one job): ``event: job`` with its status whenever it changes, ``event: done`` once
   it is final (the page then reloads itself to show the result).
 
@@ -156,12 +158,51 @@ async def job_events(
                 if job.finished or hub.draining:
                     yield _event("done", said)
                     return
-                await sub.wait(min(streams.KEEPALIVE_SECONDS, recheck))
+                if not await sub.wait(min(streams.KEEPALIVE_SECONDS, recheck)):
+                    yield ": keep-alive\n\n"
                 if time.monotonic() - checked_at >= recheck:
                     if not await valid():
                         yield streams.REVOKED_EVENT
                         return
                     checked_at = time.monotonic()
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=HEADERS)
+
+
+# The overview's counts are read again this often while its page is open (one cheap read of the counts the
+# database keeps, whatever the number of jobs; there is no notification per tenant to wait for).
+OVERVIEW_SECONDS = 2.0
+
+
+@router.get("/overview")
+async def overview_events(request: Request, manager: ManagerDep, session: SessionDep) -> StreamingResponse:
+    """``event: counts`` with the tenant's jobs by status and the queue depth whenever they change."""
+    hub = _hub(request)
+    valid = _still_valid(manager, session)
+    recheck = manager.settings.key_recheck_seconds
+
+    async def events() -> AsyncIterator[str]:
+        last = None
+        checked_at = said_at = time.monotonic()
+        while not hub.draining:
+            found = await manager.overview(tenant=session.tenant)
+            said = {
+                "counts": found.counts,
+                "queue_depth": found.queue_depth,
+                "workers": sum(1 for w in found.workers if w.alive),
+            }
+            if said != last:
+                yield _event("overview", said)
+                last, said_at = said, time.monotonic()
+            elif time.monotonic() - said_at >= streams.KEEPALIVE_SECONDS:
+                yield ": keep-alive\n\n"
+                said_at = time.monotonic()
+            await asyncio.sleep(OVERVIEW_SECONDS)
+            if time.monotonic() - checked_at >= recheck:
+                if not await valid():
+                    yield streams.REVOKED_EVENT
+                    return
+                checked_at = time.monotonic()
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=HEADERS)
 

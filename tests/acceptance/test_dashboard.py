@@ -134,6 +134,24 @@ def test_sign_in_refuses_a_wrong_key_then_signs_in_and_out(browser: Any, dashboa
     context.close()
 
 
+def test_the_overview_counts_move_as_a_job_completes_and_a_worker_is_listed(
+    page: Any, site: TestSite
+) -> None:
+    page.goto("/")
+    assert page.locator("#workers-heading").inner_text() == "Workers (1 connected)"
+    assert page.get_by_text("No workers connected").count() == 0
+    completed = page.locator('[data-count="completed"]')
+    before = int(completed.inner_text().replace(",", ""))
+    other = page.context.new_page()  # the same browser, another tab
+    other.goto("/submit")
+    other.get_by_label("URL", exact=True).fill(site.url(f"/ok/overview-{secrets.token_hex(3)}"))
+    other.get_by_role("button", name="Submit the URL").click()
+    other.close()
+    wait_until(
+        lambda: int(completed.inner_text().replace(",", "")) == before + 1, "the overview's count, live"
+    )
+
+
 def test_a_batch_submitted_from_the_page_shows_its_progress_bar_moving(page: Any, site: TestSite) -> None:
     batch_id = f"moving-{secrets.token_hex(3)}"
     delays = [0.5, 1.5, 2.5, 3.5, 4.5]
@@ -303,9 +321,13 @@ def test_every_page_passes_axe_and_is_photographed(
         for name, path in pages.items():
             page.goto(path)
             page.wait_for_load_state("load")
+            if name == "job":
+                page.frame_locator("iframe.crawled").locator("body").wait_for()
             page.screenshot(path=str(SCREENSHOTS / f"{name}-{width_name}.png"), full_page=True)
             if width_name == "desktop":
-                found = axe.run(page).response["violations"]
+                result = axe.run(page).response
+                assert result["passes"], name  # axe ran in the page (its policy did not keep it out)
+                found = result["violations"]
                 bad = [
                     f"{v['id']} ({v['impact']}): {v['help']}"
                     for v in found

@@ -104,6 +104,15 @@ def test_signing_in_sets_a_strict_httponly_secure_cookie_and_pages_need_it(
         assert shown.headers["cache-control"] == "no-store"
 
 
+def test_the_overview_says_loudly_that_no_worker_is_connected(browser: TestClient, api_key: str) -> None:
+    sign_in(browser, api_key)
+    page = browser.get("/")
+    assert page.status_code == 200
+    assert '<p class="notice problem loud" role="alert"><strong>No workers connected.</strong>' in page.text
+    for status in ("pending", "processing", "completed", "error", "cancelled"):
+        assert f'data-count="{status}"' in page.text
+
+
 def test_a_wrong_key_is_refused_with_the_api_message_and_no_cookie(browser: TestClient) -> None:
     answer = sign_in(browser, "cj_not-a-key")
     assert answer.status_code == 401

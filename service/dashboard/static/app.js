@@ -98,6 +98,27 @@
     });
   });
 
+  // The overview: its counts and queue depth as they change (the page is read again when a worker comes or goes).
+  document.querySelectorAll("[data-live-overview]").forEach(function () {
+    var workers = null;
+    follow("/events/overview", {
+      overview: function (said) {
+        Object.keys(said.counts).forEach(function (status) {
+          document.querySelectorAll('[data-count="' + status + '"]').forEach(function (node) {
+            node.textContent = said.counts[status].toLocaleString("en");
+          });
+        });
+        Object.keys(said.queue_depth).forEach(function (name) {
+          document.querySelectorAll('[data-queue="' + name + '"]').forEach(function (node) {
+            node.textContent = said.queue_depth[name].toLocaleString("en");
+          });
+        });
+        if (workers !== null && (workers === 0) !== (said.workers === 0)) location.reload();
+        workers = said.workers;
+      }
+    });
+  });
+
   // Destructive forms ask first.
   document.querySelectorAll("form[data-confirm]").forEach(function (form) {
     form.addEventListener("submit", function (event) {
