@@ -343,3 +343,34 @@ def test_a_refused_submission_shows_the_reason_of_each_line(browser: TestClient,
         "/submit/job", data={"csrf_token": token, "url": "ftp://example.com/x", "max_retries": "99"}
     )
     assert refused.status_code == 422 and "max_retries" in refused.text
+
+
+def test_an_uploaded_file_is_taken_up_to_the_batch_limit_and_refused_past_it(
+    settings: Settings, api_key: str
+) -> None:
+    tight = Settings(**{**settings.model_dump(), "max_batch_size": 5})
+    with TestClient(make_client(tight).app, raise_server_exceptions=False) as client:
+        sign_in(client, api_key)
+        token = csrf_of(client.get("/submit").text)
+        lines = [f"https://example.com/limit/{n}" for n in range(6)]
+        over = client.post(
+            "/submit/batch",
+            data={"csrf_token": token},
+            files={"file": ("urls.txt", "\n".join(lines).encode(), "text/plain")},
+        )
+        assert over.status_code == 422
+        assert "the batch has 6 URLs, more than the limit of 5" in over.text
+        at = client.post(
+            "/submit/batch",
+            data={"csrf_token": token},
+            files={
+                "file": ("urls.txt", "# a comment\n" + "\n".join(lines[:5]).encode().decode(), "text/plain")
+            },
+        )
+        assert at.status_code == 201 and "5 of 5 URLs queued" in at.text
+        not_text = client.post(
+            "/submit/batch",
+            data={"csrf_token": token},
+            files={"file": ("urls.bin", b"\xff\xfe\x00", "text/plain")},
+        )
+        assert not_text.status_code == 422 and "not UTF-8" in not_text.text
