@@ -163,13 +163,14 @@ BEGIN
         completed = c.completed + EXCLUDED.completed, error = c.error + EXCLUDED.error,
         cancelled = c.cancelled + EXCLUDED.cancelled, cost = c.cost + EXCLUDED.cost;
 
-    -- Events (a job became completed or error; a deletion is none), bucketed by the writer's clock.
+    -- Events: a job became completed or error (an insertion is a submission, a deletion no event), bucketed by
+    -- the writer's clock.
     INSERT INTO crawl_stats_minutes AS s (tenant, slot, shard, minute, completed, errors)
     SELECT d.tenant, ((extract(epoch FROM at_minute)::bigint / 60) % 60)::smallint, my_shard, at_minute,
            coalesce(sum(d.n) FILTER (WHERE d.new_status = 'completed'), 0),
            coalesce(sum(d.n) FILTER (WHERE d.new_status = 'error'), 0)
     FROM unnest(changes) AS d
-    WHERE d.new_status IN ('completed', 'error') AND d.old_status IS DISTINCT FROM d.new_status
+    WHERE d.new_status IN ('completed', 'error') AND d.old_status IS NOT NULL AND d.old_status <> d.new_status
     GROUP BY d.tenant
     ORDER BY d.tenant
     ON CONFLICT (tenant, slot, shard) DO UPDATE
@@ -182,7 +183,7 @@ BEGIN
            coalesce(sum(d.n) FILTER (WHERE d.new_status = 'completed'), 0),
            coalesce(sum(d.n) FILTER (WHERE d.new_status = 'error'), 0)
     FROM unnest(changes) AS d
-    WHERE d.new_status IN ('completed', 'error') AND d.old_status IS DISTINCT FROM d.new_status
+    WHERE d.new_status IN ('completed', 'error') AND d.old_status IS NOT NULL AND d.old_status <> d.new_status
     GROUP BY d.tenant
     ORDER BY d.tenant
     ON CONFLICT (tenant, slot, shard) DO UPDATE
@@ -221,6 +222,11 @@ BEGIN
 END;
 $$;
 
+-- An UPDATE's new values are read back from crawl_jobs by id, not from a NEW TABLE: a transition table holds
+-- its new rows as written, before TOAST, so a worker's results would be copied, HTML and all, into the
+-- statement's tuplestore (and past work_mem into a temporary file); the old rows keep their TOAST pointers. The
+-- rows read back are those this statement wrote: this transaction holds their locks, so they are as it left
+-- them. (OFFSET 0 keeps the read an index probe per row, whatever the first plan cached for this session.)
 CREATE FUNCTION crawl_jobs_count_update() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -232,7 +238,11 @@ BEGIN
     FROM (SELECT n.tenant, n.batch_id, o.status AS old_status, n.status AS new_status,
                  CASE WHEN n.cost <> o.cost THEN n.success_method END AS method,
                  count(*) AS n, sum(n.cost - o.cost) AS cost, max(n.updated_at) AS last_updated
-          FROM old_rows AS o JOIN new_rows AS n ON n.id = o.id
+          FROM old_rows AS o
+          CROSS JOIN LATERAL (
+              SELECT j.tenant, j.batch_id, j.status, j.cost, j.success_method, j.updated_at
+              FROM crawl_jobs AS j WHERE j.id = o.id OFFSET 0
+          ) AS n
           WHERE o.status <> n.status OR o.updated_at <> n.updated_at OR o.cost <> n.cost
           GROUP BY 1, 2, 3, 4, 5) AS g;
     IF changes IS NOT NULL THEN
@@ -276,7 +286,7 @@ CREATE TRIGGER crawl_jobs_count_insert AFTER INSERT ON crawl_jobs
     REFERENCING NEW TABLE AS inserted
     FOR EACH STATEMENT EXECUTE FUNCTION crawl_jobs_count_insert();
 CREATE TRIGGER crawl_jobs_count_update AFTER UPDATE ON crawl_jobs
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION crawl_jobs_count_update();
 CREATE TRIGGER crawl_jobs_count_delete AFTER DELETE ON crawl_jobs
     REFERENCING OLD TABLE AS deleted

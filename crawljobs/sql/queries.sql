@@ -385,7 +385,9 @@ FOR NO KEY UPDATE;
 
 -- record_batch_events --
 -- Webhooks: batch.completed for each batch (with a callback) of the written jobs that has no job left
--- pending or processing; the unique index makes a second writer's insert a no-op.
+-- pending or processing; the unique index makes a second writer's insert a no-op. The counts are the kept
+-- ones (migration 0007): this statement, after lock_callback_batches, sees every other writer's committed
+-- shards and this transaction's own, as it would see their jobs' rows.
 INSERT INTO webhook_deliveries (tenant, event, batch_id, url, payload)
 SELECT b.tenant, 'batch.completed', b.batch_id, b.callback_url,
        jsonb_build_object(
@@ -396,11 +398,10 @@ SELECT b.tenant, 'batch.completed', b.batch_id, b.callback_url,
                'completed', c.completed, 'error', c.error, 'cancelled', c.cancelled))
 FROM crawl_batches AS b
 CROSS JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE j.status = 'completed') AS completed,
-           count(*) FILTER (WHERE j.status = 'error') AS error,
-           count(*) FILTER (WHERE j.status = 'cancelled') AS cancelled,
-           count(*) FILTER (WHERE j.status IN ('pending', 'processing')) AS open
-    FROM crawl_jobs AS j WHERE j.tenant = b.tenant AND j.batch_id = b.batch_id
+    SELECT coalesce(sum(s.completed), 0)::bigint AS completed, coalesce(sum(s.error), 0)::bigint AS error,
+           coalesce(sum(s.cancelled), 0)::bigint AS cancelled,
+           coalesce(sum(s.pending) + sum(s.processing), 0)::bigint AS open
+    FROM crawl_batch_counts AS s WHERE s.tenant = b.tenant AND s.batch_id = b.batch_id
 ) AS c
 WHERE b.callback_url IS NOT NULL AND c.open = 0
   AND (b.tenant, b.batch_id) IN (
