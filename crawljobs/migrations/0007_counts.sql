@@ -6,7 +6,8 @@
 --
 --   crawl_batch_counts   a batch's jobs by status, their cost and when one of them last changed (`last_updated`,
 --                        the max of their `updated_at` as the batch listing always showed it);
---   crawl_tenant_counts  all of a tenant's jobs by status (single jobs too) and their cost;
+--   crawl_tenant_counts  all of a tenant's jobs by status (single jobs too) and their cost, and its number of
+--                        batches (a trigger on crawl_batches);
 --   crawl_stats_minutes  jobs that became completed / error, per tenant and minute (a ring of 60 minutes);
 --   crawl_stats_hours    the same per hour (a ring of 24 hours);
 --   crawl_cost_days      cost written per tenant, UTC day and `success_method` ('none' when a job ended without
@@ -61,6 +62,7 @@ CREATE TABLE crawl_tenant_counts (
     error       bigint NOT NULL DEFAULT 0,
     cancelled   bigint NOT NULL DEFAULT 0,
     cost        double precision NOT NULL DEFAULT 0,
+    batches     bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, shard)
 );
 
@@ -278,9 +280,49 @@ BEGIN
 END;
 $$;
 
+-- A tenant's number of batches, for the batch listing's total.
+CREATE FUNCTION crawl_batches_count_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO crawl_tenant_counts AS c (tenant, shard, batches)
+    SELECT tenant, (pg_backend_pid() % crawl_counts_shards())::smallint, count(*)
+    FROM inserted GROUP BY tenant ORDER BY tenant
+    ON CONFLICT (tenant, shard) DO UPDATE SET batches = c.batches + EXCLUDED.batches;
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION crawl_batches_count_delete() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO crawl_tenant_counts AS c (tenant, shard, batches)
+    SELECT tenant, (pg_backend_pid() % crawl_counts_shards())::smallint, -count(*)
+    FROM deleted GROUP BY tenant ORDER BY tenant
+    ON CONFLICT (tenant, shard) DO UPDATE SET batches = c.batches + EXCLUDED.batches;
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION crawl_batches_count_truncate() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE crawl_tenant_counts SET batches = 0 WHERE batches <> 0;
+    RETURN NULL;
+END;
+$$;
+
 -- Writers wait while the triggers are created and the counts backfilled (readers do not): no change can fall
 -- between the backfill and the first trigger run.
-LOCK TABLE crawl_jobs IN SHARE ROW EXCLUSIVE MODE;
+LOCK TABLE crawl_batches, crawl_jobs IN SHARE ROW EXCLUSIVE MODE;
+
+CREATE TRIGGER crawl_batches_count_insert AFTER INSERT ON crawl_batches
+    REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION crawl_batches_count_insert();
+CREATE TRIGGER crawl_batches_count_delete AFTER DELETE ON crawl_batches
+    REFERENCING OLD TABLE AS deleted
+    FOR EACH STATEMENT EXECUTE FUNCTION crawl_batches_count_delete();
+CREATE TRIGGER crawl_batches_count_truncate AFTER TRUNCATE ON crawl_batches
+    FOR EACH STATEMENT EXECUTE FUNCTION crawl_batches_count_truncate();
 
 CREATE TRIGGER crawl_jobs_count_insert AFTER INSERT ON crawl_jobs
     REFERENCING NEW TABLE AS inserted
@@ -312,6 +354,10 @@ SELECT tenant, 0,
 FROM crawl_jobs
 GROUP BY tenant;
 
+INSERT INTO crawl_tenant_counts AS c (tenant, shard, batches)
+SELECT tenant, 0, count(*) FROM crawl_batches GROUP BY tenant
+ON CONFLICT (tenant, shard) DO UPDATE SET batches = EXCLUDED.batches;
+
 INSERT INTO crawl_stats_minutes (tenant, slot, shard, minute, completed, errors)
 SELECT tenant, ((extract(epoch FROM m)::bigint / 60) % 60)::smallint, 0, m,
        count(*) FILTER (WHERE status = 'completed'), count(*) FILTER (WHERE status = 'error')
@@ -340,3 +386,7 @@ GROUP BY tenant, coalesce(success_method, 'none');
 CREATE INDEX crawl_jobs_batch_status_order ON crawl_jobs (tenant, batch_id, status, batch_index)
     WHERE batch_id IS NOT NULL;
 DROP INDEX crawl_jobs_batch_status;
+
+-- The batch listing searched by a prefix of the batch id: a range of this index (bytewise order, whatever the
+-- database's collation; batch ids are ASCII).
+CREATE INDEX crawl_batches_search ON crawl_batches (tenant, batch_id COLLATE "C");

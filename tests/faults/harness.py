@@ -488,6 +488,15 @@ class FaultRun:
                 expected, found = counted.get(name, (0,) * 5), held.get(name, (0,) * 5)
                 if tuple(expected) != tuple(found):
                     drift.append(f"{what} {name}: kept {found}, recounted {expected}")
+        batches = dict(self.query("SELECT tenant, count(*) FROM crawl_batches GROUP BY tenant"))
+        kept_batches = dict(
+            self.query("SELECT tenant, sum(batches)::bigint FROM crawl_tenant_counts GROUP BY tenant")
+        )
+        for tenant in sorted(set(batches) | set(kept_batches)):
+            if batches.get(tenant, 0) != kept_batches.get(tenant, 0):
+                drift.append(
+                    f"batches of {tenant}: kept {kept_batches.get(tenant)}, recounted {batches.get(tenant)}"
+                )
         return drift
 
     def check(self) -> CaseResult:

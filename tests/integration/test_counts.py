@@ -76,6 +76,10 @@ FROM crawl_tenant_counts GROUP BY tenant
 HAVING sum(pending) + sum(processing) + sum(completed) + sum(error) + sum(cancelled) <> 0
 ORDER BY tenant
 """
+RECOUNT_BATCHES_OF_TENANTS = "SELECT tenant, count(*) FROM crawl_batches GROUP BY tenant ORDER BY tenant"
+KEPT_BATCHES_OF_TENANTS = """
+SELECT tenant, sum(batches) FROM crawl_tenant_counts GROUP BY tenant HAVING sum(batches) <> 0 ORDER BY tenant
+"""
 
 
 def _normal(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -93,10 +97,13 @@ def assert_counts_equal_a_recount(database_url: str, *, exact_last_updated: bool
         kept_batches = conn.execute(KEPT_BATCHES).fetchall()
         recount_tenants = conn.execute(RECOUNT_TENANTS).fetchall()
         kept_tenants = conn.execute(KEPT_TENANTS).fetchall()
+        batches_of_tenants = conn.execute(RECOUNT_BATCHES_OF_TENANTS).fetchall()
+        kept_batches_of_tenants = conn.execute(KEPT_BATCHES_OF_TENANTS).fetchall()
         now = conn.execute("SELECT now()").fetchone()
     assert recount_batches, "nothing was counted"
     assert _normal([row[:-1] for row in kept_batches]) == _normal([row[:-1] for row in recount_batches])
     assert _normal(kept_tenants) == _normal(recount_tenants)
+    assert kept_batches_of_tenants == batches_of_tenants
     for kept, recount in zip(kept_batches, recount_batches, strict=True):
         assert now is not None and recount[-1] <= kept[-1] <= now[0], (kept, recount)
         if exact_last_updated:
@@ -294,20 +301,26 @@ def test_deleting_jobs_takes_them_out_of_the_counts(settings: Settings, database
         await worker.complete(kept_ids[:2] + gone_ids[:2])
         return kept, gone
 
-    kept, gone = run_with_manager(settings, scenario)
+    _, gone = run_with_manager(settings, scenario)
     with psycopg.connect(database_url) as conn:
         conn.execute("DELETE FROM crawl_jobs WHERE batch_id = %s AND status = 'completed'", (gone,))
     # (The batch's last change stays when its latest jobs go: a deletion is no change of a job.)
     assert_counts_equal_a_recount(database_url, exact_last_updated=False)
     batch = run_with_manager(settings, lambda manager: manager.get_batch(tenant="t", batch_id=gone))
     assert (batch.counts.pending, batch.counts.completed, batch.counts.total) == (2, 0, 2)
+    _, total = run_with_manager(settings, lambda m: m.list_batches(tenant="t", limit=1, offset=0))
+    assert total == 2
+    with psycopg.connect(database_url) as conn:
+        conn.execute("DELETE FROM crawl_batches WHERE batch_id = %s", (gone,))
+    _, total = run_with_manager(settings, lambda m: m.list_batches(tenant="t", limit=1, offset=0))
+    assert total == 1
     with psycopg.connect(database_url) as conn:
         conn.execute("TRUNCATE crawl_jobs CASCADE")
         left = conn.execute("SELECT count(*) FROM crawl_batch_counts").fetchone()
+        conn.execute("TRUNCATE crawl_batches")
     assert left == (0,)
+    assert run_with_manager(settings, lambda m: m.list_batches(tenant="t", limit=1, offset=0)) == ([], 0)
     assert overview(settings, "t").counts == dict.fromkeys(STATUSES, 0)
-    batch = run_with_manager(settings, lambda manager: manager.get_batch(tenant="t", batch_id=kept))
-    assert batch.counts.total == 0
 
 
 def test_the_migration_backfills_the_counts_of_the_jobs_already_there(

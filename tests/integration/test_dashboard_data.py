@@ -27,9 +27,10 @@ def _urls(run: str, n: int) -> list[str]:
 
 
 async def _walk(
-    manager: JobManager, tenant: str, batch_id: str, limit: int, **filters: str | None
+    manager: JobManager, tenant: str, batch_id: str, limit: int, *, full: bool = True, **filters: str | None
 ) -> list[Job]:
-    """Every page of a batch's jobs, following the cursors; each page but the last one is full."""
+    """Every page of a batch's jobs, following the cursors; each page but the last one is full (unless a
+    search's window ended first: `full=False`)."""
     jobs: list[Job] = []
     after: str | None = None
     while True:
@@ -39,7 +40,8 @@ async def _walk(
         jobs += page.jobs
         if page.next_after is None:
             return jobs
-        assert len(page.jobs) == limit
+        assert len(page.jobs) == limit or not full
+        assert after is None or int(page.next_after) > int(after)
         after = page.next_after
 
 
@@ -73,6 +75,20 @@ def test_a_batchs_jobs_page_by_page_by_status_and_by_url(settings: Settings) -> 
         assert [job.id for job in both] == [i for n, i in enumerate(ids) if 10 <= n < 40 and n % 3 == 1]
         none = await manager.batch_jobs_page(tenant="pages", batch_id=batch_id, search="nowhere.example")
         assert none.jobs == [] and none.next_after is None
+
+        # A search reads a window of the batch per page: a short page may still name a next one.
+        manager.search_window = 50
+        windows = [await manager.batch_jobs_page(tenant="pages", batch_id=batch_id, search="nowhere")]
+        while windows[-1].next_after is not None:
+            windows.append(
+                await manager.batch_jobs_page(
+                    tenant="pages", batch_id=batch_id, search="nowhere", after=windows[-1].next_after
+                )
+            )
+        assert [(w.jobs, w.next_after) for w in windows] == [([], "49"), ([], "99"), ([], None)]
+        shop_again = await _walk(manager, "pages", batch_id, 30, full=False, search="shop.example.org")
+        assert [job.id for job in shop_again] == ids[2::3]
+        manager.search_window = JobManager.search_window
 
         # A page after the last job is empty; the cursor of a page is its last job's.
         page = await manager.batch_jobs_page(tenant="pages", batch_id=batch_id, limit=50)
