@@ -56,6 +56,8 @@ logger = logging.getLogger(__name__)
 READY_TIMEOUT_SECONDS = 3.0
 # Most jobs in one page of `batch_jobs_page`.
 MAX_PAGE = 1000
+# A search of a batch's jobs reads at most this many of them per page (by batch index).
+SEARCH_WINDOW = 5000
 # A batch's jobs cursor: a batch index, which a 50,000-job batch keeps below this.
 _MAX_CURSOR = 2**31 - 1
 
@@ -72,6 +74,9 @@ def _parse_cursor(after: str | None) -> int:
 
 
 class JobManager:
+    # Jobs of a batch a search reads at most per page (`batch_jobs_page`).
+    search_window = SEARCH_WINDOW
+
     def __init__(
         self,
         *,
@@ -219,8 +224,13 @@ class JobManager:
     ) -> JobsPage:
         """A page of a batch's jobs in submission order (without HTML or attempts), by keyset: `after` is the
         previous page's `next_after` (None: the first page). `status` keeps one status; `search` keeps the
-        jobs whose URL contains it, case-insensitively (a domain, a path, any part). Each page costs the same
-        however deep it is; a search for a rare string reads the batch's jobs until it has found a page.
+        jobs whose URL contains it, case-insensitively (a domain, a path, any part of it). Each page costs the
+        same however deep it is.
+
+        A search reads at most `search_window` jobs of the batch per page, so that a string no URL contains
+        costs a bounded read even on a 50,000-job batch: such a page may hold fewer jobs than `limit` (none,
+        even) and still have a `next_after`, where the next window starts. Without a search, a page is short
+        only at the end of the batch.
 
         Raises ``BatchNotFound``, ``InvalidStatus``, ``InvalidCursor``, ``InvalidRequest`` (a limit outside
         1..``MAX_PAGE``)."""
@@ -230,6 +240,7 @@ class JobManager:
             raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}", limit=limit)
         after_index = _parse_cursor(after)
         needle = search.strip().lower() if search else ""
+        until = min(after_index + self.search_window, _MAX_CURSOR) if needle else _MAX_CURSOR
         async with self.pool.connection() as conn:
             if await store.find_batch(conn, tenant=tenant, batch_id=batch_id) is None:
                 raise BatchNotFound(f"batch {batch_id!r} not found")
@@ -240,11 +251,17 @@ class JobManager:
                 status=status,
                 search=needle or None,
                 after=after_index,
+                until=until,
                 limit=limit + 1,  # one more: is there a next page?
             )
-        jobs = [Job.from_row(row) for row in rows[:limit]]
-        more = len(rows) > limit
-        return JobsPage(jobs=jobs, next_after=str(rows[limit - 1]["batch_index"]) if more else None)
+            next_after: str | None = None
+            if len(rows) > limit:
+                next_after = str(rows[limit - 1]["batch_index"])
+            elif until < _MAX_CURSOR and await store.batch_has_jobs_after(
+                conn, tenant=tenant, batch_id=batch_id, after=until
+            ):
+                next_after = str(until)  # the window ended before the batch did
+        return JobsPage(jobs=[Job.from_row(row) for row in rows[:limit]], next_after=next_after)
 
     async def overview(self, *, tenant: str) -> Overview:
         """The dashboard's first page for a tenant: its jobs by status, completions and errors per minute (last

@@ -6,7 +6,8 @@
 --
 --   crawl_batch_counts   a batch's jobs by status, their cost and when one of them last changed (`last_updated`,
 --                        the max of their `updated_at` as the batch listing always showed it);
---   crawl_tenant_counts  all of a tenant's jobs by status (single jobs too) and their cost;
+--   crawl_tenant_counts  all of a tenant's jobs by status (single jobs too) and their cost, and its number of
+--                        batches (a trigger on crawl_batches);
 --   crawl_stats_minutes  jobs that became completed / error, per tenant and minute (a ring of 60 minutes);
 --   crawl_stats_hours    the same per hour (a ring of 24 hours);
 --   crawl_cost_days      cost written per tenant, UTC day and `success_method` ('none' when a job ended without
@@ -61,6 +62,7 @@ CREATE TABLE crawl_tenant_counts (
     error       bigint NOT NULL DEFAULT 0,
     cancelled   bigint NOT NULL DEFAULT 0,
     cost        double precision NOT NULL DEFAULT 0,
+    batches     bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, shard)
 );
 
@@ -163,13 +165,14 @@ BEGIN
         completed = c.completed + EXCLUDED.completed, error = c.error + EXCLUDED.error,
         cancelled = c.cancelled + EXCLUDED.cancelled, cost = c.cost + EXCLUDED.cost;
 
-    -- Events (a job became completed or error; a deletion is none), bucketed by the writer's clock.
+    -- Events: a job became completed or error (an insertion is a submission, a deletion no event), bucketed by
+    -- the writer's clock.
     INSERT INTO crawl_stats_minutes AS s (tenant, slot, shard, minute, completed, errors)
     SELECT d.tenant, ((extract(epoch FROM at_minute)::bigint / 60) % 60)::smallint, my_shard, at_minute,
            coalesce(sum(d.n) FILTER (WHERE d.new_status = 'completed'), 0),
            coalesce(sum(d.n) FILTER (WHERE d.new_status = 'error'), 0)
     FROM unnest(changes) AS d
-    WHERE d.new_status IN ('completed', 'error') AND d.old_status IS DISTINCT FROM d.new_status
+    WHERE d.new_status IN ('completed', 'error') AND d.old_status IS NOT NULL AND d.old_status <> d.new_status
     GROUP BY d.tenant
     ORDER BY d.tenant
     ON CONFLICT (tenant, slot, shard) DO UPDATE
@@ -182,7 +185,7 @@ BEGIN
            coalesce(sum(d.n) FILTER (WHERE d.new_status = 'completed'), 0),
            coalesce(sum(d.n) FILTER (WHERE d.new_status = 'error'), 0)
     FROM unnest(changes) AS d
-    WHERE d.new_status IN ('completed', 'error') AND d.old_status IS DISTINCT FROM d.new_status
+    WHERE d.new_status IN ('completed', 'error') AND d.old_status IS NOT NULL AND d.old_status <> d.new_status
     GROUP BY d.tenant
     ORDER BY d.tenant
     ON CONFLICT (tenant, slot, shard) DO UPDATE
@@ -221,6 +224,11 @@ BEGIN
 END;
 $$;
 
+-- An UPDATE's new values are read back from crawl_jobs by id, not from a NEW TABLE: a transition table holds
+-- its new rows as written, before TOAST, so a worker's results would be copied, HTML and all, into the
+-- statement's tuplestore (and past work_mem into a temporary file); the old rows keep their TOAST pointers. The
+-- rows read back are those this statement wrote: this transaction holds their locks, so they are as it left
+-- them. (OFFSET 0 keeps the read an index probe per row, whatever the first plan cached for this session.)
 CREATE FUNCTION crawl_jobs_count_update() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -232,7 +240,11 @@ BEGIN
     FROM (SELECT n.tenant, n.batch_id, o.status AS old_status, n.status AS new_status,
                  CASE WHEN n.cost <> o.cost THEN n.success_method END AS method,
                  count(*) AS n, sum(n.cost - o.cost) AS cost, max(n.updated_at) AS last_updated
-          FROM old_rows AS o JOIN new_rows AS n ON n.id = o.id
+          FROM old_rows AS o
+          CROSS JOIN LATERAL (
+              SELECT j.tenant, j.batch_id, j.status, j.cost, j.success_method, j.updated_at
+              FROM crawl_jobs AS j WHERE j.id = o.id OFFSET 0
+          ) AS n
           WHERE o.status <> n.status OR o.updated_at <> n.updated_at OR o.cost <> n.cost
           GROUP BY 1, 2, 3, 4, 5) AS g;
     IF changes IS NOT NULL THEN
@@ -268,15 +280,55 @@ BEGIN
 END;
 $$;
 
+-- A tenant's number of batches, for the batch listing's total.
+CREATE FUNCTION crawl_batches_count_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO crawl_tenant_counts AS c (tenant, shard, batches)
+    SELECT tenant, (pg_backend_pid() % crawl_counts_shards())::smallint, count(*)
+    FROM inserted GROUP BY tenant ORDER BY tenant
+    ON CONFLICT (tenant, shard) DO UPDATE SET batches = c.batches + EXCLUDED.batches;
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION crawl_batches_count_delete() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO crawl_tenant_counts AS c (tenant, shard, batches)
+    SELECT tenant, (pg_backend_pid() % crawl_counts_shards())::smallint, -count(*)
+    FROM deleted GROUP BY tenant ORDER BY tenant
+    ON CONFLICT (tenant, shard) DO UPDATE SET batches = c.batches + EXCLUDED.batches;
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION crawl_batches_count_truncate() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE crawl_tenant_counts SET batches = 0 WHERE batches <> 0;
+    RETURN NULL;
+END;
+$$;
+
 -- Writers wait while the triggers are created and the counts backfilled (readers do not): no change can fall
 -- between the backfill and the first trigger run.
-LOCK TABLE crawl_jobs IN SHARE ROW EXCLUSIVE MODE;
+LOCK TABLE crawl_batches, crawl_jobs IN SHARE ROW EXCLUSIVE MODE;
+
+CREATE TRIGGER crawl_batches_count_insert AFTER INSERT ON crawl_batches
+    REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION crawl_batches_count_insert();
+CREATE TRIGGER crawl_batches_count_delete AFTER DELETE ON crawl_batches
+    REFERENCING OLD TABLE AS deleted
+    FOR EACH STATEMENT EXECUTE FUNCTION crawl_batches_count_delete();
+CREATE TRIGGER crawl_batches_count_truncate AFTER TRUNCATE ON crawl_batches
+    FOR EACH STATEMENT EXECUTE FUNCTION crawl_batches_count_truncate();
 
 CREATE TRIGGER crawl_jobs_count_insert AFTER INSERT ON crawl_jobs
     REFERENCING NEW TABLE AS inserted
     FOR EACH STATEMENT EXECUTE FUNCTION crawl_jobs_count_insert();
 CREATE TRIGGER crawl_jobs_count_update AFTER UPDATE ON crawl_jobs
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION crawl_jobs_count_update();
 CREATE TRIGGER crawl_jobs_count_delete AFTER DELETE ON crawl_jobs
     REFERENCING OLD TABLE AS deleted
@@ -301,6 +353,10 @@ SELECT tenant, 0,
        count(*) FILTER (WHERE status = 'cancelled'), sum(cost)
 FROM crawl_jobs
 GROUP BY tenant;
+
+INSERT INTO crawl_tenant_counts AS c (tenant, shard, batches)
+SELECT tenant, 0, count(*) FROM crawl_batches GROUP BY tenant
+ON CONFLICT (tenant, shard) DO UPDATE SET batches = EXCLUDED.batches;
 
 INSERT INTO crawl_stats_minutes (tenant, slot, shard, minute, completed, errors)
 SELECT tenant, ((extract(epoch FROM m)::bigint / 60) % 60)::smallint, 0, m,
@@ -330,3 +386,7 @@ GROUP BY tenant, coalesce(success_method, 'none');
 CREATE INDEX crawl_jobs_batch_status_order ON crawl_jobs (tenant, batch_id, status, batch_index)
     WHERE batch_id IS NOT NULL;
 DROP INDEX crawl_jobs_batch_status;
+
+-- The batch listing searched by a prefix of the batch id: a range of this index (bytewise order, whatever the
+-- database's collation; batch ids are ASCII).
+CREATE INDEX crawl_batches_search ON crawl_batches (tenant, batch_id COLLATE "C");

@@ -93,8 +93,27 @@ ORDER BY batch_index
 LIMIT %(limit)s OFFSET %(offset)s;
 
 -- list_batches --
--- A page of a tenant's batches, newest first (optionally those whose id starts with `search`), each with its
--- counts by status: the sums of its shards of crawl_batch_counts (migration 0007).
+-- A page of a tenant's batches, newest first, each with its counts by status: the sums of its shards of
+-- crawl_batch_counts (migration 0007).
+SELECT b.batch_id, b.created_at, b.total, b.render, b.premium, b.ultra_premium,
+       coalesce(c.pending, 0) AS pending, coalesce(c.processing, 0) AS processing,
+       coalesce(c.completed, 0) AS completed, coalesce(c.error, 0) AS error,
+       coalesce(c.cancelled, 0) AS cancelled, coalesce(c.cost, 0) AS cost,
+       coalesce(c.last_updated, b.created_at) AS last_updated
+FROM (SELECT tenant, batch_id, created_at, total, render, premium, ultra_premium
+      FROM crawl_batches WHERE tenant = %(tenant)s
+      ORDER BY created_at DESC, batch_id DESC LIMIT %(limit)s OFFSET %(offset)s) AS b
+LEFT JOIN LATERAL (
+    SELECT sum(s.pending)::bigint AS pending, sum(s.processing)::bigint AS processing,
+           sum(s.completed)::bigint AS completed, sum(s.error)::bigint AS error,
+           sum(s.cancelled)::bigint AS cancelled, sum(s.cost) AS cost, max(s.last_updated) AS last_updated
+    FROM crawl_batch_counts AS s WHERE s.tenant = b.tenant AND s.batch_id = b.batch_id
+) AS c ON true
+ORDER BY b.created_at DESC, b.batch_id DESC;
+
+-- list_batches_search --
+-- The same, of the batches whose id starts with `search` (a range of crawl_batches_search: batch ids are ASCII,
+-- so every id with that prefix lies between it and it followed by '~').
 SELECT b.batch_id, b.created_at, b.total, b.render, b.premium, b.ultra_premium,
        coalesce(c.pending, 0) AS pending, coalesce(c.processing, 0) AS processing,
        coalesce(c.completed, 0) AS completed, coalesce(c.error, 0) AS error,
@@ -102,7 +121,8 @@ SELECT b.batch_id, b.created_at, b.total, b.render, b.premium, b.ultra_premium,
        coalesce(c.last_updated, b.created_at) AS last_updated
 FROM (SELECT tenant, batch_id, created_at, total, render, premium, ultra_premium
       FROM crawl_batches
-      WHERE tenant = %(tenant)s AND (%(search)s::text IS NULL OR starts_with(batch_id, %(search)s::text))
+      WHERE tenant = %(tenant)s AND batch_id COLLATE "C" >= %(search)s::text
+        AND batch_id COLLATE "C" < %(search)s::text || '~' AND starts_with(batch_id, %(search)s::text)
       ORDER BY created_at DESC, batch_id DESC LIMIT %(limit)s OFFSET %(offset)s) AS b
 LEFT JOIN LATERAL (
     SELECT sum(s.pending)::bigint AS pending, sum(s.processing)::bigint AS processing,
@@ -113,9 +133,14 @@ LEFT JOIN LATERAL (
 ORDER BY b.created_at DESC, b.batch_id DESC;
 
 -- count_batches --
--- How many batches a tenant has (optionally those whose id starts with `search`).
+-- How many batches a tenant has (kept by the trigger on crawl_batches, migration 0007).
+SELECT coalesce(sum(batches), 0)::bigint AS count FROM crawl_tenant_counts WHERE tenant = %(tenant)s;
+
+-- count_batches_search --
+-- How many of a tenant's batches have an id that starts with `search` (see list_batches_search).
 SELECT count(*) FROM crawl_batches
-WHERE tenant = %(tenant)s AND (%(search)s::text IS NULL OR starts_with(batch_id, %(search)s::text));
+WHERE tenant = %(tenant)s AND batch_id COLLATE "C" >= %(search)s::text
+  AND batch_id COLLATE "C" < %(search)s::text || '~' AND starts_with(batch_id, %(search)s::text);
 
 -- retry_failed_jobs --
 -- The one explicit retry (error -> pending, which the transition trigger allows only in a transaction that
@@ -385,7 +410,9 @@ FOR NO KEY UPDATE;
 
 -- record_batch_events --
 -- Webhooks: batch.completed for each batch (with a callback) of the written jobs that has no job left
--- pending or processing; the unique index makes a second writer's insert a no-op.
+-- pending or processing; the unique index makes a second writer's insert a no-op. The counts are the kept
+-- ones (migration 0007): this statement, after lock_callback_batches, sees every other writer's committed
+-- shards and this transaction's own, as it would see their jobs' rows.
 INSERT INTO webhook_deliveries (tenant, event, batch_id, url, payload)
 SELECT b.tenant, 'batch.completed', b.batch_id, b.callback_url,
        jsonb_build_object(
@@ -396,11 +423,10 @@ SELECT b.tenant, 'batch.completed', b.batch_id, b.callback_url,
                'completed', c.completed, 'error', c.error, 'cancelled', c.cancelled))
 FROM crawl_batches AS b
 CROSS JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE j.status = 'completed') AS completed,
-           count(*) FILTER (WHERE j.status = 'error') AS error,
-           count(*) FILTER (WHERE j.status = 'cancelled') AS cancelled,
-           count(*) FILTER (WHERE j.status IN ('pending', 'processing')) AS open
-    FROM crawl_jobs AS j WHERE j.tenant = b.tenant AND j.batch_id = b.batch_id
+    SELECT coalesce(sum(s.completed), 0)::bigint AS completed, coalesce(sum(s.error), 0)::bigint AS error,
+           coalesce(sum(s.cancelled), 0)::bigint AS cancelled,
+           coalesce(sum(s.pending) + sum(s.processing), 0)::bigint AS open
+    FROM crawl_batch_counts AS s WHERE s.tenant = b.tenant AND s.batch_id = b.batch_id
 ) AS c
 WHERE b.callback_url IS NOT NULL AND c.open = 0
   AND (b.tenant, b.batch_id) IN (
@@ -560,11 +586,11 @@ FROM crawl_workers AS w LEFT JOIN jobs AS j ON j.lease_owner = w.worker_id
 ORDER BY w.host, w.started_at, w.worker_id;
 
 -- batch_jobs_page --
--- A page of a batch's jobs (without HTML) after the batch index `after`, in submission order (keyset, on
--- crawl_jobs_batch_order), optionally only those whose URL contains `search` (lower-cased by the caller).
+-- A page of a batch's jobs (without HTML) with a batch index in (`after`, `until`], in submission order (keyset,
+-- on crawl_jobs_batch_order), optionally only those whose URL contains `search` (lower-cased by the caller).
 SELECT {job_columns}, NULL::text AS html
 FROM crawl_jobs
-WHERE tenant = %(tenant)s AND batch_id = %(batch_id)s AND batch_index > %(after)s
+WHERE tenant = %(tenant)s AND batch_id = %(batch_id)s AND batch_index > %(after)s AND batch_index <= %(until)s
   AND (%(search)s::text IS NULL OR strpos(lower(url), %(search)s::text) > 0)
 ORDER BY batch_index
 LIMIT %(limit)s;
@@ -574,6 +600,13 @@ LIMIT %(limit)s;
 SELECT {job_columns}, NULL::text AS html
 FROM crawl_jobs
 WHERE tenant = %(tenant)s AND batch_id = %(batch_id)s AND status = %(status)s AND batch_index > %(after)s
+  AND batch_index <= %(until)s
   AND (%(search)s::text IS NULL OR strpos(lower(url), %(search)s::text) > 0)
 ORDER BY batch_index
 LIMIT %(limit)s;
+
+-- batch_has_jobs_after --
+-- Whether a batch has a job after the batch index `after` (a search that read its window to the end).
+SELECT EXISTS (
+    SELECT 1 FROM crawl_jobs WHERE tenant = %(tenant)s AND batch_id = %(batch_id)s AND batch_index > %(after)s
+) AS more;

@@ -17,6 +17,7 @@ from crawljobs.store.pool import Pool, open_pool
 from crawljobs.store.presence import WORKER_LOCK_NAMESPACE, LivenessSession
 from crawljobs.store.reads import (
     batch_counts,
+    batch_has_jobs_after,
     batch_jobs,
     batch_jobs_page,
     cost_today,
@@ -88,6 +89,7 @@ __all__ = [
     "Pool",
     "Row",
     "batch_counts",
+    "batch_has_jobs_after",
     "batch_job_ids",
     "batch_jobs",
     "batch_jobs_page",

@@ -42,11 +42,12 @@ async def list_batches(
 ) -> list[Row]:
     """A page of a tenant's batches (those whose id starts with `search`, if given), newest first, with counts."""
     params = {"tenant": tenant, "limit": limit, "offset": offset, "search": search}
-    return await fetch_all(conn, "list_batches", params)
+    return await fetch_all(conn, "list_batches" if search is None else "list_batches_search", params)
 
 
 async def count_batches(conn: AsyncConnection[Any], *, tenant: str, search: str | None = None) -> int:
-    row = await fetch_one(conn, "count_batches", {"tenant": tenant, "search": search})
+    name = "count_batches" if search is None else "count_batches_search"
+    row = await fetch_one(conn, name, {"tenant": tenant, "search": search})
     return int(row["count"]) if row else 0
 
 
@@ -128,17 +129,26 @@ async def batch_jobs_page(
     status: str | None,
     search: str | None,
     after: int,
+    until: int,
     limit: int,
 ) -> list[Row]:
-    """Up to `limit` jobs of a batch after the batch index `after`, in submission order, of one status if given,
-    whose URL contains `search` (lower case) if given."""
+    """Up to `limit` jobs of a batch with a batch index in (`after`, `until`], in submission order, of one status
+    if given, whose URL contains `search` (lower case) if given."""
     params = {
         "tenant": tenant,
         "batch_id": batch_id,
         "status": status,
         "search": search,
         "after": after,
+        "until": until,
         "limit": limit,
     }
     name = "batch_jobs_page" if status is None else "batch_jobs_page_of_status"
     return await fetch_all(conn, name, params)
+
+
+async def batch_has_jobs_after(conn: AsyncConnection[Any], *, tenant: str, batch_id: str, after: int) -> bool:
+    row = await fetch_one(
+        conn, "batch_has_jobs_after", {"tenant": tenant, "batch_id": batch_id, "after": after}
+    )
+    return bool(row and row["more"])
