@@ -63,7 +63,13 @@ def _notices(request: Request) -> dict[str, str | None]:
 
 def _safe_next(target: str | None) -> str:
     """Where to go after signing in: a path of this site only (never //elsewhere or a scheme)."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    if (
+        target
+        and target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and all(" " < ch < "\x7f" for ch in target)  # a browser drops tabs and newlines: "/\t/x" is "//x"
+    ):
         return target
     return "/"
 

@@ -316,14 +316,24 @@ def test_every_page_passes_axe_and_is_photographed(
     SCREENSHOTS.mkdir(exist_ok=True)
     axe = Axe()
     problems: dict[str, list[str]] = {}
-    for width_name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
+    # Desktop and phone, light and dark (the system's choice): axe on each at desktop width, both schemes.
+    for width_name, viewport, scheme in (
+        ("desktop", DESKTOP, "light"),
+        ("desktop", DESKTOP, "dark"),
+        ("phone", PHONE, "light"),
+        ("phone", PHONE, "dark"),
+    ):
         page.set_viewport_size(viewport)
+        page.emulate_media(color_scheme=scheme)
         for name, path in pages.items():
             page.goto(path)
             page.wait_for_load_state("load")
+            suffix = width_name if scheme == "light" else f"{width_name}-dark"
             if name == "job":
-                page.frame_locator("iframe.crawled").locator("body").wait_for()
-            page.screenshot(path=str(SCREENSHOTS / f"{name}-{width_name}.png"), full_page=True)
+                page.frame_locator("iframe.crawled").locator("#page-id").wait_for()
+                # A full-page capture leaves the sandboxed frame (a process of its own) blank: the frame alone too.
+                page.locator("iframe.crawled").screenshot(path=str(SCREENSHOTS / f"job-frame-{suffix}.png"))
+            page.screenshot(path=str(SCREENSHOTS / f"{name}-{suffix}.png"), full_page=True)
             if width_name == "desktop":
                 result = axe.run(page).response
                 assert result["passes"], name  # axe ran in the page (its policy did not keep it out)
@@ -334,7 +344,8 @@ def test_every_page_passes_axe_and_is_photographed(
                     if v["impact"] in ("serious", "critical")
                 ]
                 if bad:
-                    problems[name] = bad
+                    problems[f"{name} {scheme}"] = bad
+    page.emulate_media(color_scheme="light")
     # The sign-in page, signed out, in a tab of its own.
     context = browser.new_context(base_url=dashboard)
     for width_name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):

@@ -374,3 +374,22 @@ def test_an_uploaded_file_is_taken_up_to_the_batch_limit_and_refused_past_it(
             files={"file": ("urls.bin", b"\xff\xfe\x00", "text/plain")},
         )
         assert not_text.status_code == 422 and "not UTF-8" in not_text.text
+
+
+def test_sign_in_goes_back_to_a_page_of_this_site_only(browser: TestClient, api_key: str) -> None:
+    for target, expected in (
+        ("/batches?page=1", "/batches?page=1"),
+        ("//evil.example/", "/"),
+        ("/\t/evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        ("https://evil.example/", "/"),
+        ("", "/"),
+    ):
+        browser.cookies.clear()
+        form = browser.get("/sign-in")
+        answer = browser.post(
+            "/sign-in",
+            data={"api_key": api_key, "csrf_token": csrf_of(form.text), "next": target},
+            follow_redirects=False,
+        )
+        assert answer.status_code == 303 and answer.headers["location"] == expected, target
