@@ -393,3 +393,49 @@ def test_sign_in_goes_back_to_a_page_of_this_site_only(browser: TestClient, api_
             follow_redirects=False,
         )
         assert answer.status_code == 303 and answer.headers["location"] == expected, target
+
+
+def test_a_new_tenant_sees_an_empty_overview_whatever_the_others_have(
+    browser: TestClient, settings: Settings, database_url: str
+) -> None:
+    seed(settings, "tenant-a")
+    key = create_key(database_url, name=f"empty-{secrets.token_hex(3)}")
+    sign_in(browser, key)
+    page = browser.get("/").text
+    counts = dict(re.findall(r'data-count="(\w+)">([\d,]+)<', page))
+    assert counts == {s: "0" for s in ("pending", "processing", "completed", "error", "cancelled")}
+    assert "Nothing spent today." in page
+    assert "No batches yet." in browser.get("/batches").text
+    assert "No deliveries yet" in browser.get("/webhooks").text
+
+
+def test_a_live_stream_ends_when_the_sessions_key_is_revoked(settings: Settings, database_url: str) -> None:
+    quick = Settings(**{**settings.model_dump(), "key_recheck_seconds": 0.2})
+    key = create_key(database_url, name=f"streamed-{secrets.token_hex(3)}", tenant="tenant-a")
+    seeded = seed(settings, "tenant-a")
+    assert settings.database_url is not None
+    with psycopg.connect(settings.database_url) as conn:
+        row = conn.execute(
+            "SELECT id FROM crawl_jobs WHERE batch_id = %s AND status = 'pending'", (seeded["batch_id"],)
+        ).fetchone()
+    assert row is not None
+    with TestClient(make_client(quick).app, raise_server_exceptions=False) as client:
+        sign_in(client, key)
+        for path in (f"/events/jobs/{row[0]}", f"/events/batches/{seeded['batch_id']}", "/events/overview"):
+            with client.stream("GET", path) as stream:
+                assert stream.headers["content-type"].startswith("text/event-stream")
+                said = ""
+                for chunk in stream.iter_text():
+                    said += chunk
+                    if "event: " in said and "revoked" not in said:
+                        with psycopg.connect(database_url, autocommit=True) as conn:
+                            conn.execute(
+                                "UPDATE api_keys SET revoked_at = now() WHERE key_hash = %s AND revoked_at IS NULL",
+                                (hash_key(key),),
+                            )
+                        said += "(revoked)"
+                    if "event: error" in said:
+                        break
+            assert "event: error" in said and "unauthorized" in said, (path, said)
+            with psycopg.connect(database_url, autocommit=True) as conn:  # the key back for the next stream
+                conn.execute("UPDATE api_keys SET revoked_at = NULL WHERE key_hash = %s", (hash_key(key),))
