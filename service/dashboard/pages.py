@@ -4,6 +4,7 @@ the page with a notice, so a reload never repeats it."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
@@ -35,6 +36,7 @@ from service.dashboard.web import (
     SessionDep,
     render,
 )
+from service.errors import status_for
 from service.routes.batches import EXPORT_PAGE_METADATA, EXPORT_PAGE_WITH_HTML
 from service.routes.common import parse_job_id
 from service.routes.home import LINKS
@@ -183,7 +185,7 @@ async def submit_job(request: Request, manager: ManagerDep, session: CsrfSession
     except ValidationError as exc:
         return _refused_submit(request, manager, "job", forms.problems(exc), values)
     except InvalidRequest as exc:
-        return _refused_submit(request, manager, "job", [exc.message], values)
+        return _refused_submit(request, manager, "job", [exc.message], values, status=status_for(exc))
     return _back(f"/jobs/{submission.job.id}", "Job submitted.")
 
 
@@ -193,6 +195,8 @@ def _refused_submit(
     which: str,
     problems: list[str],
     values: dict[str, Any],
+    *,
+    status: int = 422,
     **extra: Any,
 ) -> Response:
     context = _submit_context(
@@ -202,7 +206,7 @@ def _refused_submit(
         values=values,
         **extra,
     )
-    return render(request, "submit.html", context, status=422)
+    return render(request, "submit.html", context, status=status)
 
 
 @router.post("/submit/batch")
@@ -232,7 +236,7 @@ async def submit_batch(request: Request, manager: ManagerDep, session: CsrfSessi
         return _refused_submit(request, manager, "batch", ["urls: paste or upload at least one URL"], shown)
     if len(lines) > limit:
         problem = f"the batch has {len(lines):,} URLs, more than the limit of {limit:,}"
-        return _refused_submit(request, manager, "batch", [problem], shown)
+        return _refused_submit(request, manager, "batch", [problem], shown, status=413)
     try:
         body = BatchCreate.model_validate(values)
         submission = await manager.submit_batch(
@@ -245,7 +249,9 @@ async def submit_batch(request: Request, manager: ManagerDep, session: CsrfSessi
             raise
         refused = exc.details.get("failures") if isinstance(exc.details, dict) else None
         rows = _refused_lines(refused, lines) if isinstance(refused, list) else []
-        return _refused_submit(request, manager, "batch", [exc.message], shown, refused_lines=rows)
+        return _refused_submit(
+            request, manager, "batch", [exc.message], shown, status=status_for(exc), refused_lines=rows
+        )
     refused_rows = [
         {"line": lines[f.index][0], "url": f.url, "reason": f.reason} for f in submission.failures
     ]
@@ -343,8 +349,6 @@ async def batch_page(
 
 
 def _check_batch_id(batch_id: str) -> None:
-    import re
-
     if not re.fullmatch(BATCH_ID_PATTERN, batch_id):
         raise NotFound(f"batch {batch_id[:128]!r} not found")
 

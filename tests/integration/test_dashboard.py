@@ -358,7 +358,7 @@ def test_an_uploaded_file_is_taken_up_to_the_batch_limit_and_refused_past_it(
             data={"csrf_token": token},
             files={"file": ("urls.txt", "\n".join(lines).encode(), "text/plain")},
         )
-        assert over.status_code == 422
+        assert over.status_code == 413
         assert "the batch has 6 URLs, more than the limit of 5" in over.text
         at = client.post(
             "/submit/batch",
