@@ -185,7 +185,7 @@ class DashboardRoute(APIRoute):
                     request,
                     "error.html",
                     {"title": "Not valid", "message": "; ".join(messages[:5])},
-                    status=422 if request.method == "POST" else 404,
+                    status=422,
                 )
 
         return guarded
