@@ -593,12 +593,16 @@ async def manager_times(
 
 def write_side(database_url: str, args: argparse.Namespace) -> list[tuple[str, str, str, str]]:
     rows = []
-    rounds = 3
+    rounds = 4  # each configuration first in half of the rounds: no order favours one
+    copy_batch(database_url, args.big, "warm")
     with_counts, without = [], []
     for n in range(rounds):
-        with_counts.append(copy_batch(database_url, args.big, f"on{n}"))
-        with without_count_triggers(database_url):
-            without.append(copy_batch(database_url, args.big, f"off{n}"))
+        for first in (True, False) if n % 2 == 0 else (False, True):
+            if first:
+                with_counts.append(copy_batch(database_url, args.big, f"on{n}"))
+            else:
+                with without_count_triggers(database_url):
+                    without.append(copy_batch(database_url, args.big, f"off{n}"))
     on, off = median(with_counts) * 1000, median(without) * 1000
     rows.append(
         (f"COPY of a {args.big:,}-job batch (ms, median of {rounds})", ms(on), ms(off), f"{on / off:.2f}x")
@@ -612,15 +616,18 @@ def write_side(database_url: str, args: argparse.Namespace) -> list[tuple[str, s
     )
     configs = {"8 shards": SHARDS, "1 shard (hot row)": 1}
     rates: dict[str, list[float]] = {name: [] for name in (*configs, "off")}
-    for _ in range(rounds):
-        for name, shards in configs.items():
+    order = [*configs, "off"]
+    for n in range(rounds):
+        for name in order[n % len(order) :] + order[: n % len(order)]:  # each first in turn
+            shards = configs.get(name, 1)
             run = finish_rate(
                 database_url, writers=args.writers, per_writer=per_writer, shards=shards, html=html
             )
-            rates[name].append(asyncio.run(run))
-        with without_count_triggers(database_url):
-            run = finish_rate(database_url, writers=args.writers, per_writer=per_writer, shards=1, html=html)
-            rates["off"].append(asyncio.run(run))
+            if name == "off":
+                with without_count_triggers(database_url):
+                    rates[name].append(asyncio.run(run))
+            else:
+                rates[name].append(asyncio.run(run))
     off_rate = statistics.median(rates["off"])
     for name in configs:
         rate = statistics.median(rates[name])

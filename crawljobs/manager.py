@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -268,13 +269,21 @@ class JobManager:
         hour) and per hour (last day), today's cost by method, the queue depth and the workers. Every part is
         read from the counts the database keeps (migration 0007) or from small tables: its cost does not grow
         with the number of jobs. Redis down leaves `queue_depth` empty and the workers' heartbeats unknown."""
-        async with self.pool.connection() as conn:
-            counts = await store.tenant_counts(conn, tenant=tenant)
-            per_minute = await store.stats_per_minute(conn, tenant=tenant)
-            per_hour = await store.stats_per_hour(conn, tenant=tenant)
-            cost_rows = await store.cost_today(conn, tenant=tenant)
-            worker_rows = await store.list_workers(conn)
-        depth, beats = await self._queue_and_heartbeats([row["worker_id"] for row in worker_rows])
+
+        async def read() -> dict[str, list[store.Row]]:
+            async with self.pool.connection() as conn:
+                return await store.overview_rows(conn, tenant=tenant)
+
+        # PostgreSQL and Redis at once; the workers' heartbeats are read for every worker Redis knows.
+        rows, (depth, all_beats) = await asyncio.gather(read(), self._queue_and_heartbeats())
+        counts = rows["tenant_counts"][0]
+        per_minute, per_hour = rows["stats_per_minute"], rows["stats_per_hour"]
+        cost_rows, worker_rows = rows["cost_today"], rows["list_workers"]
+        beats = {
+            row["worker_id"]: all_beats[row["worker_id"]]
+            for row in worker_rows
+            if row["worker_id"] in all_beats
+        }
         workers = [
             WorkerInfo(
                 worker_id=row["worker_id"],
@@ -300,10 +309,10 @@ class JobManager:
         )
 
     async def _queue_and_heartbeats(
-        self, workers: Sequence[str]
+        self,
     ) -> tuple[dict[str, int], dict[str, tuple[datetime | None, int | None]]]:
-        """The Redis lists' lengths and each worker's last heartbeat (time, jobs in flight), in one round trip;
-        nothing when Redis cannot be read."""
+        """The Redis lists' lengths and the last heartbeat (time, jobs in flight) of every worker that published
+        one, in two round trips; nothing when Redis cannot be read."""
         if self.redis is None:
             return {}, {}
         metric_keys = MetricKeys.for_prefix(self.settings.queue_prefix)
@@ -312,14 +321,20 @@ class JobManager:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     pipe.llen(self.keys.priority)
                     pipe.llen(self.keys.bulk)
-                    for worker in workers:
-                        pipe.hmget(metric_keys.worker(worker), ["heartbeat", "in_flight"])
-                    replies = await pipe.execute()
+                    pipe.smembers(metric_keys.workers)
+                    priority, bulk, members = await pipe.execute()
+                workers = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+                replies: list[Any] = []
+                if workers:
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for worker in workers:
+                            pipe.hmget(metric_keys.worker(worker), ["heartbeat", "in_flight"])
+                        replies = await pipe.execute()
         except Exception as exc:  # Redis is a hint: the overview still answers without it
             logger.warning("overview: cannot read Redis: %s", exc)
             return {}, {}
         beats: dict[str, tuple[datetime | None, int | None]] = {}
-        for worker, (beat, in_flight) in zip(workers, replies[2:], strict=True):
+        for worker, (beat, in_flight) in zip(workers, replies, strict=True):
             if beat is None:
                 continue
             try:
@@ -328,7 +343,7 @@ class JobManager:
             except (ValueError, OverflowError, OSError):
                 when, held = None, None
             beats[worker] = (when, held)
-        return {"priority": int(replies[0]), "bulk": int(replies[1])}, beats
+        return {"priority": int(priority), "bulk": int(bulk)}, beats
 
     async def retry_failed(self, *, tenant: str, batch_id: str) -> int:
         """Put a batch's failed jobs back to pending (attempt history kept) and dispatch them."""
