@@ -30,7 +30,7 @@ from crawljobs.exceptions import NotFound
 from crawljobs.hub import CompletionHub
 from crawljobs.manager import JobManager
 from crawljobs.models import Batch
-from crawljobs.waiting import BATCH_FALLBACK_SECONDS, BATCH_REREAD_SECONDS, batch_done
+from crawljobs.waiting import BATCH_FALLBACK_SECONDS, batch_done
 from service import streams
 from service.dashboard.pages import BATCHES_PER_PAGE, _check_batch_id
 from service.dashboard.session import Session
@@ -38,6 +38,9 @@ from service.dashboard.web import DashboardRoute, ManagerDep, SessionDep
 from service.routes.common import parse_job_id
 
 router = APIRouter(include_in_schema=False, route_class=DashboardRoute, prefix="/events")
+
+# The batches page re-reads its rows (up to 25 batches) at most this often, however many notifications arrive.
+LIST_REREAD_SECONDS = 0.5
 
 HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", "X-Content-Type-Options": "nosniff"}
 
@@ -107,7 +110,7 @@ async def batches_events(
                 if not woken and time.monotonic() - said_at >= streams.KEEPALIVE_SECONDS:
                     yield ": keep-alive\n\n"
                     said_at = time.monotonic()
-                await asyncio.sleep(BATCH_REREAD_SECONDS)  # many notifications: one re-read
+                await asyncio.sleep(LIST_REREAD_SECONDS)  # many notifications: one re-read
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=HEADERS)
 
