@@ -610,3 +610,16 @@ LIMIT %(limit)s;
 SELECT EXISTS (
     SELECT 1 FROM crawl_jobs WHERE tenant = %(tenant)s AND batch_id = %(batch_id)s AND batch_index > %(after)s
 ) AS more;
+
+-- workers_alive_on_host --
+-- `crawljobs health worker` (a container's health check): the workers registered from this host whose liveness
+-- lock is held and whose session was seen within `seconds` (it is seen every third of the lease).
+SELECT count(*)::integer AS alive FROM crawl_workers w
+WHERE w.host = %(host)s
+  AND w.seen_at > now() - make_interval(secs => %(seconds)s)
+  AND EXISTS (
+      SELECT 1 FROM pg_locks l
+      WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+        AND l.classid = %(namespace)s::integer::oid AND l.objid = w.lock_key::oid
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  );
