@@ -22,7 +22,11 @@
 --
 -- Deadlocks. One trigger run takes its rows in one order (batches sorted, then the tenant, then the stats), and
 -- each transaction that changes statuses runs one such statement (crawljobs/store/transitions.py), so two
--- writers of the same shards always lock them in the same order.
+-- writers of the same shards always lock them in the same order. A submission takes its tenant's row first (the
+-- batch row's trigger) and then its new batch's, which no other transaction can see yet.
+--
+-- An UPDATE's statement trigger reads only the OLD TABLE (see crawl_jobs_count_update). The counts are read by
+-- the batch listing, a batch's read, waits and event streams, batch.completed and /metrics (sql/queries.sql).
 --
 -- Statement-level, not row-level: a 50,000-job COPY, a batch cancelled or retried is one update of its batch's
 -- row per shard, not 50,000. (Transition tables cannot be asked for an UPDATE OF a column list: the UPDATE
