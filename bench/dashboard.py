@@ -13,7 +13,7 @@ statistics and an all-visible map.
 
 Measured, each the median of ``--repeat`` calls after a warm-up:
 
-1. **SQL, in-process** (psycopg, one connection): today's queries, kept here as they were (``OLD_*``, with the
+1. **SQL, in-process** (psycopg, one connection; before and after take turns, call by call): today's queries, kept here as they were (``OLD_*``, with the
    index they read, ``crawl_jobs_batch_status``, created again for them), against the new ones: a page of 25
    batches with their counts, one batch's counts (the 50,000-job batch), the live job counts of /metrics, and an
    overview derived from ``crawl_jobs`` at read time (what it would cost without the kept counts) against
@@ -293,18 +293,28 @@ def fill_rings(conn: psycopg.Connection[Any], now: datetime) -> None:
 # -- measuring --------------------------------------------------------------------------------------------
 
 
-def timed_sql(
-    conn: psycopg.Connection[Any], statements: tuple[str, ...], params: dict[str, Any], repeat: int
-) -> float:
-    """Median ms of running `statements` one after the other (and fetching their rows), after a warm-up."""
-    samples = []
+def timed_pair(
+    conn: psycopg.Connection[Any],
+    before: tuple[str, ...],
+    after: tuple[str, ...],
+    params: dict[str, Any],
+    repeat: int,
+    before_repeat: int | None = None,
+) -> tuple[float, float]:
+    """Median ms of running each set of statements (one after the other, fetching their rows), after a warm-up;
+    the two take turns, so that a busy moment of the machine weighs on both alike."""
+    samples: tuple[list[float], list[float]] = ([], [])
+    before_repeat = repeat if before_repeat is None else before_repeat
     for n in range(repeat + WARM_UP):
-        started = time.perf_counter()
-        for statement in statements:
-            conn.execute(statement, params).fetchall()
-        if n >= WARM_UP:
-            samples.append((time.perf_counter() - started) * 1000)
-    return median(samples)
+        for which, statements in enumerate((before, after)):
+            if which == 0 and n >= before_repeat + WARM_UP:
+                continue
+            started = time.perf_counter()
+            for statement in statements:
+                conn.execute(statement, params).fetchall()
+            if n >= WARM_UP:
+                samples[which].append((time.perf_counter() - started) * 1000)
+    return median(samples[0]), median(samples[1])
 
 
 def timed_http(http: httpx.Client, path: str, repeat: int) -> float:
@@ -484,23 +494,19 @@ def run(database_url: str, redis_url: str, big: str, args: argparse.Namespace) -
         sql_rows = [
             (
                 f"page of {PAGE} batches with counts",
-                timed_sql(conn, (OLD_LIST_BATCHES,), params, repeat),
-                timed_sql(conn, (query(NEW_LIST_BATCHES),), params, repeat),
+                *timed_pair(conn, (OLD_LIST_BATCHES,), (query(NEW_LIST_BATCHES),), params, repeat),
             ),
             (
                 f"one batch's counts ({args.big:,} jobs)",
-                timed_sql(conn, (OLD_BATCH_COUNTS,), params, repeat),
-                timed_sql(conn, (query("batch_counts"),), params, repeat),
+                *timed_pair(conn, (OLD_BATCH_COUNTS,), (query("batch_counts"),), params, repeat),
             ),
             (
                 "live job counts (/metrics)",
-                timed_sql(conn, (OLD_COUNT_LIVE_JOBS,), params, repeat),
-                timed_sql(conn, (query("count_live_jobs"),), params, repeat),
+                *timed_pair(conn, (OLD_COUNT_LIVE_JOBS,), (query("count_live_jobs"),), params, repeat),
             ),
             (
                 "overview: counts, per minute, per hour, cost today",
-                timed_sql(conn, DERIVED_OVERVIEW, params, max(3, repeat // 8)),
-                timed_sql(conn, overview_sql(), params, repeat),
+                *timed_pair(conn, DERIVED_OVERVIEW, overview_sql(), params, repeat, max(3, repeat // 8)),
             ),
         ]
         conn.execute("DROP INDEX crawl_jobs_batch_status")
