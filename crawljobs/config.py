@@ -257,6 +257,21 @@ class Settings(BaseSettings):
     # for API, sweeper and workers.
     log_format: Literal["text", "json"] = "text"
 
+    # The browser dashboard (service/dashboard, docs/DASHBOARD.md).
+    dashboard_secret: str | None = Field(
+        default=None,
+        min_length=32,
+        description="the key (32 characters or more) that signs the dashboard's session cookies and CSRF tokens; "
+        "unset, one is made on first use and kept in the database, shared by every API process. Changing it "
+        "signs every browser out",
+    )
+    dashboard_session_seconds: int = Field(
+        default=12 * 3600,
+        ge=60,
+        le=30 * 24 * 3600,
+        description="how long a dashboard session lasts after sign-in (revoking its key ends it at once)",
+    )
+
     @field_validator(
         "allowed_networks", "premium_proxies", "ultra_premium_proxies", "cors_origins", mode="before"
     )

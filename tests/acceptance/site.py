@@ -40,6 +40,7 @@ Pages (any method; HEAD answers the headers without the body; an unknown path is
 ``/pdf``                    200 application/pdf, a real one-page PDF (:data:`PDF_BYTES`).
 ``/empty``                  200 text/html with an empty body.
 ``/robots.txt``             disallows ``/private/`` to every agent
+``/dashboard/...``          the dashboard's hostile page and its beacons (``tests/acceptance/dashboard_pages.py``).
 ``/captcha``                200 with a reCAPTCHA widget (``class="g-recaptcha"``, script ``/recaptcha/api.js``,
                             served by the site itself as a stub).
 
@@ -94,6 +95,7 @@ from crawlproject.egress.framing import (
     read_head,
     serialize_head,
 )
+from tests.acceptance import dashboard_pages
 
 __all__ = [
     "JS_MARKER",
@@ -708,6 +710,12 @@ class TestSite:
             if not 0 <= inflated <= 1024 * MIB:
                 return _error_page(400, "mb must be between 0 and 1024")
             return _html(200, _gzip_bomb(inflated), ("Content-Encoding", "gzip"))
+        if (
+            first == "dashboard"
+        ):  # the dashboard's hostile page and its beacons (tests/acceptance/dashboard_pages.py)
+            page = dashboard_pages.route(rest, query, hit.headers.get("host", ""))
+            if page is not None:
+                return Response(page[0], page[1], content_type=page[2])
         if first == "render" and rest in _RENDER_PAGES:  # hostile pages for the browser engine (block below)
             return _RENDER_PAGES[rest](query)
         return _error_page(404, "There is nothing here.")
