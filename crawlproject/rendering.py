@@ -56,7 +56,14 @@ from playwright.async_api import Response as PlaywrightResponse
 from scrapy import Request, Spider, signals
 from scrapy.crawler import Crawler
 from scrapy.http import Response
-from scrapy_playwright.handler import BrowserContextWrapper, Config, ScrapyPlaywrightDownloadHandler
+from scrapy_playwright.handler import (
+    DEFAULT_CONTEXT_NAME,
+    BrowserContextWrapper,
+    Config,
+    ScrapyPlaywrightDownloadHandler,
+    _attach_page_event_handlers,
+    _maybe_execute_page_init_callback,
+)
 from scrapy_playwright.provider import PlaywrightBrowserProvider
 from twisted.internet.defer import Deferred, succeed
 
@@ -73,6 +80,7 @@ from crawlproject.errors import (
     RenderedPageTooLarge,
     RenderTimeout,
 )
+from crawlproject.interception import BrowserNetwork
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +111,7 @@ class Render:
     ended: str | None = None  # why the worker ended it: "deadline", "crashed", "gone" or "stopping"
     refused: str | None = None  # a main-frame navigation the network rules refused
     failed_navigation: str | None = None  # the last main-frame navigation that failed, and how
+    target_id: str | None = None  # the page's CDP target id (its main frame's id), once asked for
     closing: asyncio.Future[None] | None = None
     # Set when the worker ended the render and its task still had not finished after its page was closed.
     given_up: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
@@ -299,10 +308,11 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
             memory_bytes = config.settings.browser_memory_mb * 1024 * 1024
             self.browser_provider_cls = partial(MemoryCappedProvider, memory_bytes=memory_bytes)
         self.renders = Renders.of(crawler)
-        # The network rules' check (BrowserGuard installs it): wrapped to learn which refusals are navigations.
+        # The network rules' check (BrowserGuard installs it): run on every request of the browser by CDP's
+        # Fetch domain (crawlproject.interception), never by a Playwright route (which disables the cache).
         self.check = self.abort_request if isinstance(self.abort_request, BrowserRequestCheck) else None
-        if self.check is not None:
-            self.abort_request = self._abort
+        self.abort_request = None
+        self.network = BrowserNetwork(self.check, self._refused_navigation)
         crawler.signals.connect(self.renders.start, signal=signals.engine_started)
         self._launching = asyncio.Lock()
 
@@ -372,6 +382,24 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
                 + (render.failed_navigation or "unknown")
             )
 
+    async def _download_request_with_retry(self, request: Request, spider: Spider) -> Response:
+        """scrapy-playwright's, without its ``page.route("**")``: a route makes Playwright disable Chromium's
+        cache, and Chromium then adds ``Pragma``/``Cache-Control: no-cache`` to every request. The requests are
+        checked by the Fetch session instead (``crawlproject.interception``). (The route also let a request's
+        method and body replace the navigation's: the worker's renders are GETs.)"""
+        page = await self._create_page(request=request, spider=spider)
+        context_name = request.meta.setdefault("playwright_context", DEFAULT_CONTEXT_NAME)
+        _attach_page_event_handlers(page=page, request=request, spider=spider, context_name=context_name)
+        await _maybe_execute_page_init_callback(
+            page=page, request=request, context_name=context_name, spider=spider
+        )
+        try:
+            return await self._download_request_with_page(request, page, spider)
+        except Exception:
+            if not page.is_closed():
+                await page.close()
+            raise
+
     async def _create_page(self, request: Request, spider: Spider) -> Page:
         # Shielded: a page that is being made when its render ends is closed once it exists, or it would keep
         # its place in the context for ever.
@@ -434,22 +462,33 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
     async def _create_browser_context(
         self, name: str, context_kwargs: dict[str, Any] | None, spider: Spider | None = None
     ) -> BrowserContextWrapper:
-        wrapper = await super()._create_browser_context(name, context_kwargs, spider)
+        kwargs = dict(context_kwargs or {})
+        if kwargs.get("proxy"):
+            kwargs["proxy"] = self.network.context_proxy(kwargs["proxy"])
+        await self._maybe_launch_browser()
+        if self.network.browser is not self.browser:  # the first context of this browser (or of a new one)
+            await self.network.attach(self.browser)
+        wrapper = await super()._create_browser_context(name, kwargs, spider)
         # Before any page of the context exists (the caller holds the context lock).
         await wrapper.context.add_init_script(NO_WEBRTC)
         return wrapper
 
-    async def _abort(self, request: PlaywrightRequest) -> bool:
-        """PLAYWRIGHT_ABORT_REQUEST: the network rules' check, remembering refused main-frame navigations."""
-        assert self.check is not None
-        reason = await self.check.refusal(request.url)
-        if reason is None:
-            return False
-        if _is_main_frame_navigation(request):
-            render = self.renders.of_page(request.frame.page)
-            if render is not None:
-                render.refused = f"{reason} (the page navigated to {request.url[:200]})"
-        return True
+    async def _refused_navigation(self, frame_id: str, url: str, reason: str) -> None:
+        """The network rules refused a document request of frame ``frame_id``: if it is a page's main frame,
+        its render ends ``AddressForbidden`` (before the request fails, so the render knows why it did)."""
+        for render in list(self.renders.in_flight.values()):
+            page = render.page
+            if page is None or page.is_closed():
+                continue
+            if render.target_id is None:
+                session = await page.context.new_cdp_session(page)
+                try:
+                    render.target_id = (await session.send("Target.getTargetInfo"))["targetInfo"]["targetId"]
+                finally:
+                    self.renders.spawn(_detach(session))
+            if render.target_id == frame_id:
+                render.refused = f"{reason} (the page navigated to {url[:200]})"
+                return
 
 
 async def _detach(session: CDPSession) -> None:
