@@ -105,6 +105,15 @@ class Settings(BaseSettings):
     # The data memory (RLIMIT_DATA) each Chromium process may take, renderers included: a page past it crashes
     # its renderer alone. 0: no cap.
     browser_memory_mb: int = Field(default=1024, ge=0)
+    # The browser's profile (crawlproject.profiles): where it says it is (locale@IANA timezone), per proxy tier
+    # where a tier's proxies are elsewhere ("premium=de-DE@Europe/Berlin,..."), the brand it adds to
+    # Chromium's own ("Google Chrome"; none: Chromium's, the same on every target), and WebGL: "egl" (ANGLE on
+    # the system's EGL: the GPU's, or Mesa's llvmpipe), "swiftshader" (Chromium's headless default, a tell)
+    # or "none" (no GPU process, no WebGL).
+    browser_region: str = "en-US@America/New_York"
+    browser_tier_regions: str | None = None
+    browser_brand: str | None = None
+    browser_gl: Literal["egl", "swiftshader", "none"] = "egl"
 
     # Observability (crawljobs.metrics, crawljobs.logs). /metrics wants `Authorization: Bearer <token>`; with
     # no token it is closed (it names worker hosts and pids, queue depths) unless metrics_open says otherwise.

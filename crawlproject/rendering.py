@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shlex
 import shutil
 import tempfile
@@ -81,6 +82,7 @@ from crawlproject.errors import (
     RenderTimeout,
 )
 from crawlproject.interception import BrowserNetwork
+from crawlproject.profiles import Profile, launch_args
 
 logger = logging.getLogger(__name__)
 
@@ -304,6 +306,7 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
         config = WorkerConfig.of(crawler)
         self.deadline = config.settings.render_timeout
         self.max_body_bytes = config.max_body_bytes
+        self.identities = config.identities
         if self.browser_provider_cls is PlaywrightBrowserProvider:  # (PLAYWRIGHT_BROWSER_PROVIDER unset)
             memory_bytes = config.settings.browser_memory_mb * 1024 * 1024
             self.browser_provider_cls = partial(MemoryCappedProvider, memory_bytes=memory_bytes)
@@ -315,6 +318,7 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
         self.network = BrowserNetwork(self.check, self._refused_navigation)
         crawler.signals.connect(self.renders.start, signal=signals.engine_started)
         self._launching = asyncio.Lock()
+        self._profile_sessions: dict[Page, CDPSession] = {}
 
     # -- Playwright, started with the first render -----------------------------------------------------------
     # scrapy-playwright starts Playwright's driver (a Node process, one per handler: http and https) when the
@@ -331,7 +335,19 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
     async def _launch_once(self) -> None:
         async with self._launching:
             if getattr(self, "browser_provider", None) is None:
+                self._add_profile_flags()
                 await self._maybe_future_from_coro(self._launch())
+
+    def _add_profile_flags(self) -> None:
+        """The launch profile's flags and timezone (crawlproject.profiles), for every target of the browser."""
+        options = self.config.launch_options
+        args = list(options.get("args") or [])
+        if any(arg.startswith("--user-agent=") for arg in args):  # (set already, or by the operator)
+            return
+        profile = self.identities.launch_profile()
+        options["args"] = [*args, *launch_args(profile)]
+        options["env"] = {**os.environ, **(options.get("env") or {}), "TZ": profile.region.timezone}
+        logger.info("the browser says %s (%s, %s)", profile.user_agent, profile.sec_ch_ua, profile.region)
 
     # -- a render --------------------------------------------------------------------------------------------
 
@@ -409,6 +425,13 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
         except asyncio.CancelledError:
             creating.add_done_callback(self._close_orphan)
             raise
+        profile = request.meta.get("crawljobs_profile")
+        if isinstance(profile, Profile):
+            try:
+                await self._say_profile(page, profile)
+            except BaseException:
+                self.renders.spawn(page.close())
+                raise
         render = self.renders.in_flight.get(request)
         if render is not None:
             render.page = page
@@ -417,6 +440,18 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
             page.on("crash", render.on_crash)
             render.arm()
         return page
+
+    async def _say_profile(self, page: Page, profile: Profile) -> None:
+        """Before the page navigates: its User-Agent metadata (brands, platform, high-entropy values) and
+        languages, by CDP on a session kept as long as the page (a detached session's override is undone)."""
+        session = await page.context.new_cdp_session(page)
+        await session.send("Emulation.setUserAgentOverride", profile.user_agent_override())
+        self._profile_sessions[page] = session
+
+        def forget(closed: Page) -> None:
+            self._profile_sessions.pop(closed, None)
+
+        page.on("close", forget)
 
     def _close_orphan(self, creating: asyncio.Future[Page]) -> None:
         if not creating.cancelled() and creating.exception() is None:

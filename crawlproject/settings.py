@@ -86,6 +86,13 @@ DEFAULT_REQUEST_HEADERS = {
 # CRAWLJOBS_BROWSER_MEMORY_MB).
 PLAYWRIGHT_BROWSER_TYPE = "chromium"
 _executable = _settings.browser_executable or shutil.which("chromium") or shutil.which("chromium-browser")
+# SwiftShader, headless Chromium's WebGL, is a tell of its own; ANGLE on EGL reports the machine's GPU, or Mesa's
+# llvmpipe on a machine without one (what a Linux desktop without GPU drivers reports).
+_GL_FLAGS = {
+    "egl": ["--use-gl=angle", "--use-angle=gl-egl", "--ignore-gpu-blocklist"],
+    "swiftshader": [],
+    "none": ["--disable-gpu", "--disable-software-rasterizer"],
+}
 PLAYWRIGHT_LAUNCH_OPTIONS = {
     "headless": True,
     "args": [
@@ -93,8 +100,10 @@ PLAYWRIGHT_LAUNCH_OPTIONS = {
         "--disable-component-update",
         "--disable-sync",
         "--no-first-run",
-        "--disable-gpu",
         "--disable-dev-shm-usage",
+        # WebGL (CRAWLJOBS_BROWSER_GL): the flags that make the renderer a real one where they can. The profile's
+        # flags (User-Agent, webdriver, languages, window) are added at launch (crawlproject.profiles).
+        *_GL_FLAGS[_settings.browser_gl],
         # WebRTC does not go through proxies: no UDP but through one (which a proxy never carries). The switch
         # is `--webrtc-ip-handling-policy`: the `--force-` spelling this once used is ignored (4 STUN/TURN
         # datagrams reached a forbidden address through it). Pages do not even get the API (browser.NO_WEBRTC).

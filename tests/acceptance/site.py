@@ -40,6 +40,8 @@ Pages (any method; HEAD answers the headers without the body; an unknown path is
 ``/pdf``                    200 application/pdf, a real one-page PDF (:data:`PDF_BYTES`).
 ``/empty``                  200 text/html with an empty body.
 ``/robots.txt``             disallows ``/private/`` to every agent
+``/gauntlet/...``           the browser's gauntlet: headless, header coherence and botd pages that report their
+                            verdict back (:mod:`tests.acceptance.gauntlet`).
 ``/captcha``                200 with a reCAPTCHA widget (``class="g-recaptcha"``, script ``/recaptcha/api.js``,
                             served by the site itself as a stub).
 
@@ -705,6 +707,10 @@ class TestSite:
             if not 0 <= inflated <= 1024 * MIB:
                 return _error_page(400, "mb must be between 0 and 1024")
             return _html(200, _gzip_bomb(inflated), ("Content-Encoding", "gzip"))
+        if first == "gauntlet":  # the browser's gauntlet (tests/acceptance/gauntlet.py)
+            from tests.acceptance import gauntlet
+
+            return await gauntlet.route(self, hit, rest)
         if first == "render" and rest in _RENDER_PAGES:  # hostile pages for the browser engine (block below)
             return _RENDER_PAGES[rest](query)
         return _error_page(404, "There is nothing here.")
