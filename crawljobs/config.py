@@ -94,7 +94,6 @@ class Settings(BaseSettings):
     domain_memory: bool = True
     workers: int | None = Field(default=None, ge=0, le=256)
     worker_concurrency: int = Field(default=64, ge=1, le=2000)
-    browser_concurrency: int = Field(default=4, ge=1, le=64)
     per_domain_concurrency: int = Field(default=16, ge=1, le=1000)
     download_delay: float = Field(default=0.0, ge=0)
     download_timeout: float = Field(default=30.0, gt=0)
@@ -114,6 +113,14 @@ class Settings(BaseSettings):
     browser_tier_regions: str | None = None
     browser_brand: str | None = None
     browser_gl: Literal["egl", "swiftshader", "none"] = "egl"
+    # Browser capacity (crawlproject.capacity): the pages one worker renders at once. Unset, from the machine's
+    # share of each worker (its cores and memory over CRAWLJOBS_WORKERS, one per core by default): pages per core
+    # (8 concurrent pages on 2 cores rendered the most, bench/playwright_loop.py) and per GiB (a page's renderer
+    # with its share of the browser, under the 1 GiB cap). Contexts with no page are closed after the idle time.
+    browser_concurrency: int | None = Field(default=None, ge=1, le=64)
+    browser_pages_per_core: float = Field(default=4.0, gt=0, le=64)
+    browser_pages_per_gib: float = Field(default=4.0, gt=0, le=64)
+    browser_context_idle_seconds: float = Field(default=60.0, gt=0)
 
     # Observability (crawljobs.metrics, crawljobs.logs). /metrics wants `Authorization: Bearer <token>`; with
     # no token it is closed (it names worker hosts and pids, queue depths) unless metrics_open says otherwise.

@@ -43,6 +43,7 @@ import os
 import shlex
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ from scrapy_playwright.provider import PlaywrightBrowserProvider
 from twisted.internet.defer import Deferred, succeed
 
 from crawlproject.browser import NO_WEBRTC, BrowserRequestCheck
+from crawlproject.capacity import browser_pages, fetch_starting
 from crawlproject.config import WorkerConfig
 from crawlproject.context import WorkerContext
 from crawlproject.egress import REFUSED_HEADER
@@ -197,7 +199,9 @@ class Renders:
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
-        self.grace = float(WorkerConfig.of(crawler).settings.shutdown_grace_seconds)
+        settings = WorkerConfig.of(crawler).settings
+        self.grace = float(settings.shutdown_grace_seconds)
+        self.pages = asyncio.Semaphore(browser_pages(settings))
         self.in_flight: dict[Request, Render] = {}
         self.stopping = False
         self._started = False
@@ -319,6 +323,8 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
         crawler.signals.connect(self.renders.start, signal=signals.engine_started)
         self._launching = asyncio.Lock()
         self._profile_sessions: dict[Page, CDPSession] = {}
+        self._context_used: dict[str, float] = {}  # context name -> when a page last opened in it
+        self.context_idle_seconds = config.settings.browser_context_idle_seconds
 
     # -- Playwright, started with the first render -----------------------------------------------------------
     # scrapy-playwright starts Playwright's driver (a Node process, one per handler: http and https) when the
@@ -337,6 +343,7 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
             if getattr(self, "browser_provider", None) is None:
                 self._add_profile_flags()
                 await self._maybe_future_from_coro(self._launch())
+                self.renders.spawn(self._close_idle_contexts_forever())
 
     def _add_profile_flags(self) -> None:
         """The launch profile's flags and timezone (crawlproject.profiles), for every target of the browser."""
@@ -355,6 +362,14 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
         if self.renders.stopping:
             raise RenderAbandoned("the worker is stopping: the job is given back")
         await self._launch_once()
+        # One budget of pages for the worker, all contexts together (crawlproject.capacity).
+        async with self.renders.pages:
+            if self.renders.stopping:
+                raise RenderAbandoned("the worker is stopping: the job is given back")
+            fetch_starting(request.meta)
+            return await self._render(request, spider)
+
+    async def _render(self, request: Request, spider: Spider | None) -> Response:
         job = request.meta.get("job")
         task = asyncio.ensure_future(super()._download_request(request, spider))
         render = Render(job_id=getattr(job, "id", None), task=task, deadline=self.deadline)
@@ -425,6 +440,7 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
         except asyncio.CancelledError:
             creating.add_done_callback(self._close_orphan)
             raise
+        self._context_used[str(request.meta.get("playwright_context"))] = time.monotonic()
         profile = request.meta.get("crawljobs_profile")
         if isinstance(profile, Profile):
             try:
@@ -440,6 +456,35 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
             page.on("crash", render.on_crash)
             render.arm()
         return page
+
+    async def _close_idle_contexts(self, *, make_room: bool = False) -> None:
+        """Close the contexts that have had no page for CRAWLJOBS_BROWSER_CONTEXT_IDLE_SECONDS; with
+        ``make_room``, also the least recently used page-less ones while the contexts are at their bound."""
+        now = time.monotonic()
+        idle = [
+            (self._context_used.get(name, 0.0), name)
+            for name, wrapper in self.context_wrappers.items()
+            if not wrapper.context.pages
+        ]
+        idle.sort()
+        limit = self.config.max_contexts or 0
+        for used, name in idle:
+            too_many = make_room and limit and len(self.context_wrappers) >= limit
+            if now - used < self.context_idle_seconds and not too_many:
+                continue
+            wrapper = self.context_wrappers.get(name)
+            if wrapper is None or wrapper.context.pages:
+                continue
+            logger.debug("closing the idle browser context %s", name)
+            self._context_used.pop(name, None)
+            with contextlib.suppress(PlaywrightError):
+                await asyncio.wait_for(wrapper.context.close(), CLOSE_TIMEOUT)
+
+    async def _close_idle_contexts_forever(self) -> None:
+        while True:
+            await asyncio.sleep(max(self.context_idle_seconds / 2, 1.0))
+            async with self.context_launch_lock:
+                await self._close_idle_contexts()
 
     async def _say_profile(self, page: Page, profile: Profile) -> None:
         """Before the page navigates: its User-Agent metadata (brands, platform, high-entropy values) and
@@ -497,6 +542,7 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
     async def _create_browser_context(
         self, name: str, context_kwargs: dict[str, Any] | None, spider: Spider | None = None
     ) -> BrowserContextWrapper:
+        await self._close_idle_contexts(make_room=True)
         kwargs = dict(context_kwargs or {})
         if kwargs.get("proxy"):
             kwargs["proxy"] = self.network.context_proxy(kwargs["proxy"])

@@ -10,6 +10,7 @@ import shutil
 
 from crawljobs.config import Settings
 from crawljobs.logs import configure_logging
+from crawlproject.capacity import browser_pages
 
 _settings = Settings()
 CRAWLJOBS_SETTINGS = _settings
@@ -112,7 +113,9 @@ PLAYWRIGHT_LAUNCH_OPTIONS = {
     **({"executable_path": _executable} if _executable else {}),
 }
 PLAYWRIGHT_MAX_CONTEXTS = 8
-PLAYWRIGHT_MAX_PAGES_PER_CONTEXT = _settings.browser_concurrency
+# Every context may use all the worker's pages; the pages of all contexts together are one budget
+# (crawlproject.capacity), and contexts with no page are closed when idle (crawlproject.rendering).
+PLAYWRIGHT_MAX_PAGES_PER_CONTEXT = browser_pages(_settings)
 PLAYWRIGHT_DEFAULT_NAVIGATION_TIMEOUT = _settings.download_timeout * 1000
 PLAYWRIGHT_PROCESS_REQUEST_HEADERS = None
 
