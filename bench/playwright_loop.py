@@ -18,6 +18,7 @@ import json
 import resource
 import shutil
 import time
+from typing import Any
 
 from playwright.async_api import Browser, async_playwright
 
@@ -52,7 +53,7 @@ async def intercept_all(browser: Browser) -> None:
     """``--fetch``: what the worker's request check costs, with no check: every request paused by CDP's Fetch
     domain on the browser target and continued."""
     session = await browser.new_browser_cdp_session()
-    sending: set[asyncio.Future[object]] = set()
+    sending: set[asyncio.Future[Any]] = set()
 
     def paused(event: dict[str, str]) -> None:
         task = asyncio.ensure_future(session.send("Fetch.continueRequest", {"requestId": event["requestId"]}))
