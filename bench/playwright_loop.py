@@ -6,7 +6,8 @@ One Chromium (the worker's executable, headless), one context, ``--concurrency``
 navigating to the next ``/fast/<tag>-<n>`` URL until ``load``, reading its HTML and closing the page: what a
 render costs with nothing of the system around it. A warm-up of ``2 x concurrency`` pages runs before the
 clock. ``--arg FLAG`` adds a Chromium flag, ``--fetch`` pauses and continues every request with CDP's Fetch
-domain (to measure what the worker's choices cost one by one). Prints one JSON line: ``{"seconds": ..., "pages": ..., "cpu": ...}`` (``cpu``: this process and its
+domain, ``--guard`` goes through the worker's egress guard (to measure what the worker's choices cost one by
+one). Prints one JSON line: ``{"seconds": ..., "pages": ..., "cpu": ...}`` (``cpu``: this process and its
 children, Chromium's included, in seconds).
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import resource
 import shutil
@@ -22,9 +24,15 @@ from typing import Any
 
 from playwright.async_api import Browser, async_playwright
 
+from crawljobs.urls import NetworkPolicy
+from crawlproject.egress import EgressGuard
+from crawlproject.interception import BrowserNetwork
 
-async def render_all(browser: Browser, urls: list[str], concurrency: int) -> None:
-    context = await browser.new_context()
+
+async def render_all(
+    browser: Browser, urls: list[str], concurrency: int, proxy: dict[str, str] | None = None
+) -> None:
+    context = await browser.new_context(proxy=proxy) if proxy else await browser.new_context()  # type: ignore[arg-type]
     queue = list(reversed(urls))
 
     async def one_task() -> None:
@@ -65,7 +73,13 @@ async def intercept_all(browser: Browser) -> None:
 
 
 async def main_async(
-    base: str, pages: int, concurrency: int, tag: str, args: list[str] | None = None, fetch: bool = False
+    base: str,
+    pages: int,
+    concurrency: int,
+    tag: str,
+    args: list[str] | None = None,
+    fetch: bool = False,
+    guard: bool = False,
 ) -> dict[str, float]:
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
@@ -73,14 +87,23 @@ async def main_async(
         )
         if fetch:
             await intercept_all(browser)
+        proxy = None
+        egress: EgressGuard | None = None
+        if guard:  # the worker's egress guard, its credentials answered by the worker's Fetch session
+            egress = await EgressGuard(NetworkPolicy(allowed=(ipaddress.ip_network("127.0.0.1/32"),))).start()
+            network = BrowserNetwork(None)
+            proxy = network.context_proxy(egress.playwright_proxy)
+            await network.attach(browser)
         await render_all(
-            browser, [f"{base}/fast/warm-{tag}-{i}" for i in range(2 * concurrency)], concurrency
+            browser, [f"{base}/fast/warm-{tag}-{i}" for i in range(2 * concurrency)], concurrency, proxy
         )
         before = cpu_seconds()
         started = time.monotonic()
-        await render_all(browser, [f"{base}/fast/{tag}-{i}" for i in range(pages)], concurrency)
+        await render_all(browser, [f"{base}/fast/{tag}-{i}" for i in range(pages)], concurrency, proxy)
         seconds = time.monotonic() - started
         await browser.close()
+        if egress is not None:
+            await egress.close()
     # (Chromium's CPU is counted once its processes have been waited for, at close.)
     return {"seconds": seconds, "pages": pages, "cpu": cpu_seconds() - before}
 
@@ -95,8 +118,11 @@ def main() -> None:
     parser.add_argument("--tag", default="bare")
     parser.add_argument("--arg", action="append", default=[], help="a Chromium flag (repeatable)")
     parser.add_argument("--fetch", action="store_true", help="pause and continue every request (CDP Fetch)")
+    parser.add_argument("--guard", action="store_true", help="through the worker's egress guard")
     args = parser.parse_args()
-    result = asyncio.run(main_async(args.base, args.pages, args.concurrency, args.tag, args.arg, args.fetch))
+    result = asyncio.run(
+        main_async(args.base, args.pages, args.concurrency, args.tag, args.arg, args.fetch, args.guard)
+    )
     print(json.dumps(result), flush=True)
 
 
