@@ -1,9 +1,9 @@
 """Pages per second from a fast local site: plain Scrapy, stock scrapy-redis and the whole system, in one run.
 
     python -m bench.crawl [--pages 5000] [--concurrency 64] [--workers 1] [--repeat 1]
-                          [--ways plain,redis,system,playwright,browser] [-s NAME=VALUE ...]
-                          [--worker-setting NAME=VALUE ...] [--py-spy DIR] [--logs DIR]
-                          [--browser-pages 200] [--browser-concurrency 8]
+                          [--ways plain,redis,system,impersonate,playwright,browser] [-s NAME=VALUE ...]
+                          [--worker-setting NAME=VALUE ...] [--worker-env NAME=VALUE ...] [--py-spy DIR]
+                          [--logs DIR] [--browser-pages 200] [--browser-concurrency 8]
 
 One test site process (``tests.acceptance.site``, ``/fast/<n>`` pages of ~0.7 KB on 127.0.0.1) serves all three.
 Each way uses ``--workers`` processes, each with ``CONCURRENT_REQUESTS`` and ``CONCURRENT_REQUESTS_PER_DOMAIN``
@@ -17,7 +17,11 @@ reactor:
    ``CONCURRENT_REQUESTS`` at a time); it closes after the last response.
 3. the whole system: an API process and ``--workers`` worker processes (``scrapy crawl crawl_jobs``), started
    and warmed up by a small batch before the clock; then one batch of ``--pages`` URLs is POSTed to /v1/batches
-   and the clock runs until every job is 'completed' with its HTML in PostgreSQL (polled every 50 ms).
+   and the clock runs until every job is 'completed' with its HTML in PostgreSQL (polled every 50 ms). Its
+   ladder is ``http:direct``: every page is fetched by Scrapy's downloader, as in the baselines.
+4. the whole system with the impersonate engine (``CRAWLJOBS_LADDER=impersonate:direct``, the default ladder's
+   first rung: curl with Chrome's handshake and headers), the same way, in the same run: its row beside the
+   http engine's says what the engine costs in pages/s and CPU per page.
 
 The baselines exclude process start-up: each process opens its spider, then waits at a gate; the clock runs
 from the gate opening to the last response (over all processes). The system's clock runs from the submit to
@@ -327,6 +331,7 @@ def run_system(
     tag: str,
     scrapy_settings: list[str],
     py_spy: Path | None = None,
+    ladder: str | None = None,
     render_pages: int | None = None,
     worker_env_pairs: list[str] | None = None,
 ) -> tuple[float, float]:
@@ -341,6 +346,7 @@ def run_system(
         settings,
         CRAWLJOBS_WORKER_CONCURRENCY=str(concurrency),
         CRAWLJOBS_PER_DOMAIN_CONCURRENCY=str(concurrency),
+        **({"CRAWLJOBS_LADDER": ladder} if ladder else {}),
         **extra,
     )
     argv = [sys.executable, "-m", "scrapy", "crawl", "crawl_jobs"]
@@ -440,10 +446,14 @@ WAYS = {
     "plain": "plain Scrapy",
     "redis": "stock scrapy-redis",
     "system": "whole system",
+    "impersonate": "system, impersonate",
     "playwright": "bare Playwright",
     "browser": "system, rendered",
 }
 BROWSER_WAYS = ("playwright", "browser")
+# The ladder of each way of the whole system: the http engine (Scrapy's downloader, as the baselines use), and
+# the impersonate engine (the default ladder's first rung).
+LADDERS = {"system": "http:direct", "impersonate": "impersonate:direct"}
 
 
 def main() -> None:
@@ -465,8 +475,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--ways",
-        default="plain,redis,system",
-        help="which ways to run, comma-separated (default: plain,redis,system; the browser row: playwright,browser)",
+        default="plain,redis,system,impersonate",
+        help="which ways to run, comma-separated (default: plain,redis,system,impersonate; the browser row: "
+        "playwright,browser)",
     )
     parser.add_argument(
         "-s",
@@ -579,6 +590,7 @@ def main() -> None:
                             tag,
                             [*args.setting, *args.worker_setting],
                             args.py_spy,
+                            LADDERS[way],
                         )
                     times[way].append(seconds)
                     cpus[way].append(cpu)
@@ -652,6 +664,12 @@ def report(
         print(
             f"(crawler CPU per page, whole system / stock scrapy-redis = {cpu_ms['system'] / cpu_ms['redis']:.2f};"
             " the system's is its worker processes' only, not the API's, PostgreSQL's or Redis's)"
+        )
+    if "system" in rates and "impersonate" in rates:
+        print(
+            f"impersonate engine / http engine (both through the whole system) = "
+            f"{rates['impersonate'] / rates['system']:.2f} pages/s, "
+            f"{cpu_ms['impersonate'] / cpu_ms['system']:.2f} CPU per page"
         )
 
 

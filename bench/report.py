@@ -83,7 +83,7 @@ BENCHMARKS = (
         baseline="a stock scrapy-redis spider (and plain Scrapy) on the same site, same concurrency",
         full=("--pages", "5000", "--repeat", "3"),
         quick=("--pages", "300", "--repeat", "1"),
-        headline=r"^(way |plain Scrapy |stock scrapy-redis |whole system )",
+        headline=r"^(way |plain Scrapy |stock scrapy-redis |whole system |system, impersonate |impersonate engine )",
     ),
     Benchmark(
         name="wait",

@@ -1,7 +1,8 @@
 """Downloader middlewares of the crawl worker.
 
-- ``FetchMethodMiddleware`` applies a request's current method: a proxy of its tier for the http engine, a
-  Playwright context (one per proxy) for the browser engine.
+- ``FetchMethodMiddleware`` applies a request's current method: a proxy of its tier for the http and impersonate
+  engines (the latter marked for ``impersonate.ImpersonateHandler``), a Playwright context (one per proxy) for
+  the browser engine.
 - ``NetworkGuardMiddleware`` refuses targets the network rules forbid before anything is sent: literal
   addresses, and for proxied and browser requests the resolved host (direct http requests are checked by
   ``GuardedResolver`` on the very address they connect to). Redirects pass through it again.
@@ -46,6 +47,7 @@ from crawlproject.errors import (
     RenderAbandoned,
     TooManyRedirects,
 )
+from crawlproject.impersonate import META_KEY as IMPERSONATE
 from crawlproject.items import JobResult, failure_result
 from crawlproject.memory import DomainMemory
 from crawlproject.methods import Method, next_method
@@ -96,8 +98,14 @@ class FetchMethodMiddleware:
         meta["crawljobs_started_at"] = datetime.now(UTC)
         proxy = self.plan.pools[method.tier].pick() if method.tier != "direct" else None
         meta["crawljobs_proxy"] = proxy
-        if method.engine == "http":
+        if method.engine in ("http", "impersonate"):
             meta.pop("playwright", None)
+            if method.engine == "impersonate":
+                meta[IMPERSONATE] = (
+                    True  # crawlproject.impersonate: curl, with Chrome's handshake and headers
+                )
+            else:
+                meta.pop(IMPERSONATE, None)
             if proxy is None:
                 meta.pop("proxy", None)
                 request.headers.pop(b"Proxy-Authorization", None)
@@ -105,6 +113,7 @@ class FetchMethodMiddleware:
                 meta["proxy"] = proxy
             return None
         meta.pop("proxy", None)
+        meta.pop(IMPERSONATE, None)
         request.headers.pop(b"Proxy-Authorization", None)
         meta["playwright"] = True
         meta["playwright_page_goto_kwargs"] = {"wait_until": "load"}

@@ -45,6 +45,9 @@ Pages (any method; HEAD answers the headers without the body; an unknown path is
 ``/captcha``                200 with a reCAPTCHA widget (``class="g-recaptcha"``, script ``/recaptcha/api.js``,
                             served by the site itself as a stub).
 
+TLS pages (``/tls``: the JA3 and JA4 of the client's handshake; ``/tls-gate``: 403 unless the handshake is
+Chrome's) are served by ``tests/acceptance/tls_site.py``, a TLS server of their own (``start_tls_site()``).
+
 Every request is recorded as a :class:`Hit` before it is answered (its ``status`` is filled in just before the
 response is written): method, target (path and query), headers (lower-cased names), body, client address and
 the proxy it came through. Proxy identification: a test proxy (``tests/acceptance/proxies.py``) adds
