@@ -212,7 +212,6 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(
         default=64, ge=1, le=2000, description="concurrent fetches per worker process"
     )
-    browser_concurrency: int = Field(default=4, ge=1, le=64, description="open pages per browser context")
     per_domain_concurrency: int = Field(
         default=16, ge=1, le=1000, description="concurrent fetches per domain per worker"
     )
@@ -231,6 +230,59 @@ class Settings(BaseSettings):
     # The data memory (RLIMIT_DATA) each Chromium process may take, renderers included: a page past it crashes
     # its renderer alone. 0: no cap.
     browser_memory_mb: int = Field(default=1024, ge=0)
+    # The browser's profile (crawlproject.profiles): where it says it is (locale@IANA timezone), per proxy tier
+    # where a tier's proxies are elsewhere ("premium=de-DE@Europe/Berlin,..."), the brand it adds to
+    # Chromium's own ("Google Chrome"; none: Chromium's, the same on every target), and WebGL: "egl" (ANGLE on
+    # the system's EGL: the GPU's, or Mesa's llvmpipe), "swiftshader" (Chromium's headless default, a tell)
+    # or "none" (no GPU process, no WebGL).
+    browser_region: str = Field(
+        default="en-US@America/New_York",
+        description="where the browser says it is: UI locale (languages and `Accept-Language` follow) and IANA "
+        "timezone, `locale@Timezone`",
+    )
+    browser_tier_regions: str | None = Field(
+        default=None,
+        description="per proxy tier, where its proxies are: `premium=de-DE@Europe/Berlin,ultra_premium=en-GB@"
+        "Europe/London` (unset: every tier says CRAWLJOBS_BROWSER_REGION)",
+    )
+    browser_brand: str | None = Field(
+        default=None,
+        description="a brand added to Chromium's own in `sec-ch-ua` and `userAgentData` (`Google Chrome`); unset: "
+        "the browser's own brands, the same on every target",
+    )
+    browser_gl: Literal["egl", "swiftshader", "none"] = Field(
+        default="egl",
+        description="WebGL: `egl` (ANGLE on the system's EGL: the GPU's renderer, or Mesa's llvmpipe), "
+        "`swiftshader` (headless Chromium's default, a tell), `none` (no WebGL)",
+    )
+    browser_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="pages one worker renders at once, all its browser contexts together (unset: "
+        "min(PAGES_PER_CORE x cores, PAGES_PER_GIB x GiB) / CRAWLJOBS_WORKERS); a worker claims only the jobs "
+        "its browser can start soon",
+    )
+    browser_pages_per_core: float = Field(
+        default=4.0,
+        gt=0,
+        le=64,
+        description="browser pages per core when CRAWLJOBS_BROWSER_CONCURRENCY is unset (8 pages on 2 cores "
+        "rendered the most, `bench/playwright_loop.py`)",
+    )
+    browser_pages_per_gib: float = Field(
+        default=4.0,
+        gt=0,
+        le=64,
+        description="browser pages per GiB of memory (the cgroup's limit, else the machine's) when "
+        "CRAWLJOBS_BROWSER_CONCURRENCY is unset",
+    )
+    browser_context_idle_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="a browser context (one per proxy and profile) with no page for this long is closed; at the "
+        "bound of 8 contexts the least recently used idle one is closed for a new one",
+    )
 
     # Observability (crawljobs.metrics, crawljobs.logs). /metrics wants `Authorization: Bearer <token>`; with
     # no token it is closed (it names worker hosts and pids, queue depths) unless metrics_open says otherwise.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from scrapy import Request
 from scrapy.core.downloader.handlers.http11 import (
     HTTP11DownloadHandler,
     _LenientHTTP11ClientFactory,
@@ -24,8 +25,10 @@ from scrapy.core.downloader.handlers.http11 import (
     _LenientHTTPClientParser,
 )
 from scrapy.crawler import Crawler
+from scrapy.http import Response
 from twisted.web._newclient import HEADER, STATUS, HTTP11ClientProtocol
 
+from crawlproject.capacity import fetch_starting
 from crawlproject.egress.framing import MAX_HEAD_BYTES, MAX_HEADERS
 from crawlproject.errors import ResponseHeadersTooLarge
 from crawlproject.impersonate import ImpersonateHandler
@@ -89,3 +92,9 @@ class DownloadHandler(ImpersonateHandler, BoundedHeads, RenderHandler):
     """The worker's handler of http and https: the browser engine scrapy-playwright's with every render bounded
     (``crawlproject.rendering``), the http engine Scrapy's with bounded response heads, the impersonate engine
     curl's with Chrome's handshake (``crawlproject.impersonate``)."""
+
+    async def download_request(self, request: Request) -> Response:
+        if not request.meta.get("playwright"):  # (a render's fetch starts with its page's turn)
+            fetch_starting(request.meta)
+        response: Response = await super().download_request(request)
+        return response

@@ -83,6 +83,7 @@ class FetchMethodMiddleware:
         self.crawler = crawler
         self.context = WorkerContext.of(crawler)
         self.plan = self.context.plan
+        self.identities = WorkerConfig.of(crawler).identities
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> FetchMethodMiddleware:
@@ -122,18 +123,26 @@ class FetchMethodMiddleware:
             guard = self.context.egress
             if guard is None:  # WorkerContext.manager() starts it before any request: fail closed anyway
                 raise AddressForbidden("the browser's egress guard is not running")
-            meta["playwright_context"] = "direct-guarded"
-            meta["playwright_context_kwargs"] = {"proxy": guard.playwright_proxy}
+            name = "direct-guarded"
+            proxy_option = guard.playwright_proxy
         else:
             parts = urlsplit(proxy)
-            meta["playwright_context"] = f"{method.tier}-{parts.hostname}-{parts.port}"
-            meta["playwright_context_kwargs"] = {
-                "proxy": {
-                    "server": f"{parts.scheme}://{parts.hostname}:{parts.port}",
-                    "username": parts.username or "",
-                    "password": parts.password or "",
-                }
+            name = f"{method.tier}-{parts.hostname}-{parts.port}"
+            proxy_option = {
+                "server": f"{parts.scheme}://{parts.hostname}:{parts.port}",
+                "username": parts.username or "",
+                "password": parts.password or "",
             }
+        # One profile per context (crawlproject.profiles): the context's options say it, the page's CDP
+        # override (crawlproject.rendering) says the rest.
+        identities = self.identities
+        profile = identities.for_context(method.tier, name)
+        meta["crawljobs_profile"] = profile
+        meta["playwright_context"] = f"{name}-{profile.key}"
+        meta["playwright_context_kwargs"] = {
+            "proxy": proxy_option,
+            **profile.context_options(launch_region=identities.region),
+        }
         return None
 
 

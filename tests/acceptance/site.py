@@ -41,6 +41,8 @@ Pages (any method; HEAD answers the headers without the body; an unknown path is
 ``/empty``                  200 text/html with an empty body.
 ``/robots.txt``             disallows ``/private/`` to every agent
 ``/dashboard/...``          the dashboard's hostile page and its beacons (``tests/acceptance/dashboard_pages.py``).
+``/gauntlet/...``           the browser's gauntlet: headless, header coherence and botd pages that report their
+                            verdict back (:mod:`tests.acceptance.gauntlet`).
 ``/captcha``                200 with a reCAPTCHA widget (``class="g-recaptcha"``, script ``/recaptcha/api.js``,
                             served by the site itself as a stub).
 
@@ -716,6 +718,10 @@ class TestSite:
             page = dashboard_pages.route(rest, query, hit.headers.get("host", ""))
             if page is not None:
                 return Response(page[0], page[1], content_type=page[2])
+        if first == "gauntlet":  # the browser's gauntlet (tests/acceptance/gauntlet.py)
+            from tests.acceptance import gauntlet
+
+            return await gauntlet.route(self, hit, rest)
         if first == "render" and rest in _RENDER_PAGES:  # hostile pages for the browser engine (block below)
             return _RENDER_PAGES[rest](query)
         return _error_page(404, "There is nothing here.")
