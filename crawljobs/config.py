@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     # The queue.
     queue_prefix: str = Field(default="crawljobs", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
 
+    # Fair shares (crawljobs.queue): batch jobs taken in turns by tenant and by batch; false: one FIFO list
+    # (as before; workers read both, so switching loses nothing). Read by whoever dispatches: the API and the
+    # sweeper.
+    fair_shares: bool = True
+
     # Jobs.
     max_retries: int = Field(default=3, ge=0, le=100)
     lease_seconds: int = Field(default=60, ge=2)

@@ -47,7 +47,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 from crawljobs import store
-from crawljobs.dispatch import PRIORITY_SINGLE
+from crawljobs.dispatch import PRIORITY_SINGLE, queued_rows
+from crawljobs.queue import Queued
 from crawljobs.store.pool import Pool
 
 logger = logging.getLogger(__name__)
@@ -270,20 +271,24 @@ class Leases:
 
 @dataclass(frozen=True)
 class Reclaimed:
-    """What one reclaim did: the jobs back to pending (``urgent``: those of single submissions, among them),
-    and those that lost their worker once too often (now ``error``)."""
+    """What one reclaim did: the jobs back to pending (``urgent``: those of single submissions, among them;
+    ``queued``: each with its tenant and batch, as the dispatcher pushes them), and those that lost their
+    worker once too often (now ``error``)."""
 
     pending: tuple[uuid.UUID, ...]
     lost: tuple[uuid.UUID, ...]
     urgent: frozenset[uuid.UUID] = frozenset()
+    queued: tuple[Queued, ...] = ()
 
     @classmethod
     def from_rows(cls, rows: Sequence[dict[str, Any]]) -> Reclaimed:
         pending = [row for row in rows if row["status"] == "pending"]
+        queued = tuple(queued_rows(pending))
         return cls(
             pending=tuple(row["id"] for row in pending),
             lost=tuple(row["id"] for row in rows if row["status"] == "error"),
             urgent=frozenset(row["id"] for row in pending if row["priority"] >= PRIORITY_SINGLE),
+            queued=queued,
         )
 
 

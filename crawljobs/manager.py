@@ -61,7 +61,7 @@ class JobManager:
         self.resolver = resolver
         # What this process counts for /metrics (crawljobs.metrics); its owner flushes it.
         self.meter = meter if meter is not None else MetricsBuffer(redis, settings.queue_prefix)
-        self.dispatcher = Dispatcher(pool=pool, redis=redis, keys=self.keys)
+        self.dispatcher = Dispatcher(pool=pool, redis=redis, keys=self.keys, fair=settings.fair_shares)
         self.submitter = Submitter(
             pool=pool, settings=settings, policy=self.policy, resolver=resolver, dispatcher=self.dispatcher
         )
@@ -71,10 +71,6 @@ class JobManager:
         self.submit_job = self.submitter.submit_job
         self.submit_batch = self.submitter.submit_batch
         self.webhooks = WebhookOutbox(pool)
-
-    async def dispatch(self, ids: Sequence[uuid.UUID | str], *, priority: bool) -> bool:
-        """Push job ids to Redis; on failure mark them undispatched. True when the push succeeded."""
-        return await self.dispatcher.dispatch(ids, priority=priority)
 
     # -- tenants, readiness, counts --------------------------------------------------------------
 
@@ -168,7 +164,7 @@ class JobManager:
             if await store.find_batch(conn, tenant=tenant, batch_id=batch_id) is None:
                 raise BatchNotFound(f"batch {batch_id!r} not found")
             ids = await store.retry_failed_jobs(conn, tenant=tenant, batch_id=batch_id)
-        await self.dispatch(ids, priority=False)
+        await self.dispatcher.dispatch_batch(tenant, batch_id, ids)
         return len(ids)
 
     # -- cancel and export -----------------------------------------------------------------------
@@ -273,9 +269,7 @@ class JobManager:
     async def _dispatch_again(self, reclaimed: Reclaimed) -> None:
         """Jobs taken back from a lost worker to the head of their lists (a failed push marks them undispatched
         and the sweeper dispatches them later)."""
-        urgent = [job_id for job_id in reclaimed.pending if job_id in reclaimed.urgent]
-        bulk = [job_id for job_id in reclaimed.pending if job_id not in reclaimed.urgent]
-        await self.dispatcher.dispatch_both(urgent, bulk, front=True)
+        await self.dispatcher.dispatch_jobs(reclaimed.queued, front=True)
 
     async def purge_expired_html(self, *, limit: int) -> int:
         """Retention: drop the HTML of up to `limit` jobs finished more than ``CRAWLJOBS_RESULT_TTL`` ago."""

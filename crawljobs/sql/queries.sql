@@ -220,7 +220,7 @@ WHERE id IN (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, status, priority, batch_id;
+RETURNING id, status, priority, tenant, batch_id;
 
 -- next_worker_lock_key --
 -- A fresh liveness lock key for a starting worker (it takes the lock with `try_worker_lock`).
@@ -272,7 +272,7 @@ WHERE id IN (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, status, priority, batch_id;
+RETURNING id, status, priority, tenant, batch_id;
 
 -- claim_undispatched --
 -- The sweeper: pending jobs never dispatched (or dispatched longer ago than `stale_seconds`), marked
@@ -285,7 +285,7 @@ WHERE id IN (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, priority;
+RETURNING id, priority, tenant, batch_id;
 
 -- claim_stale_dispatched --
 -- The sweeper: pending jobs dispatched longer ago than `stale_seconds` (their message may be lost).
@@ -298,7 +298,7 @@ WHERE id IN (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, priority;
+RETURNING id, priority, tenant, batch_id;
 
 -- count_pending_dispatched --
 -- How many pending jobs are marked dispatched (compared with the queue's length by the sweeper).
