@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     # (as before; workers read both, so switching loses nothing). Read by whoever dispatches: the API and the
     # sweeper.
     fair_shares: bool = True
+    # At most this many jobs of one tenant processing at once, over all workers (checked in the claim; jobs
+    # over it wait, queued again, and the tenant is passed over in the rotation for a moment). Unset: no limit.
+    # Read by the workers.
+    tenant_max_in_flight: int | None = Field(default=None, ge=1)
 
     # Jobs.
     max_retries: int = Field(default=3, ge=0, le=100)

@@ -243,7 +243,12 @@ class JobManager:
 
     def leases(self, *, worker_id: str | None = None) -> Leases:
         """The lifecycle of the jobs one worker holds (claim, heartbeat, next attempt, finish, release)."""
-        return Leases(self.pool, worker_id=worker_id, lease_seconds=self.settings.lease_seconds)
+        return Leases(
+            self.pool,
+            worker_id=worker_id,
+            lease_seconds=self.settings.lease_seconds,
+            tenant_max_in_flight=self.settings.tenant_max_in_flight,
+        )
 
     async def reclaim_expired_leases(self, *, limit: int) -> Reclaimed:
         """Expired leases back to pending (and to the head of the queue), or to error past

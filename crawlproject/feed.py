@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from crawljobs.queue import Group, QueueKeys, Scheduler, decode_message
+from crawljobs.queue import Group, Queued, QueueKeys, Scheduler, decode_message
 
 logger = logging.getLogger(__name__)
 
 IDLE_BLOCK_SECONDS = 1
+# How long a tenant found at CRAWLJOBS_TENANT_MAX_IN_FLIGHT is passed over in the rotation (a job of it ending
+# makes room sooner, but every claim of it would be refused until one does).
+FULL_MARK_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,21 @@ class QueueReader:
         if dropped:
             logger.warning("dropped %d messages that are not job ids", dropped)
         return Popped(tuple(parts))
+
+    async def wait_again(self, waiting: Sequence[Queued]) -> None:
+        """Jobs left pending because their tenant is at CRAWLJOBS_TENANT_MAX_IN_FLIGHT: back to the heads of
+        their batches' lists in the fair scheduler (single jobs too, in their tenant's list for jobs without a
+        batch: on the priority list they would be popped first again and again), and their tenants passed
+        over in the rotation for ``FULL_MARK_SECONDS``. No wake tokens: nobody could take them now."""
+        try:
+            await self.scheduler.push_all(
+                [Queued(j.id, j.tenant, j.batch_id) for j in waiting], front=True, wake=False
+            )
+            await self.scheduler.mark_full((j.tenant for j in waiting), seconds=FULL_MARK_SECONDS)
+        except Exception as exc:  # Redis down: they stay pending and the sweeper dispatches them again
+            logger.warning(
+                "cannot queue %d waiting jobs again: %s", len(waiting), exc, extra={"action": "pop"}
+            )
 
     async def give_back(self, popped: Popped) -> None:
         """Put the popped job messages back at the head of their lists, in their order (when Redis is down

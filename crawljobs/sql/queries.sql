@@ -150,6 +150,37 @@ WHERE id IN (
 )
 RETURNING {claimed_job_columns};
 
+-- lock_claim_tenants --
+-- CRAWLJOBS_TENANT_MAX_IN_FLIGHT, first step of a claim: take each tenant's claim lock (in tenant order, so two
+-- claimers never wait on each other in a circle), held to the end of the transaction. The next statement's
+-- snapshot is taken after the lock, so it sees every claim of those tenants committed before.
+SELECT count(pg_advisory_xact_lock(%(namespace)s::integer, hashtext(tenant))) AS locked
+FROM (SELECT DISTINCT tenant FROM crawl_jobs
+      WHERE id = ANY(%(ids)s::uuid[]) AND status = 'pending' ORDER BY tenant) AS tenants;
+
+-- claim_jobs_within --
+-- Claim dispatched jobs that are still pending (rule 2), but no more of a tenant than keeps its jobs in
+-- 'processing' at `cap` (single jobs first, then oldest); the others stay pending (`waiting_jobs`).
+WITH wanted AS (
+    SELECT id, tenant, row_number() OVER (PARTITION BY tenant ORDER BY priority DESC, created_at, id) AS n
+    FROM crawl_jobs WHERE id = ANY(%(ids)s::uuid[]) AND status = 'pending'
+), busy AS (
+    SELECT tenant, count(*) AS n FROM crawl_jobs
+    WHERE status = 'processing' AND tenant IN (SELECT tenant FROM wanted) GROUP BY tenant
+)
+UPDATE crawl_jobs
+SET status = 'processing', attempt = attempt + 1, lease_owner = %(worker)s,
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+    started_at = coalesce(started_at, now()), updated_at = now()
+WHERE status = 'pending' AND id IN (
+    SELECT w.id FROM wanted w LEFT JOIN busy b ON b.tenant = w.tenant WHERE w.n + coalesce(b.n, 0) <= %(cap)s
+)
+RETURNING {claimed_job_columns};
+
+-- waiting_jobs --
+-- After `claim_jobs_within`: the given jobs still pending (their tenant was at its limit), to queue again.
+SELECT id, tenant, batch_id, priority FROM crawl_jobs WHERE id = ANY(%(ids)s::uuid[]) AND status = 'pending';
+
 -- renew_leases --
 -- The heartbeat: extend the lease of every job this worker holds, in one statement (rule 4). Only the ids it
 -- still holds: a job it let go of (a result it could not write, a claim whose answer it never read) must be

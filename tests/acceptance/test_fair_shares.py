@@ -77,3 +77,58 @@ def test_a_small_batch_is_taken_within_a_few_hundred_fetches_of_its_arrival(
     # Two workers hold a few dozen of A's jobs each when B arrives; FIFO would take B after all of A's rest.
     assert last < 600, f"B's last job was fetch {last} after B's arrival"
     assert a_left_when_b_done > 400, "A still had much of its batch to go when B was done"
+
+
+CAP = 2
+
+
+def peak_overlap(system: System, tenant: str) -> int:
+    """The most fetches of `tenant` that ran at once, from the attempts' starts and durations (a fetch runs
+    inside its job's claim, so this is never above the jobs processing at once)."""
+    rows = query(
+        system,
+        "SELECT a.started_at, a.started_at + make_interval(secs => a.duration_ms / 1000.0)"
+        " FROM crawl_attempts a JOIN crawl_jobs j ON j.id = a.job_id WHERE j.tenant = %s",
+        tenant,
+    )
+    edges = sorted([(start, 1) for start, _ in rows] + [(end, -1) for _, end in rows])
+    running = peak = 0
+    for _, step in edges:  # an end sorts before a start at the same instant
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+@pytest.mark.timeout(300)
+def test_a_tenant_at_its_limit_waits_while_other_tenants_go_on(fresh: System, site: TestSite) -> None:
+    for _ in range(2):  # two workers: the limit holds over all of them, not per worker
+        fresh.start_worker(CRAWLJOBS_TENANT_MAX_IN_FLIGHT=str(CAP))
+    a = submit(fresh, "tenant-a", [site.url(f"/slow?delay=1&n=a{i}") for i in range(8)])
+
+    async def single(manager: JobManager) -> uuid.UUID:
+        return (await manager.submit_job(tenant="tenant-a", url=site.url("/slow?delay=1&n=a-single"))).job.id
+
+    a.append(fresh.with_manager(single))  # a single job of a full tenant waits too, and holds up nobody
+    b = submit(fresh, "tenant-b", [site.url(f"/slow?delay=1&n=b{i}") for i in range(4)])
+    peaks = {"tenant-a": 0, "tenant-b": 0}
+
+    def sample() -> bool:
+        for tenant, count in query(
+            fresh,
+            "SELECT tenant, count(*) FROM crawl_jobs WHERE tenant = ANY(%s) AND status = 'processing'"
+            " GROUP BY tenant",
+            list(peaks),
+        ):
+            peaks[tenant] = max(peaks[tenant], int(count))
+        return finished(fresh, a + b) == len(a + b)
+
+    fresh.wait_for(sample, "every job final", timeout=240)
+    rows = query(fresh, "SELECT status, count(*) FROM crawl_jobs WHERE id = ANY(%s) GROUP BY status", a + b)
+    assert rows == [("completed", len(a + b))]  # over the limit they waited, none failed
+    attempts = query(
+        fresh, "SELECT count(*), count(DISTINCT job_id) FROM crawl_attempts WHERE job_id = ANY(%s)", a + b
+    )
+    assert attempts == [(len(a + b), len(a + b))]
+    assert max(peaks.values()) <= CAP, peaks
+    assert peak_overlap(fresh, "tenant-a") == CAP  # A's nine ran two at a time, never three
+    assert peak_overlap(fresh, "tenant-b") <= CAP

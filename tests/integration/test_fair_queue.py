@@ -170,3 +170,28 @@ def test_with_fair_shares_off_batches_queue_in_one_fifo_list(settings: Settings,
     assert [uuid.UUID(m.decode()) for m in redis_client.lrange(keys.bulk, 0, -1)] == submitted
     assert queued_ids(redis_client, keys) == submitted
     assert not redis_client.exists(keys.tenants)
+
+
+def test_claims_racing_for_one_tenant_never_pass_its_limit(settings: Settings) -> None:
+    capped = Settings(**{**settings.model_dump(), "tenant_max_in_flight": 3})
+
+    async def body(manager: JobManager) -> tuple[int, list[int], int]:
+        submission = await manager.submit_batch(
+            tenant="capped", urls=[f"https://example.com/c{i}" for i in range(10)]
+        )
+        other = await manager.submit_batch(tenant="free", urls=["https://example.com/f"])
+        job_ids = [i for i in (*submission.job_ids, *other.job_ids) if i is not None]
+        claimers = [manager.leases(worker_id=f"racer-{n}") for n in range(4)]
+        # Each claims a different share (as workers popping different messages do): only the claim lock keeps
+        # them from each seeing room for three.
+        results = await asyncio.gather(*(c.claim_within(job_ids[n::4]) for n, c in enumerate(claimers)))
+        claimed = [len(jobs) for jobs, _ in results]
+        waiting = {job.id for _, left in results for job in left}
+        free = sum(1 for jobs, _ in results for job in jobs if job.tenant == "free")
+        for c in claimers:
+            await c.release_all()
+        return sum(claimed) - free, claimed, len(waiting)
+
+    capped_claimed, _, waiting = run_with_manager(capped, body)
+    assert capped_claimed == 3  # four claimers at once: three in all
+    assert waiting == 7  # the rest left pending, to queue again
