@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     # over it wait, queued again, and the tenant is passed over in the rotation for a moment). Unset: no limit.
     # Read by the workers.
     tenant_max_in_flight: int | None = Field(default=None, ge=1)
+    # Requests a second each API key may make (a token bucket in Redis, shared by the API processes; bursts of
+    # CRAWLJOBS_RATE_LIMIT_BURST, by default ten seconds' worth); over it, 429 with Retry-After. Unset: no limit.
+    rate_limit_per_second: float | None = Field(default=None, gt=0)
+    rate_limit_burst: int | None = Field(default=None, ge=1)
 
     # Jobs.
     max_retries: int = Field(default=3, ge=0, le=100)

@@ -32,6 +32,7 @@ from crawljobs.models import (
 )
 from crawljobs.outbox import WebhookOutbox
 from crawljobs.queue import QueueKeys
+from crawljobs.ratelimit import RateLimiter
 from crawljobs.submission import Submitter
 from crawljobs.urls import NetworkPolicy, Resolver, system_resolver
 
@@ -71,17 +72,38 @@ class JobManager:
         self.submit_job = self.submitter.submit_job
         self.submit_batch = self.submitter.submit_batch
         self.webhooks = WebhookOutbox(pool)
+        self.rate_limiter = (
+            RateLimiter(
+                redis,
+                settings.queue_prefix,
+                rate=settings.rate_limit_per_second,
+                burst=settings.rate_limit_burst,
+            )
+            if settings.rate_limit_per_second is not None
+            else None
+        )
 
     # -- tenants, readiness, counts --------------------------------------------------------------
 
     async def tenant_of_key(self, keys: Sequence[str]) -> str | None:
         """The tenant of the first of `keys` that is a valid (not revoked) API key, or None."""
+        found = await self.key_owner(keys)
+        return found[0] if found is not None else None
+
+    async def key_owner(self, keys: Sequence[str]) -> tuple[str, str] | None:
+        """(tenant, the key's hash in hex) of the first of `keys` that is a valid (not revoked) API key, or None."""
         async with self.pool.connection() as conn:
             for key in keys:
-                tenant = await store.find_tenant_by_key(conn, key_hash=hash_key(key))
+                key_hash = hash_key(key)
+                tenant = await store.find_tenant_by_key(conn, key_hash=key_hash)
                 if tenant is not None:
-                    return tenant
+                    return tenant, key_hash.hex()
         return None
+
+    async def spend_request(self, key_hash: str) -> None:
+        """One request of this API key under CRAWLJOBS_RATE_LIMIT_PER_SECOND, or RateLimited."""
+        if self.rate_limiter is not None:
+            await self.rate_limiter.take(key_hash)
 
     async def readiness(self) -> dict[str, str]:
         """Whether PostgreSQL and Redis answer: ``ok`` or ``error: <exception class>`` for each."""
