@@ -180,8 +180,9 @@ return n
 # KEYS: the priority list, the bulk list, the tenants' rotation, the backlog, the wake list.
 # ARGV: how many ids at most, the suffix of a full tenant's mark.
 # Returns groups, flat: source key, rotation key ('' for a plain list), count, ids... The priority list first
-# (alone, as before); then turns: the tenant at the head of the rotation gives one id of the batch at the head
-# of its own rotation (all that is wanted when it is the only tenant with one batch: no turns to take), the
+# (alone, as before); then turns: the tenant at the head of the rotation gives ids of the batch at the head of
+# its own rotation — its share of what is still wanted, split between the tenants and its batches, at least one
+# (all of it when one tenant has one batch: no turns to take; a few Redis calls per turn, not per id) — the
 # batch and the tenant go to the tails of their rotations, or leave them when they have nothing more; a tenant
 # marked full is passed over. The bulk list (fair shares off, or left from before) last.
 POP_SCRIPT = """
@@ -212,8 +213,7 @@ while taken < want do
     if not batch then
       redis.call('LPOP', tenants)
     else
-      local quantum = 1
-      if ntenants == 1 and redis.call('LLEN', rotation) == 1 then quantum = want - taken end
+      local quantum = math.max(1, math.floor((want - taken) / (ntenants * redis.call('LLEN', rotation))))
       local ids = redis.call('LPOP', batch, quantum)
       if ids then
         local group = groups[batch]
