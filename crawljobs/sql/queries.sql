@@ -511,3 +511,16 @@ LISTEN {channel};
 -- Announce changed jobs (their ids, and marks of their batches), one notification per payload, delivered to the
 -- listeners when the writer's transaction commits.
 SELECT pg_notify(%(channel)s, payload) FROM unnest(%(payloads)s::text[]) AS payload;
+
+-- workers_alive_on_host --
+-- `crawljobs health worker` (a container's health check): the workers registered from this host whose liveness
+-- lock is held and whose session was seen within `seconds` (it is seen every third of the lease).
+SELECT count(*)::integer AS alive FROM crawl_workers w
+WHERE w.host = %(host)s
+  AND w.seen_at > now() - make_interval(secs => %(seconds)s)
+  AND EXISTS (
+      SELECT 1 FROM pg_locks l
+      WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+        AND l.classid = %(namespace)s::integer::oid AND l.objid = w.lock_key::oid
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  );

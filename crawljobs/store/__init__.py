@@ -14,7 +14,7 @@ that mean something to a caller are wrapped here into typed exceptions. One modu
 from crawljobs.store.events import BATCH_MARK, NOTIFY_CHANNEL, notify_payloads
 from crawljobs.store.listen import JobListener, listen_jobs
 from crawljobs.store.pool import Pool, open_pool
-from crawljobs.store.presence import WORKER_LOCK_NAMESPACE, LivenessSession
+from crawljobs.store.presence import WORKER_LOCK_NAMESPACE, LivenessSession, workers_alive_on_host
 from crawljobs.store.reads import (
     batch_counts,
     batch_jobs,
@@ -126,4 +126,5 @@ __all__ = [
     "retry_failed_jobs",
     "tenant_secret",
     "unclaim_deliveries",
+    "workers_alive_on_host",
 ]
