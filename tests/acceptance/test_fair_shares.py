@@ -103,14 +103,14 @@ def peak_overlap(system: System, tenant: str) -> int:
 def test_a_tenant_at_its_limit_waits_while_other_tenants_go_on(fresh: System, site: TestSite) -> None:
     for _ in range(2):  # two workers: the limit holds over all of them, not per worker
         fresh.start_worker(CRAWLJOBS_TENANT_MAX_IN_FLIGHT=str(CAP))
-    a = submit(fresh, "tenant-a", [site.url(f"/slow?delay=1&n=a{i}") for i in range(8)])
+    a = submit(fresh, "capped-a", [site.url(f"/slow?delay=1&n=a{i}") for i in range(8)])
 
     async def single(manager: JobManager) -> uuid.UUID:
-        return (await manager.submit_job(tenant="tenant-a", url=site.url("/slow?delay=1&n=a-single"))).job.id
+        return (await manager.submit_job(tenant="capped-a", url=site.url("/slow?delay=1&n=a-single"))).job.id
 
     a.append(fresh.with_manager(single))  # a single job of a full tenant waits too, and holds up nobody
-    b = submit(fresh, "tenant-b", [site.url(f"/slow?delay=1&n=b{i}") for i in range(4)])
-    peaks = {"tenant-a": 0, "tenant-b": 0}
+    b = submit(fresh, "capped-b", [site.url(f"/slow?delay=1&n=b{i}") for i in range(4)])
+    peaks = {"capped-a": 0, "capped-b": 0}
 
     def sample() -> bool:
         for tenant, count in query(
@@ -130,5 +130,5 @@ def test_a_tenant_at_its_limit_waits_while_other_tenants_go_on(fresh: System, si
     )
     assert attempts == [(len(a + b), len(a + b))]
     assert max(peaks.values()) <= CAP, peaks
-    assert peak_overlap(fresh, "tenant-a") == CAP  # A's nine ran two at a time, never three
-    assert peak_overlap(fresh, "tenant-b") <= CAP
+    assert peak_overlap(fresh, "capped-a") == CAP  # A's nine ran two at a time, never three
+    assert peak_overlap(fresh, "capped-b") <= CAP
