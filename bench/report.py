@@ -1,6 +1,6 @@
 """Run every benchmark and write docs/BENCHMARKS.md from what they print.
 
-    python -m bench.report [--quick] [--only submit,crawl,wait,memory,chaos,dashboard] [--output PATH] [--logs DIR]
+    python -m bench.report [--quick] [--only submit,crawl,wait,memory,chaos,dashboard,fairness] [--output PATH] [--logs DIR]
 
 Each benchmark of ``bench/`` (:data:`BENCHMARKS`) runs as its own process (``python -m bench.<name> ...``), one
 after the other, on one pair of services: CRAWLJOBS_BENCH_DATABASE_URL and CRAWLJOBS_BENCH_REDIS_URL, else an
@@ -117,6 +117,14 @@ BENCHMARKS = (
         quick=("--quick",),
         headline=r"^(filled |page of |one batch's counts|live job counts|overview:|GET |JobManager\.overview|"
         r"COPY of |\d+ workers finishing)",
+    ),
+    Benchmark(
+        name="fairness",
+        title="Fair shares",
+        baseline="the FIFO bulk list (CRAWLJOBS_FAIR_SHARES=false) with the same workers, alternated within the run",
+        full=("--big", "5000", "--small", "20", "--pages", "4000", "--repeat", "3"),
+        quick=("--big", "400", "--small", "10", "--pages", "400", "--repeat", "1", "--pops", "5000"),
+        headline=r"^(mode |fifo |fair |B's batch |fair / FIFO )",
     ),
 )
 

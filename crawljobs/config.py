@@ -119,6 +119,19 @@ class Settings(BaseSettings):
     # The queue. The prefix of every Redis key.
     queue_prefix: str = Field(default="crawljobs", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
 
+    # Fair shares (crawljobs.queue): batch jobs taken in turns by tenant and by batch; false: one FIFO list
+    # (as before; workers read both, so switching loses nothing). Read by whoever dispatches: the API and the
+    # sweeper.
+    fair_shares: bool = True
+    # At most this many jobs of one tenant processing at once, over all workers (checked in the claim; jobs
+    # over it wait, queued again, and the tenant is passed over in the rotation for a moment). Unset: no limit.
+    # Read by the workers.
+    tenant_max_in_flight: int | None = Field(default=None, ge=1)
+    # Requests a second each API key may make (a token bucket in Redis, shared by the API processes; bursts of
+    # CRAWLJOBS_RATE_LIMIT_BURST, by default ten seconds' worth); over it, 429 with Retry-After. Unset: no limit.
+    rate_limit_per_second: float | None = Field(default=None, gt=0)
+    rate_limit_burst: int | None = Field(default=None, ge=1)
+
     # Jobs.
     max_retries: int = Field(
         default=3, ge=0, le=100, description="retries after the first attempt, unless a job sets its own"

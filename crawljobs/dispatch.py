@@ -1,51 +1,111 @@
 """Dispatch: committed job ids pushed to Redis (a hint); a push that fails marks them for the sweeper, which
-dispatches again what was never dispatched and what Redis lost (DESIGN rule 1)."""
+dispatches again what was never dispatched and what Redis lost (DESIGN rule 1).
+
+Single jobs go to the priority list; batch jobs to the fair scheduler (``crawljobs.queue.Scheduler``: a list
+per batch, taken in turns by tenant and by batch), or with ``CRAWLJOBS_FAIR_SHARES=false`` to the one FIFO bulk
+list. Every push knows each job's tenant and batch: the submission's, or the row's (the sweeper's and the
+reclaims' statements return them).
+"""
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from crawljobs import store
-from crawljobs.queue import QueueKeys, chunks
+from crawljobs.queue import Queued, QueueKeys, Scheduler, chunks
 
 logger = logging.getLogger(__name__)
 
-# The priority of a single submission's job, pushed to the priority list (a batch's jobs have 0: the bulk list).
+# The priority of a single submission's job, pushed to the priority list (a batch's jobs have 0).
 PRIORITY_SINGLE = 1
 
 
+def queued_rows(rows: Sequence[dict[str, Any]]) -> list[Queued]:
+    """Rows with id, tenant, batch_id and priority as queue entries (single jobs urgent)."""
+    return [
+        Queued(row["id"], row["tenant"], row["batch_id"], urgent=row["priority"] >= PRIORITY_SINGLE)
+        for row in rows
+    ]
+
+
 class Dispatcher:
-    def __init__(self, *, pool: store.Pool, redis: aioredis.Redis | None, keys: QueueKeys) -> None:
+    def __init__(
+        self, *, pool: store.Pool, redis: aioredis.Redis | None, keys: QueueKeys, fair: bool = True
+    ) -> None:
         self.pool = pool
         self.redis = redis
         self.keys = keys
+        self.fair = fair
+        self.scheduler = Scheduler(redis, keys) if redis is not None else None
         # The run id of the Redis server last seen: a new one means Redis restarted (every message lost).
         self._redis_run_id: str | None = None
 
     async def dispatch(self, ids: Sequence[uuid.UUID | str], *, priority: bool, front: bool = False) -> bool:
-        """Push job ids to Redis; on failure mark them undispatched. True when the push succeeded.
+        """Push job ids to a plain list (the priority list, or the bulk list); on failure mark them undispatched.
+        True when the push succeeded. With `front`, to the head of the list, else to its tail.
 
-        With `front`, to the head of their list (jobs taken back from a lost worker: they were due already and
-        must not wait behind a whole batch), else to its tail."""
+        Batch jobs go through `dispatch_jobs` (they need their tenant and batch for fair shares)."""
+        key = self.keys.priority if priority else self.keys.bulk
+
+        async def queue(pipe: aioredis.client.Pipeline) -> None:
+            self._plain(pipe, key, ids, front=front)
+
+        return await self._pushed(ids, queue)
+
+    async def dispatch_batch(self, tenant: str, batch_id: str, ids: Sequence[uuid.UUID | str]) -> bool:
+        """Push one batch's job ids (to its list in the fair scheduler, or the bulk list); True when held."""
+        return await self.dispatch_jobs([Queued(job_id, tenant, batch_id) for job_id in ids])
+
+    async def dispatch_jobs(self, jobs: Sequence[Queued], *, front: bool = False) -> bool:
+        """Push jobs of any kind: urgent ones to the priority list, the others to their batches' lists (fair
+        shares) or the bulk list, in one pipeline; with `front` to the heads (jobs taken back from a lost
+        worker: due already, they must not wait behind a whole batch). On failure all are marked
+        undispatched; True when the push succeeded."""
+        urgent = [job.id for job in jobs if job.urgent]
+        rest = [job for job in jobs if not job.urgent]
+
+        async def queue(pipe: aioredis.client.Pipeline) -> None:
+            self._plain(pipe, self.keys.priority, urgent, front=front)
+            if not self.fair:
+                self._plain(pipe, self.keys.bulk, [job.id for job in rest], front=front)
+                return
+            assert self.scheduler is not None
+            by_batch: dict[tuple[str, str | None], list[uuid.UUID | str]] = {}
+            for job in rest:
+                by_batch.setdefault((job.tenant, job.batch_id), []).append(job.id)
+            for (tenant, batch_id), ids in by_batch.items():
+                await self.scheduler.push(pipe, tenant, batch_id, ids, front=front)
+
+        return await self._pushed([job.id for job in jobs], queue)
+
+    @staticmethod
+    def _plain(
+        pipe: aioredis.client.Pipeline, key: str, ids: Sequence[uuid.UUID | str], *, front: bool
+    ) -> None:
+        if front:  # LPUSH reverses what it is given: the last chunk first, each reversed, keeps the order
+            for chunk in reversed(chunks(ids)):
+                pipe.lpush(key, *reversed(chunk))
+        else:
+            for chunk in chunks(ids):
+                pipe.rpush(key, *chunk)
+
+    async def _pushed(
+        self,
+        ids: Sequence[uuid.UUID | str],
+        queue: Callable[[aioredis.client.Pipeline], Awaitable[None]],
+    ) -> bool:
         if not ids:
             return True
-        key = self.keys.priority if priority else self.keys.bulk
         try:
             if self.redis is None:
                 raise ConnectionError("no Redis configured")
             async with self.redis.pipeline(transaction=False) as pipe:
-                if (
-                    front
-                ):  # LPUSH reverses what it is given: the last chunk first, each reversed, keeps the order
-                    for chunk in reversed(chunks(ids)):
-                        pipe.lpush(key, *reversed(chunk))
-                else:
-                    for chunk in chunks(ids):
-                        pipe.rpush(key, *chunk)
+                await queue(pipe)
                 await pipe.execute()
         except (aioredis.RedisError, OSError) as exc:
             logger.warning(
@@ -59,26 +119,12 @@ class Dispatcher:
             return False
         return True
 
-    async def _push(self, rows: list[store.Row]) -> bool:
-        """Push claimed rows to their lists (single jobs to the priority list); True when both pushes held."""
-        urgent = [row["id"] for row in rows if row["priority"] >= PRIORITY_SINGLE]
-        bulk = [row["id"] for row in rows if row["priority"] < PRIORITY_SINGLE]
-        return await self.dispatch_both(urgent, bulk)
-
-    async def dispatch_both(
-        self, urgent: Sequence[uuid.UUID | str], bulk: Sequence[uuid.UUID | str], *, front: bool = False
-    ) -> bool:
-        """Push single jobs' ids to the priority list and batch jobs' to the bulk list (with `front`, to their
-        heads); True when both pushes held."""
-        pushed = await self.dispatch(urgent, priority=True, front=front)
-        return await self.dispatch(bulk, priority=False, front=front) and pushed
-
     async def dispatch_undispatched(self, *, limit: int) -> int | None:
         """Dispatch up to `limit` pending jobs never dispatched; how many, or None when Redis refused them (they
         are marked undispatched again)."""
         async with self.pool.connection() as conn:
             rows = await store.claim_undispatched(conn, limit=limit)
-        if rows and not await self._push(rows):
+        if rows and not await self.dispatch_jobs(queued_rows(rows)):
             return None
         return len(rows)
 
@@ -98,7 +144,7 @@ class Dispatcher:
             rows = await store.claim_stale_dispatched(
                 conn, limit=min(missing, limit), stale_seconds=stale_seconds
             )
-        if rows and await self._push(rows):
+        if rows and await self.dispatch_jobs(queued_rows(rows)):
             return len(rows)
         return 0
 
@@ -118,13 +164,14 @@ class Dispatcher:
         return restarted
 
     async def _missing_messages(self) -> int:
-        """How many pending, dispatched jobs have no message in Redis (0 when Redis cannot say)."""
+        """How many pending, dispatched jobs have no message in Redis (0 when Redis cannot say): the lists of
+        `QueueKeys.depth` hold one element per queued message."""
         if self.redis is None:
             return 0
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.llen(self.keys.priority)
-                pipe.llen(self.keys.bulk)
+                for key in self.keys.depth:
+                    pipe.llen(key)
                 lengths = await pipe.execute()
         except Exception as exc:  # Redis down: nothing can be dispatched now anyway
             logger.info("sweeper cannot read the queue length: %s", exc)

@@ -103,6 +103,16 @@ class Unauthorized(CrawlJobsError):
     code = "unauthorized"
 
 
+class RateLimited(CrawlJobsError):
+    """This API key has made more requests than CRAWLJOBS_RATE_LIMIT_PER_SECOND allows."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str | None = None, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class RequestTooLarge(CrawlJobsError):
     """The request body is too large."""
 

@@ -72,10 +72,13 @@ async def read_shared(redis: aioredis.Redis, queue: QueueKeys, keys: MetricKeys,
         pipe.hgetall(keys.counters)
         pipe.llen(queue.priority)
         pipe.llen(queue.bulk)
+        pipe.llen(queue.backlog)
         pipe.smembers(keys.workers)
-        counters, priority, bulk, members = await pipe.execute()
+        counters, priority, bulk, backlog, members = await pipe.execute()
     snapshot.counters = {_text(name): _number(value) for name, value in counters.items()}
-    snapshot.queue_depth = {"priority": int(priority), "bulk": int(bulk)}
+    # Batch jobs wait in the bulk list (fair shares off) or the fair scheduler's batch lists (counted by its
+    # backlog list): both are "bulk".
+    snapshot.queue_depth = {"priority": int(priority), "bulk": int(bulk) + int(backlog)}
     workers = sorted(_text(member) for member in members)
     if not workers:
         return

@@ -47,7 +47,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 from crawljobs import store
-from crawljobs.dispatch import PRIORITY_SINGLE
+from crawljobs.dispatch import PRIORITY_SINGLE, queued_rows
+from crawljobs.queue import Queued
 from crawljobs.store.pool import Pool
 
 logger = logging.getLogger(__name__)
@@ -145,10 +146,19 @@ class ClaimedJob:
 class Leases:
     """The jobs one worker holds, and every lifecycle step it takes on them."""
 
-    def __init__(self, pool: Pool, *, worker_id: str | None = None, lease_seconds: int) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        worker_id: str | None = None,
+        lease_seconds: int,
+        tenant_max_in_flight: int | None = None,
+    ) -> None:
         self.pool = pool
         self.worker_id = worker_id or new_worker_id()
         self.lease_seconds = lease_seconds
+        # CRAWLJOBS_TENANT_MAX_IN_FLIGHT: `claim_within` keeps each tenant at most at this many jobs processing.
+        self.tenant_max_in_flight = tenant_max_in_flight
         self.held: dict[uuid.UUID, ClaimedJob] = {}
         # Told by the heartbeat which held jobs it could not renew (cancelled, or taken over after the lease
         # expired): the worker stops working on them.
@@ -180,6 +190,22 @@ class Leases:
                 conn, ids=ids, worker=self.worker_id, lease_seconds=self.lease_seconds
             )
         return self._hold(rows)
+
+    async def claim_within(self, ids: Sequence[uuid.UUID]) -> tuple[list[ClaimedJob], list[Queued]]:
+        """Claim dispatched jobs as `claim` does, but with CRAWLJOBS_TENANT_MAX_IN_FLIGHT set, no more of a
+        tenant than keeps its jobs processing (over all workers) at that limit: (the jobs claimed, those left
+        pending because their tenant was full, to be queued again — they wait, they do not fail)."""
+        if self.tenant_max_in_flight is None:
+            return await self.claim(ids), []
+        async with self.pool.connection() as conn:
+            rows, waiting = await store.claim_jobs_within(
+                conn,
+                ids=ids,
+                worker=self.worker_id,
+                lease_seconds=self.lease_seconds,
+                cap=self.tenant_max_in_flight,
+            )
+        return self._hold(rows), queued_rows(waiting)
 
     async def claim_pending(
         self, limit: int, *, tenant: str | None = None, batch_id: str | None = None
@@ -278,20 +304,24 @@ class Leases:
 
 @dataclass(frozen=True)
 class Reclaimed:
-    """What one reclaim did: the jobs back to pending (``urgent``: those of single submissions, among them),
-    and those that lost their worker once too often (now ``error``)."""
+    """What one reclaim did: the jobs back to pending (``urgent``: those of single submissions, among them;
+    ``queued``: each with its tenant and batch, as the dispatcher pushes them), and those that lost their
+    worker once too often (now ``error``)."""
 
     pending: tuple[uuid.UUID, ...]
     lost: tuple[uuid.UUID, ...]
     urgent: frozenset[uuid.UUID] = frozenset()
+    queued: tuple[Queued, ...] = ()
 
     @classmethod
     def from_rows(cls, rows: Sequence[dict[str, Any]]) -> Reclaimed:
         pending = [row for row in rows if row["status"] == "pending"]
+        queued = tuple(queued_rows(pending))
         return cls(
             pending=tuple(row["id"] for row in pending),
             lost=tuple(row["id"] for row in rows if row["status"] == "error"),
             urgent=frozenset(row["id"] for row in pending if row["priority"] >= PRIORITY_SINGLE),
+            queued=queued,
         )
 
 

@@ -46,6 +46,7 @@ from crawljobs.models import (
 )
 from crawljobs.outbox import WebhookOutbox
 from crawljobs.queue import QueueKeys
+from crawljobs.ratelimit import RateLimiter
 from crawljobs.submission import Submitter
 from crawljobs.urls import NetworkPolicy, Resolver, system_resolver
 
@@ -95,7 +96,7 @@ class JobManager:
         self.resolver = resolver
         # What this process counts for /metrics (crawljobs.metrics); its owner flushes it.
         self.meter = meter if meter is not None else MetricsBuffer(redis, settings.queue_prefix)
-        self.dispatcher = Dispatcher(pool=pool, redis=redis, keys=self.keys)
+        self.dispatcher = Dispatcher(pool=pool, redis=redis, keys=self.keys, fair=settings.fair_shares)
         self.submitter = Submitter(
             pool=pool, settings=settings, policy=self.policy, resolver=resolver, dispatcher=self.dispatcher
         )
@@ -105,20 +106,32 @@ class JobManager:
         self.submit_job = self.submitter.submit_job
         self.submit_batch = self.submitter.submit_batch
         self.webhooks = WebhookOutbox(pool)
-
-    async def dispatch(self, ids: Sequence[uuid.UUID | str], *, priority: bool) -> bool:
-        """Push job ids to Redis; on failure mark them undispatched. True when the push succeeded."""
-        return await self.dispatcher.dispatch(ids, priority=priority)
+        self.rate_limiter = (
+            RateLimiter(
+                redis,
+                settings.queue_prefix,
+                rate=settings.rate_limit_per_second,
+                burst=settings.rate_limit_burst,
+            )
+            if settings.rate_limit_per_second is not None
+            else None
+        )
 
     # -- tenants, readiness, counts --------------------------------------------------------------
 
     async def tenant_of_key(self, keys: Sequence[str]) -> str | None:
         """The tenant of the first of `keys` that is a valid (not revoked) API key, or None."""
+        found = await self.key_owner(keys)
+        return found[0] if found is not None else None
+
+    async def key_owner(self, keys: Sequence[str]) -> tuple[str, str] | None:
+        """(tenant, the key's hash in hex) of the first of `keys` that is a valid (not revoked) API key, or None."""
         async with self.pool.connection() as conn:
             for key in keys:
-                tenant = await store.find_tenant_by_key(conn, key_hash=hash_key(key))
+                key_hash = hash_key(key)
+                tenant = await store.find_tenant_by_key(conn, key_hash=key_hash)
                 if tenant is not None:
-                    return tenant
+                    return tenant, key_hash.hex()
         return None
 
     async def tenant_of_key_hash(self, key_hash: bytes) -> str | None:
@@ -131,6 +144,11 @@ class JobManager:
         """The dashboard's signing key kept in the database; `new_secret` becomes it on first use."""
         async with self.pool.connection() as conn:
             return await store.dashboard_secret(conn, new_secret=new_secret)
+
+    async def spend_request(self, key_hash: str) -> None:
+        """One request of this API key under CRAWLJOBS_RATE_LIMIT_PER_SECOND, or RateLimited."""
+        if self.rate_limiter is not None:
+            await self.rate_limiter.take(key_hash)
 
     async def readiness(self) -> dict[str, str]:
         """Whether PostgreSQL and Redis answer: ``ok`` or ``error: <exception class>`` for each."""
@@ -351,7 +369,7 @@ class JobManager:
             if await store.find_batch(conn, tenant=tenant, batch_id=batch_id) is None:
                 raise BatchNotFound(f"batch {batch_id!r} not found")
             ids = await store.retry_failed_jobs(conn, tenant=tenant, batch_id=batch_id)
-        await self.dispatch(ids, priority=False)
+        await self.dispatcher.dispatch_batch(tenant, batch_id, ids)
         return len(ids)
 
     # -- cancel and export -----------------------------------------------------------------------
@@ -430,7 +448,12 @@ class JobManager:
 
     def leases(self, *, worker_id: str | None = None) -> Leases:
         """The lifecycle of the jobs one worker holds (claim, heartbeat, next attempt, finish, release)."""
-        return Leases(self.pool, worker_id=worker_id, lease_seconds=self.settings.lease_seconds)
+        return Leases(
+            self.pool,
+            worker_id=worker_id,
+            lease_seconds=self.settings.lease_seconds,
+            tenant_max_in_flight=self.settings.tenant_max_in_flight,
+        )
 
     async def reclaim_expired_leases(self, *, limit: int) -> Reclaimed:
         """Expired leases back to pending (and to the head of the queue), or to error past
@@ -456,9 +479,7 @@ class JobManager:
     async def _dispatch_again(self, reclaimed: Reclaimed) -> None:
         """Jobs taken back from a lost worker to the head of their lists (a failed push marks them undispatched
         and the sweeper dispatches them later)."""
-        urgent = [job_id for job_id in reclaimed.pending if job_id in reclaimed.urgent]
-        bulk = [job_id for job_id in reclaimed.pending if job_id not in reclaimed.urgent]
-        await self.dispatcher.dispatch_both(urgent, bulk, front=True)
+        await self.dispatcher.dispatch_jobs(reclaimed.queued, front=True)
 
     async def purge_expired_html(self, *, limit: int) -> int:
         """Retention: drop the HTML of up to `limit` jobs finished more than ``CRAWLJOBS_RESULT_TTL`` ago."""

@@ -272,7 +272,7 @@ class Submitter:
                 if replay is not None:
                     return replay
             raise
-        if not await self.dispatcher.dispatch(id_texts, priority=False):
+        if not await self.dispatcher.dispatch_batch(tenant, batch_id, id_texts):
             submission = dataclasses.replace(submission, dispatched=False)
         logger.info(
             "batch %s accepted: %d jobs, %d refused",

@@ -16,7 +16,11 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
+import redis.asyncio as aioredis
+
 from crawljobs.lifecycle import AttemptRecord, ClaimedJob, Leases, ResultRecord
+from crawljobs.queue import QUEUED_SCRIPT, QueueKeys, Scheduler, decode_message
 from crawljobs.store.pool import Pool, open_pool
 
 JobIds = Sequence[uuid.UUID | str]
@@ -144,6 +148,41 @@ class FakeWorker:
         return jobs
 
 
+class QueueWorker:
+    """A lifecycle worker fed by the queue, for tests and benchmarks of scheduling at scale: it pops through the
+    fair scheduler's script (``crawljobs.queue.Scheduler.pop``, the very call the Scrapy worker's reader makes),
+    claims what it popped (those no longer pending are dropped, as a worker drops them) and completes each job at
+    once, with its one attempt recorded. No fetch: thousands of jobs a second, where a Scrapy worker on the test
+    site does a few hundred."""
+
+    def __init__(
+        self, pool: Pool, redis: aioredis.Redis, keys: QueueKeys, *, worker: str, want: int = 100
+    ) -> None:
+        self.fake = FakeWorker(pool, worker=worker)
+        self.scheduler = Scheduler(redis, keys)
+        self.want = want
+        self.done = 0
+        # Cleared, the worker pops nothing more (`held` tells when it has finished what it took).
+        self.going = asyncio.Event()
+        self.going.set()
+        self.held = False
+
+    async def run(self, stop: asyncio.Event, *, idle_seconds: float = 0.02) -> int:
+        """Pop, claim and complete until `stop` is set; how many jobs this worker completed."""
+        while not stop.is_set():
+            if not self.going.is_set():
+                self.held = True
+                await self.going.wait()
+                self.held = False
+            groups = await self.scheduler.pop(self.want)
+            ids = [job_id for g in groups for job_id in map(decode_message, g.messages) if job_id is not None]
+            if not ids:
+                await asyncio.sleep(idle_seconds)
+                continue
+            self.done += len(await self.fake.complete(ids))
+        return self.done
+
+
 async def _with_worker(
     database_url: str, action: str, ids: JobIds, kwargs: dict[str, Any]
 ) -> list[uuid.UUID]:
@@ -163,3 +202,31 @@ def complete(database_url: str, ids: JobIds, **kwargs: Any) -> list[uuid.UUID]:
 def fail(database_url: str, ids: JobIds, **kwargs: Any) -> list[uuid.UUID]:
     """`FakeWorker.fail` from synchronous code."""
     return asyncio.run(_with_worker(database_url, "fail", ids, kwargs))
+
+
+# -- what the queue holds (a synchronous Redis client) -------------------------------------------------------
+
+
+def queued_ids(client: redis.Redis, keys: QueueKeys) -> list[uuid.UUID]:
+    """Every job id queued in Redis, read in one script: the priority list's, each batch's (through the fair
+    scheduler's rotations: a list no rotation names would never be popped), the bulk list's."""
+    raw: list[bytes] = client.eval(QUEUED_SCRIPT, 3, keys.priority, keys.bulk, keys.tenants)
+    return [job_id for job_id in map(decode_message, raw) if job_id is not None]
+
+
+def batch_queue(client: redis.Redis, keys: QueueKeys, tenant: str, batch_id: str | None) -> list[uuid.UUID]:
+    """The ids queued in one batch's list of the fair scheduler, head first."""
+    raw: list[bytes] = client.lrange(keys.batch(tenant, batch_id), 0, -1)  # type: ignore[assignment]
+    return [job_id for job_id in map(decode_message, raw) if job_id is not None]
+
+
+def queue_depth(client: redis.Redis, keys: QueueKeys) -> int:
+    """The queued work as an outside scaler reads it: the lengths of `QueueKeys.depth` added up."""
+    return sum(int(client.llen(key)) for key in keys.depth)
+
+
+def drop_queue(client: redis.Redis, keys: QueueKeys) -> None:
+    """Every queue key of the prefix gone (a FLUSHALL in small, for one test's prefix)."""
+    found = list(client.scan_iter(match=f"{keys.prefix}:queue:*", count=1000))
+    if found:
+        client.delete(*found)

@@ -18,7 +18,7 @@ from scrapy.crawler import Crawler
 from crawljobs.config import Settings
 from crawljobs.lifecycle import ClaimedJob, Leases, new_worker_id
 from crawljobs.manager import JobManager
-from crawljobs.queue import redis_client
+from crawljobs.queue import Queued, redis_client
 from crawljobs.store.pool import open_pool
 from crawlproject.config import WorkerConfig
 from crawlproject.egress import EgressGuard
@@ -90,9 +90,11 @@ class WorkerContext:
         """The jobs this worker holds now (none before it opened)."""
         return self._leases.held if self._leases is not None else {}
 
-    async def claim(self, ids: list[uuid.UUID]) -> list[ClaimedJob]:
+    async def claim(self, ids: list[uuid.UUID]) -> tuple[list[ClaimedJob], list[Queued]]:
+        """Claim popped jobs: (those claimed, those left pending because their tenant is at
+        CRAWLJOBS_TENANT_MAX_IN_FLIGHT, to queue again)."""
         await self.manager()
-        return await self.leases.claim(ids)
+        return await self.leases.claim_within(ids)
 
     async def claim_pending(
         self, limit: int, *, tenant: str | None = None, batch_id: str | None = None

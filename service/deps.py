@@ -43,12 +43,16 @@ async def offered_keys(connection: HTTPConnection) -> list[str]:
 
 
 async def authenticate(manager: JobManager, keys: list[str]) -> str:
-    """The tenant of the first valid key of `keys`, or Unauthorized."""
+    """The tenant of the first valid key of `keys`, or Unauthorized; the request is counted against that key's
+    rate limit (RateLimited past it). Once per request: a request with a body is authenticated before its body
+    is read (service.limits), and its route reuses the tenant found."""
     if not keys:
         raise Unauthorized()
-    tenant = await manager.tenant_of_key(keys)
-    if tenant is None:
+    found = await manager.key_owner(keys)
+    if found is None:
         raise Unauthorized("the API key is not valid")
+    tenant, key_hash = found
+    await manager.spend_request(key_hash)
     return tenant
 
 

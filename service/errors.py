@@ -24,6 +24,7 @@ from crawljobs.exceptions import (
     IdempotencyConflict,
     InvalidRequest,
     NotFound,
+    RateLimited,
     RequestTooLarge,
     Unauthorized,
 )
@@ -44,6 +45,7 @@ STATUS_BY_ERROR: tuple[tuple[type[CrawlJobsError], int], ...] = (
     (MetricsClosed, 403),
     (DatabaseUnavailable, 503),
     (ProcessingBusy, 429),
+    (RateLimited, 429),
     (ProcessingFailed, 503),
 )
 
@@ -93,7 +95,7 @@ async def _crawljobs_error(_request: Request, exc: Exception) -> JSONResponse:
     status = status_for(exc)
     if status == 500:
         logger.exception("unexpected crawljobs error", exc_info=exc)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, ProcessingBusy) else None
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, ProcessingBusy | RateLimited) else None
     return error_response(status, exc.code, exc.message, exc.details or None, headers=headers)
 
 

@@ -37,7 +37,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from crawljobs.exceptions import DatabaseUnavailable, Unauthorized
+from crawljobs.exceptions import DatabaseUnavailable, RateLimited, Unauthorized
 from crawljobs.store.pool import UNAVAILABLE
 from service.deps import TENANT_STATE, authenticate, offered_keys
 from service.errors import error_response
@@ -189,6 +189,8 @@ async def _tenant(scope: Scope) -> str:
         return await authenticate(scope["app"].state.manager, await offered_keys(HTTPConnection(scope)))
     except Unauthorized as exc:
         raise _Refusal(401, exc.code, exc.message) from None
+    except RateLimited as exc:  # after the key check, before a byte of the body (DESIGN rule 9)
+        raise _Refusal(429, exc.code, exc.message, retry_after=exc.retry_after) from None
     except _DATABASE_DOWN:
         raise _Refusal(
             503, "database_unavailable", "the database cannot be reached; try again shortly"

@@ -179,6 +179,37 @@ WHERE id IN (
 )
 RETURNING {claimed_job_columns};
 
+-- lock_claim_tenants --
+-- CRAWLJOBS_TENANT_MAX_IN_FLIGHT, first step of a claim: take each tenant's claim lock (in tenant order, so two
+-- claimers never wait on each other in a circle), held to the end of the transaction. The next statement's
+-- snapshot is taken after the lock, so it sees every claim of those tenants committed before.
+SELECT count(pg_advisory_xact_lock(%(namespace)s::integer, hashtext(tenant))) AS locked
+FROM (SELECT DISTINCT tenant FROM crawl_jobs
+      WHERE id = ANY(%(ids)s::uuid[]) AND status = 'pending' ORDER BY tenant) AS tenants;
+
+-- claim_jobs_within --
+-- Claim dispatched jobs that are still pending (rule 2), but no more of a tenant than keeps its jobs in
+-- 'processing' at `cap` (single jobs first, then oldest); the others stay pending (`waiting_jobs`).
+WITH wanted AS (
+    SELECT id, tenant, row_number() OVER (PARTITION BY tenant ORDER BY priority DESC, created_at, id) AS n
+    FROM crawl_jobs WHERE id = ANY(%(ids)s::uuid[]) AND status = 'pending'
+), busy AS (
+    SELECT tenant, count(*) AS n FROM crawl_jobs
+    WHERE status = 'processing' AND tenant IN (SELECT tenant FROM wanted) GROUP BY tenant
+)
+UPDATE crawl_jobs
+SET status = 'processing', attempt = attempt + 1, lease_owner = %(worker)s,
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+    started_at = coalesce(started_at, now()), updated_at = now()
+WHERE status = 'pending' AND id IN (
+    SELECT w.id FROM wanted w LEFT JOIN busy b ON b.tenant = w.tenant WHERE w.n + coalesce(b.n, 0) <= %(cap)s
+)
+RETURNING {claimed_job_columns};
+
+-- waiting_jobs --
+-- After `claim_jobs_within`: the given jobs still pending (their tenant was at its limit), to queue again.
+SELECT id, tenant, batch_id, priority FROM crawl_jobs WHERE id = ANY(%(ids)s::uuid[]) AND status = 'pending';
+
 -- renew_leases --
 -- The heartbeat: extend the lease of every job this worker holds, in one statement (rule 4). Only the ids it
 -- still holds: a job it let go of (a result it could not write, a claim whose answer it never read) must be
@@ -249,7 +280,7 @@ WHERE id IN (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, status, priority, batch_id;
+RETURNING id, status, priority, tenant, batch_id;
 
 -- next_worker_lock_key --
 -- A fresh liveness lock key for a starting worker (it takes the lock with `try_worker_lock`).
@@ -301,7 +332,7 @@ WHERE id IN (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, status, priority, batch_id;
+RETURNING id, status, priority, tenant, batch_id;
 
 -- claim_undispatched --
 -- The sweeper: pending jobs never dispatched (or dispatched longer ago than `stale_seconds`), marked
@@ -314,7 +345,7 @@ WHERE id IN (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, priority;
+RETURNING id, priority, tenant, batch_id;
 
 -- claim_stale_dispatched --
 -- The sweeper: pending jobs dispatched longer ago than `stale_seconds` (their message may be lost).
@@ -327,7 +358,7 @@ WHERE id IN (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, priority;
+RETURNING id, priority, tenant, batch_id;
 
 -- count_pending_dispatched --
 -- How many pending jobs are marked dispatched (compared with the queue's length by the sweeper).

@@ -37,6 +37,26 @@ async def claim_jobs(
     return await fetch_all(conn, "claim_jobs", params)
 
 
+# The advisory lock namespace of the per-tenant claim lock (CRAWLJOBS_TENANT_MAX_IN_FLIGHT): 'crjt'.
+TENANT_CLAIM_NAMESPACE = 0x63726A74
+
+
+async def claim_jobs_within(
+    conn: AsyncConnection[Any], *, ids: Sequence[uuid.UUID | str], worker: str, lease_seconds: int, cap: int
+) -> tuple[list[Row], list[Row]]:
+    """Claim like `claim_jobs`, keeping each tenant at most at `cap` jobs in 'processing': (the claimed rows,
+    the rows left pending because their tenant was full). One transaction, under each tenant's claim lock,
+    so two workers claiming for one tenant at once cannot both take its last place."""
+    params = {"ids": [str(i) for i in ids], "worker": worker, "lease_seconds": lease_seconds, "cap": cap}
+    async with conn.transaction():
+        await fetch_one(
+            conn, "lock_claim_tenants", {"ids": params["ids"], "namespace": TENANT_CLAIM_NAMESPACE}
+        )
+        claimed = await fetch_all(conn, "claim_jobs_within", params)
+        waiting = await fetch_all(conn, "waiting_jobs", {"ids": params["ids"]})
+    return claimed, waiting
+
+
 async def claim_pending_jobs(
     conn: AsyncConnection[Any],
     *,

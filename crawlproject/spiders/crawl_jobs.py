@@ -140,7 +140,7 @@ class CrawlJobsSpider(Spider):
             try:
                 # Shielded, here and below: Scrapy cancels start() when it stops, and a claim the database
                 # has made must still reach `held`, or this worker could not give those jobs back.
-                jobs = await asyncio.shield(self.context.claim(popped.ids))
+                jobs, waiting = await asyncio.shield(self.context.claim(popped.ids))
             except Exception as exc:  # the database restarting: never let it end the feeding of this worker
                 logger.warning(
                     "cannot claim %d jobs: %s; retrying", len(popped.ids), exc, extra={"action": "claim"}
@@ -148,6 +148,8 @@ class CrawlJobsSpider(Spider):
                 await reader.give_back(popped)
                 await asyncio.sleep(2)
                 continue
+            if waiting:  # their tenant is at its limit: queued again, the tenant passed over for a moment
+                await reader.wait_again(waiting)
             if jobs:
                 yield jobs
 

@@ -44,7 +44,8 @@ from psycopg.conninfo import make_conninfo
 
 from crawljobs.config import Settings
 from crawljobs.migrate import migrate
-from crawljobs.queue import QueueKeys, decode_message
+from crawljobs.queue import QueueKeys
+from crawljobs.testing import queued_ids
 from tests.acceptance.site import TestSite
 from tests.acceptance.system import Process, System
 from tests.faults.servers import FaultPostgres, FaultRedis
@@ -329,11 +330,7 @@ class FaultRun:
         client = redis.Redis.from_url(self.rd.url, socket_timeout=5, socket_connect_timeout=2)
         try:
             # Redis first: a message read here and claimed before the database is read is held by then.
-            queued = {
-                decode_message(raw)
-                for key in self.keys.in_order
-                for raw in client.lrange(key, 0, -1)  # type: ignore[union-attr]
-            }
+            queued = set(queued_ids(client, self.keys))
         except redis.RedisError:
             return None
         finally:

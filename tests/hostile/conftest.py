@@ -174,7 +174,7 @@ def footprint(database_url: str, redis_url: str, hostile_settings: Settings) -> 
         counts = row_counts(database_url)
         client = redis.Redis.from_url(redis_url)
         try:
-            for key in keys.in_order:
+            for key in keys.depth:
                 counts[key] = int(client.llen(key))
         finally:
             client.close()

@@ -335,13 +335,13 @@ def test_a_request_with_a_body_looks_its_key_up_once(
     """The middleware's tenant (found before the body was read) is the route's: no second look-up."""
     manager = client.app.state.manager  # type: ignore[attr-defined]
     looked_up: list[list[str]] = []
-    real = manager.tenant_of_key
+    real = manager.key_owner  # the look-up `authenticate` makes (it also spends the key's rate limit, once)
 
-    async def counted(keys: list[str]) -> str | None:
+    async def counted(keys: list[str]) -> tuple[str, str] | None:
         looked_up.append(list(keys))
         return await real(keys)
 
-    monkeypatch.setattr(manager, "tenant_of_key", counted)
+    monkeypatch.setattr(manager, "key_owner", counted)
     response = client.post("/v1/jobs", json={"url": "https://example.com/looked-up-once"}, headers=auth)
     assert response.status_code == 201, response.text
     assert len(looked_up) == 1, looked_up

@@ -25,8 +25,9 @@ from crawljobs.config import Settings
 from crawljobs.embedded import start_redis
 from crawljobs.lifecycle import ResultRecord
 from crawljobs.manager import JobManager
-from crawljobs.queue import QueueKeys, decode_message
+from crawljobs.queue import QueueKeys
 from crawljobs.sweeper import Sweeper
+from crawljobs.testing import batch_queue, drop_queue, queue_depth, queued_ids
 from tests.conftest import database_url_for
 from tests.integration.conftest import run_with_manager
 
@@ -184,10 +185,14 @@ def test_sweeper_reclaims_expired_leases_and_fails_spent_ones(settings: Settings
     assert report.dispatched == 0
     client = redis.Redis.from_url(settings.redis_url or "")
     try:
-        head = client.lindex(QueueKeys.for_prefix(settings.queue_prefix).bulk, 0)
+        keys = QueueKeys.for_prefix(settings.queue_prefix)
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute("SELECT batch_id FROM crawl_jobs WHERE id = %s", (ids[0],)).fetchone()
+        assert row is not None
+        head = batch_queue(client, keys, "t", row[0])[0]
     finally:
         client.close()
-    assert head is not None and decode_message(head) == ids[0]
+    assert head == ids[0]
     states = status_of(database_url, ids)
     assert states[ids[0]] == ("pending", 1)
     assert states[ids[1]] == ("error", 1)
@@ -215,8 +220,8 @@ def test_sweeper_dispatches_jobs_submitted_while_redis_was_down(
         return (await Sweeper(manager).sweep_once()).dispatched
 
     assert run_with_manager(local, sweep) == 4
-    queued = redis.Redis.from_url(restarted.url).lrange(f"{local.queue_prefix}:queue:bulk", 0, -1)
-    assert sorted(uuid.UUID(m.decode()) for m in queued) == sorted(ids)
+    queued = queued_ids(redis.Redis.from_url(restarted.url), QueueKeys.for_prefix(local.queue_prefix))
+    assert sorted(queued) == sorted(ids)
 
 
 def test_sweeper_replaces_lost_messages_only(
@@ -230,14 +235,15 @@ def test_sweeper_replaces_lost_messages_only(
             )
         # All three messages are still queued: nothing to replace.
         kept = (await Sweeper(manager, stale_seconds=60).sweep_once()).redispatched
-        redis_client.delete(f"{settings.queue_prefix}:queue:bulk")  # FLUSHALL, in small
+        drop_queue(redis_client, QueueKeys.for_prefix(settings.queue_prefix))  # FLUSHALL, in small
         replaced = (await Sweeper(manager, stale_seconds=60).sweep_once()).redispatched
         return kept, replaced
 
     kept, replaced = run_with_manager(settings, body)
     assert kept == 0
     assert replaced == 3
-    assert redis_client.llen(f"{settings.queue_prefix}:queue:bulk") == 3
+    assert len(queued_ids(redis_client, QueueKeys.for_prefix(settings.queue_prefix))) == 3
+    assert queue_depth(redis_client, QueueKeys.for_prefix(settings.queue_prefix)) == 3
 
 
 def test_two_sweepers_at_once_dispatch_each_job_once(settings: Settings, redis_client: Any) -> None:
@@ -245,12 +251,12 @@ def test_two_sweepers_at_once_dispatch_each_job_once(settings: Settings, redis_c
         ids = await _submit(manager, 50)
         async with manager.pool.connection() as conn:
             await conn.execute("UPDATE crawl_jobs SET dispatched_at = NULL WHERE id = ANY(%s)", (ids,))
-        redis_client.delete(f"{settings.queue_prefix}:queue:bulk")
+        drop_queue(redis_client, QueueKeys.for_prefix(settings.queue_prefix))
         reports = await asyncio.gather(*(Sweeper(manager, batch_limit=10).sweep_once() for _ in range(2)))
         return sum(r.dispatched for r in reports)
 
     assert run_with_manager(settings, body) == 50
-    assert redis_client.llen(f"{settings.queue_prefix}:queue:bulk") == 50
+    assert len(queued_ids(redis_client, QueueKeys.for_prefix(settings.queue_prefix))) == 50
 
 
 # -- the liveness check: a worker's advisory lock dies with its process --------------------------------------
@@ -315,13 +321,16 @@ def test_the_jobs_of_a_killed_worker_come_back_at_once_not_after_their_lease(
         ).fetchall()
     assert rows == [("pending", 1, None, None)] * 3
     assert registered(database_url) == []
-    # To the head of the bulk list, ahead of the batch's own messages.
+    # To the head of their batch's list, ahead of the batch's own messages.
     client = redis.Redis.from_url(settings.redis_url or "")
     try:
-        head = client.lrange(QueueKeys.for_prefix(settings.queue_prefix).bulk, 0, 2)
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute("SELECT batch_id FROM crawl_jobs WHERE id = %s", (ids[0],)).fetchone()
+        assert row is not None
+        head = batch_queue(client, QueueKeys.for_prefix(settings.queue_prefix), "t", row[0])[:3]
     finally:
         client.close()
-    assert sorted(decode_message(message) for message in head) == sorted(ids)
+    assert sorted(head) == sorted(ids)
 
 
 def test_a_stopped_worker_keeps_its_jobs_until_its_lease_ends(settings: Settings, database_url: str) -> None:
@@ -387,7 +396,7 @@ def test_after_a_redis_restart_every_pending_job_is_dispatched_again_at_once(
             after = 0
             for _ in range(3):  # the first command on the old connection may fail: the next reconnects
                 after += (await sweeper.sweep_once()).redispatched
-            queued = await manager.redis.llen(keys.bulk) if manager.redis else 0
+            queued = await manager.redis.llen(keys.backlog) if manager.redis else 0
         finally:
             restarted.stop()
         assert len(ids) == 5

@@ -9,6 +9,8 @@ import psycopg
 from fastapi.testclient import TestClient
 
 from crawljobs import testing as fakeworker
+from crawljobs.queue import QueueKeys
+from crawljobs.testing import drop_queue, queued_ids
 
 ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 LEGACY_JOB_ORDER = (
@@ -214,7 +216,7 @@ def test_retry_failed_batch_jobs(
     ids = [u["id"] for u in jobs["urls"]]
     fail_job(database_url, ids[0])  # one attempt recorded, failed
     fail_job(database_url, ids[1])
-    redis_client.delete(f"{settings.queue_prefix}:queue:bulk")
+    drop_queue(redis_client, QueueKeys.for_prefix(settings.queue_prefix))
 
     body = client.post(
         "/functions/v1/retry-failed-batch-jobs", json={"batchId": "legacy-retry"}, headers=auth
@@ -232,7 +234,7 @@ def test_retry_failed_batch_jobs(
         assert error_message is None
         assert max_attempts > attempt  # a fresh retry budget
     assert attempts == (1,)  # the history stays
-    queued = {m.decode() for m in redis_client.lrange(f"{settings.queue_prefix}:queue:bulk", 0, -1)}
+    queued = {str(i) for i in queued_ids(redis_client, QueueKeys.for_prefix(settings.queue_prefix))}
     assert queued == set(ids[:2])
 
     again = client.post(

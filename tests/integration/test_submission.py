@@ -7,6 +7,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from crawljobs.config import Settings
+from crawljobs.queue import QueueKeys
+from crawljobs.testing import queue_depth
 from tests.integration.conftest import make_client
 
 
@@ -236,7 +238,7 @@ def test_batch_of_many_urls_in_one_transaction(
             "SELECT count(DISTINCT xmin::text) FROM crawl_jobs WHERE batch_id='big'"
         ).fetchone()
     assert count == (1,)  # one transaction wrote them all
-    assert redis_client.llen(f"{allowed.queue_prefix}:queue:bulk") == 5000
+    assert queue_depth(redis_client, QueueKeys.for_prefix(allowed.queue_prefix)) == 5000
 
 
 def test_single_job_idempotency_key_with_another_body_is_409(

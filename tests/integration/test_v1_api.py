@@ -9,6 +9,8 @@ from fastapi.testclient import TestClient
 
 from crawljobs import testing as fakeworker
 from crawljobs.config import Settings
+from crawljobs.queue import QueueKeys
+from crawljobs.testing import queued_ids
 
 
 def test_submit_and_get_job(
@@ -83,7 +85,7 @@ def test_submit_batch_and_follow_it(
     assert body["job_ids"][1] is None
     assert all(uuid.UUID(i) for i in body["job_ids"] if i is not None)
     assert body["dispatched"] is True
-    queued = [m.decode() for m in redis_client.lrange(f"{settings.queue_prefix}:queue:bulk", 0, -1)]
+    queued = [str(i) for i in queued_ids(redis_client, QueueKeys.for_prefix(settings.queue_prefix))]
     assert queued == [i for i in body["job_ids"] if i]
 
     batch = client.get("/v1/batches/v1-batch", headers=auth).json()

@@ -58,6 +58,16 @@ CANNED = {
         "request                                            after ms\n"
         "GET /v1/batches?limit=25                                8.2\n"
     ),
+    "fairness": (
+        "1 worker process(es), concurrency 64, medians of 3 run(s); FIFO = CRAWLJOBS_FAIR_SHARES=false\n"
+        "\n"
+        "small behind large: tenant A submits 5000 URLs, then tenant B 20\n"
+        "mode    B done after (s)  A fetched before B done  A done after (s)\n"
+        "fifo               14.10                     5000             14.30\n"
+        "fair                0.60                      150             14.50\n"
+        "B's batch done 23.5x sooner with fair shares\n"
+        "fair / FIFO throughput = 0.990 (aim >= 0.95)\n"
+    ),
 }
 FACTS = [("CPU", "AMD EPYC"), ("cores", "2 logical"), ("PostgreSQL", "16.4 (CRAWLJOBS_BENCH_*_URL)")]
 WHEN = datetime(2026, 5, 1, 12, 30, tzinfo=UTC)
@@ -74,7 +84,7 @@ def outcomes() -> list[Outcome]:
 def test_every_benchmark_output_is_copied_verbatim_with_its_command_and_method() -> None:
     report = render(outcomes(), FACTS, when=WHEN, quick=False)
     assert report.startswith("# Benchmarks\n")
-    assert "on 2026-05-01 12:30 UTC, in 6.0 minutes" in report  # six benchmarks of 60 s
+    assert "on 2026-05-01 12:30 UTC, in 7.0 minutes" in report  # seven benchmarks of 60 s
     for benchmark in BENCHMARKS:
         assert f"```text\n{CANNED[benchmark.name].rstrip()}\n```" in report
         assert f"## `bench.{benchmark.name}`" in report
@@ -101,6 +111,9 @@ def test_the_summary_quotes_the_headline_lines_and_flags_a_failure() -> None:
     assert "page of 25 batches with counts                            5.1       1.0     5x" in summary
     assert "GET /v1/batches?limit=25                                8.2" in summary  # dashboard's rows
     assert "Through the API process" not in summary
+    assert "B's batch done 23.5x sooner with fair shares" in summary  # fairness's tables and ratios
+    assert "fair / FIFO throughput = 0.990 (aim >= 0.95)" in summary
+    assert "small behind large" not in summary
     assert "**failed (exit status 1)**" in summary
     # A failed benchmark shows the end of its log; a successful one does not.
     assert report.count("Traceback: boom") == 1
@@ -113,6 +126,14 @@ def test_a_fence_is_never_closed_by_the_text_it_holds() -> None:
 
 def test_select_names_a_subset_in_order_and_refuses_unknown_names() -> None:
     assert [b.name for b in select("memory,submit")] == ["memory", "submit"]
-    assert [b.name for b in select(None)] == ["submit", "crawl", "wait", "memory", "chaos", "dashboard"]
+    assert [b.name for b in select(None)] == [
+        "submit",
+        "crawl",
+        "wait",
+        "memory",
+        "chaos",
+        "dashboard",
+        "fairness",
+    ]
     with pytest.raises(ValueError, match="nope"):
         select("submit,nope")
