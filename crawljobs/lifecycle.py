@@ -110,6 +110,8 @@ class ClaimedJob:
     retries: int
     lost_leases: int
     max_retries: int
+    wait_for: str | None = None
+    wait_ms: int | None = None
     started: float = field(default_factory=time.monotonic)
     cost: float = 0.0
     attempts: list[AttemptRecord] = field(default_factory=list)

@@ -56,6 +56,9 @@ class Job:
     content_type: str | None
     error_message: str | None
     cost: float
+    # What a render waits for after the page loaded (crawlproject/settling.py); None: the default settling.
+    wait_for: str | None = None
+    wait_ms: int | None = None
     attempts: tuple[Attempt, ...] = field(default=())
 
     @classmethod
@@ -173,6 +176,10 @@ class SubmitOptions:
     obey_robots: bool = False
     max_retries: int | None = None
     callback_url: str | None = None
+    # When the job is rendered: wait for this CSS selector, then this many milliseconds (both capped by
+    # CRAWLJOBS_RENDER_MAX_WAIT_MS, checked at submission).
+    wait_for: str | None = None
+    wait_ms: int | None = None
 
 
 DeliveryStatus = Literal["pending", "delivered", "failed"]
