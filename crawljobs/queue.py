@@ -18,6 +18,8 @@ from redis.backoff import NoBackoff
 PRIORITY_KEY = "{prefix}:queue:priority"
 BULK_KEY = "{prefix}:queue:bulk"
 DOMAIN_METHOD_KEY = "{prefix}:domain-method"
+# The prefix of the sessions per tenant, tier and domain (crawlproject/sessions.py).
+SESSION_KEY = "{prefix}:session"
 
 # How many ids go into one RPUSH.
 PUSH_CHUNK = 5000

@@ -21,6 +21,9 @@ keeps scrapy-playwright's handler and adds, per render (one request of the brows
 - **navigations after load**: a main-frame navigation the network rules refuse (the browser's request check,
   or the egress guard's answer to a redirect hop) ends the attempt ``AddressForbidden``; a page left on
   Chromium's error page (``chrome-error://``) ends ``NavigationFailed``: neither is ever stored as the page;
+- **settling**: between ``load`` and the page's HTML, ``settling.Settler`` waits for the job's ``wait_for`` and
+  ``wait_ms``, for the network to be quiet, and through the page's own navigations when it looks like a
+  JavaScript challenge; the result carries the status and headers of the page's last document;
 - **no WebRTC**: every context gets ``browser.NO_WEBRTC`` as an init script;
 - **a memory cap**: Chromium is started through a two-line ``sh`` wrapper that sets ``RLIMIT_DATA``
   (``CRAWLJOBS_BROWSER_MEMORY_MB``) for it and every process it forks; a renderer past the cap dies alone and
@@ -56,6 +59,7 @@ from playwright.async_api import Response as PlaywrightResponse
 from scrapy import Request, Spider, signals
 from scrapy.crawler import Crawler
 from scrapy.http import Response
+from scrapy.http.headers import Headers
 from scrapy_playwright.handler import BrowserContextWrapper, Config, ScrapyPlaywrightDownloadHandler
 from scrapy_playwright.provider import PlaywrightBrowserProvider
 from twisted.internet.defer import Deferred, succeed
@@ -73,6 +77,8 @@ from crawlproject.errors import (
     RenderedPageTooLarge,
     RenderTimeout,
 )
+from crawlproject.sessions import EARNED, SESSION, Session
+from crawlproject.settling import CHALLENGE_PASSED, SELECTOR_MISSING, PageActivity, Settled, Settler
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +110,9 @@ class Render:
     refused: str | None = None  # a main-frame navigation the network rules refused
     failed_navigation: str | None = None  # the last main-frame navigation that failed, and how
     closing: asyncio.Future[None] | None = None
+    opened: float = 0.0  # loop time when its page opened (its deadline counts from there)
+    activity: PageActivity | None = None  # what its page's network and main frame do
+    settled: Settled | None = None
     # Set when the worker ended the render and its task still had not finished after its page was closed.
     given_up: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
@@ -138,7 +147,9 @@ class Render:
 
     def arm(self) -> None:
         if self.timer is None:
-            self.timer = asyncio.get_running_loop().call_later(self.deadline, self.end, "deadline")
+            loop = asyncio.get_running_loop()
+            self.opened = loop.time()
+            self.timer = loop.call_later(self.deadline, self.end, "deadline")
 
     def disarm(self) -> None:
         if self.timer is not None:
@@ -295,6 +306,7 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
         config = WorkerConfig.of(crawler)
         self.deadline = config.settings.render_timeout
         self.max_body_bytes = config.max_body_bytes
+        self.settler = Settler(config.settings, deadline=self.deadline)
         if self.browser_provider_cls is PlaywrightBrowserProvider:  # (PLAYWRIGHT_BROWSER_PROVIDER unset)
             memory_bytes = config.settings.browser_memory_mb * 1024 * 1024
             self.browser_provider_cls = partial(MemoryCappedProvider, memory_bytes=memory_bytes)
@@ -358,7 +370,7 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
         finally:
             await (render.closing or render.close())
         self._check_result(render, response)
-        return response
+        return _as_last_document(render.settled, response)
 
     def _check_result(self, render: Render, response: Response) -> None:
         if len(response.body) > self.max_body_bytes:
@@ -382,8 +394,15 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
             creating.add_done_callback(self._close_orphan)
             raise
         render = self.renders.in_flight.get(request)
+        session: Session | None = request.meta.get(SESSION)
+        if session is not None and session.cookies:
+            try:  # the tenant's session of the domain, in the tenant's own context (sessions.SessionMiddleware)
+                await page.context.add_cookies(list(session.cookies))
+            except PlaywrightError as exc:
+                logger.info("could not give the page its session's cookies: %s", exc)
         if render is not None:
             render.page = page
+            render.activity = PageActivity.attach(page)
             page.on("response", render.on_response)
             page.on("requestfailed", render.on_request_failed)
             page.on("crash", render.on_crash)
@@ -399,10 +418,36 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
         render = self.renders.in_flight.get(request)
         if render is not None:
             render.loaded = True
+            if render.activity is not None:
+                job = request.meta.get("job")
+                render.settled = settled = await self.settler.settle(
+                    page,
+                    render.activity,
+                    ends_at=render.opened + render.deadline,
+                    wait_for=getattr(job, "wait_for", None),
+                    wait_ms=getattr(job, "wait_ms", None),
+                )
+                request.meta[SELECTOR_MISSING] = settled.selector_missing
+                request.meta[CHALLENGE_PASSED] = settled.passed
+                if settled.passed:
+                    await self._earned(page, request, render.activity)
         await super()._apply_page_methods(page, request, spider)
         size = await self._rendered_size(page)
         if size is not None and size > self.max_body_bytes:
             raise RenderedPageTooLarge(f"the rendered page is at least {size} bytes")
+
+    @staticmethod
+    async def _earned(page: Page, request: Request, activity: PageActivity) -> None:
+        """A challenge passed: the cookies the context now holds for the page, and the agent that earned them,
+        for ``sessions`` (the retry middleware keeps them once the attempt is read as a success)."""
+        try:
+            cookies = await page.context.cookies([page.url])
+        except PlaywrightError as exc:
+            logger.info("could not read the cookies of a passed challenge: %s", exc)
+            return
+        document = activity.document
+        agent = document.request.headers.get("user-agent") if document is not None else None
+        request.meta[EARNED] = {"url": page.url, "cookies": cookies, "user_agent": agent}
 
     async def _rendered_size(self, page: Page) -> int | None:
         """The size of the page's HTML, measured in an isolated world (page scripts cannot redefine what it
@@ -434,10 +479,26 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
     async def _create_browser_context(
         self, name: str, context_kwargs: dict[str, Any] | None, spider: Spider | None = None
     ) -> BrowserContextWrapper:
+        await self._room_for_a_context()
         wrapper = await super()._create_browser_context(name, context_kwargs, spider)
         # Before any page of the context exists (the caller holds the context lock).
         await wrapper.context.add_init_script(NO_WEBRTC)
         return wrapper
+
+    async def _room_for_a_context(self) -> None:
+        """At PLAYWRIGHT_MAX_CONTEXTS, close a context no page uses (contexts are per tenant and proxy: idle
+        ones would otherwise hold the limit for ever); wait for one to become idle when none is."""
+        limit = self.config.max_contexts
+        while limit and len(self.context_wrappers) >= limit:
+            idle = next(
+                (name for name, wrapper in self.context_wrappers.items() if not wrapper.context.pages), None
+            )
+            if idle is None:
+                await asyncio.sleep(STOP_POLL_SECONDS / 5)
+                continue
+            wrapper = self.context_wrappers.pop(idle)
+            with contextlib.suppress(TimeoutError, PlaywrightError):
+                await asyncio.wait_for(wrapper.context.close(), CLOSE_TIMEOUT)
 
     async def _abort(self, request: PlaywrightRequest) -> bool:
         """PLAYWRIGHT_ABORT_REQUEST: the network rules' check, remembering refused main-frame navigations."""
@@ -450,6 +511,16 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
             if render is not None:
                 render.refused = f"{reason} (the page navigated to {request.url[:200]})"
         return True
+
+
+def _as_last_document(settled: Settled | None, response: Response) -> Response:
+    """The response with the status and headers of the page's last document, when it navigated itself after it
+    loaded (a challenge that reloads: its 403 is not the status of the page that was read)."""
+    if settled is None or settled.status is None:
+        return response
+    headers = Headers(settled.headers or {})
+    headers.pop("Content-Encoding", None)
+    return response.replace(status=settled.status, headers=headers)
 
 
 async def _detach(session: CDPSession) -> None:

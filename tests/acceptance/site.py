@@ -40,6 +40,8 @@ Pages (any method; HEAD answers the headers without the body; an unknown path is
 ``/pdf``                    200 application/pdf, a real one-page PDF (:data:`PDF_BYTES`).
 ``/empty``                  200 text/html with an empty body.
 ``/robots.txt``             disallows ``/private/`` to every agent
+``/settle/...``             the settle gauntlet: late markers, a JavaScript challenge that sets a clearance
+                            cookie and reloads (``tests/acceptance/site_settle.py``).
 ``/captcha``                200 with a reCAPTCHA widget (``class="g-recaptcha"``, script ``/recaptcha/api.js``,
                             served by the site itself as a stub).
 
@@ -91,6 +93,7 @@ from crawlproject.egress.framing import (
     read_head,
     serialize_head,
 )
+from tests.acceptance import site_settle
 
 __all__ = [
     "JS_MARKER",
@@ -707,6 +710,10 @@ class TestSite:
             return _html(200, _gzip_bomb(inflated), ("Content-Encoding", "gzip"))
         if first == "render" and rest in _RENDER_PAGES:  # hostile pages for the browser engine (block below)
             return _RENDER_PAGES[rest](query)
+        if first == "settle":  # rendering until settled, sessions (tests/acceptance/site_settle.py)
+            answer = await site_settle.route(path, query, hit.headers)
+            if answer is not None:
+                return _html(answer[0], answer[1], *answer[2])
         return _error_page(404, "There is nothing here.")
 
     @staticmethod
