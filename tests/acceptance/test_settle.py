@@ -103,3 +103,17 @@ def test_the_challenge_page_is_a_block_for_plain_http(system: System, site: Test
     assert methods(job) == [("http:direct", "blocked"), ("browser:direct", "ok")]
     assert "signature: cloudflare challenge" in job["attempts"][0]["error"]
     assert f"protected-ok:{key}:plain" in job["html"]
+
+
+def test_waits_end_in_time_for_the_page_to_be_read_within_the_render_deadline(
+    fresh: System, site: TestSite
+) -> None:
+    """A wait longer than what is left of CRAWLJOBS_RENDER_TIMEOUT is cut short: the page is taken (completed),
+    not closed at the deadline."""
+    fresh.start_worker(CRAWLJOBS_RENDER_TIMEOUT="6")
+    job_id = fresh.submit(site.url("/settle/late-marker?ms=1000&n=deadline"), render=True, wait_ms=25_000)
+    (job,) = fresh.wait_final([job_id], timeout=120)
+    assert job["status"] == "completed", job["error_message"]
+    assert LATE_MARKER in job["html"]
+    (attempt,) = job["attempts"]
+    assert attempt["duration_ms"] < 25_000, "the wait was cut at the deadline, not waited out"
