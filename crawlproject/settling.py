@@ -170,8 +170,9 @@ class Settler:
         self.max_wait = settings.render_max_wait_ms / 1000
         self.challenge_wait = settings.render_challenge_wait_ms / 1000
         self.max_reloads = settings.render_max_reloads
-        # Kept free at the end of the render's deadline for reading the page.
-        self.margin = max(0.5, min(5.0, deadline * 0.1))
+        # Kept free at the end of the render's deadline for measuring and reading the page (a quarter of it,
+        # between 1 and 5 s: on a loaded machine the reads of a page took over a second).
+        self.margin = max(1.0, min(5.0, deadline * 0.25))
 
     async def settle(
         self, page: Page, activity: PageActivity, *, ends_at: float, wait_for: str | None, wait_ms: int | None
@@ -180,7 +181,9 @@ class Settler:
         loop = asyncio.get_running_loop()
         until = ends_at - self.margin
         result = Settled()
-        first_document = activity.documents
+        # Counted from the first document (the navigation's own): the page may have navigated on already
+        # between the navigation's end and now.
+        first_document = min(activity.documents, 1)
 
         def left(cap: float) -> float:
             return max(0.0, min(cap, until - loop.time()))
@@ -189,7 +192,7 @@ class Settler:
             result.selector_missing = await self._wait_for_selector(page, wait_for, left(self.max_wait))
         if wait_ms:
             await asyncio.sleep(left(min(wait_ms / 1000, self.max_wait)))
-        counted = activity.navigations
+        counted = min(activity.navigations, 1)
         # Looked at once at load too: a challenge may navigate on before the network is quiet.
         result.challenged = await self._looks_like_challenge(page, activity)
         first_status = activity.first_document.status if activity.first_document is not None else 200

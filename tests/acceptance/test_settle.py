@@ -110,7 +110,7 @@ def test_waits_end_in_time_for_the_page_to_be_read_within_the_render_deadline(
 ) -> None:
     """A wait longer than what is left of CRAWLJOBS_RENDER_TIMEOUT is cut short: the page is taken (completed),
     not closed at the deadline."""
-    fresh.start_worker(CRAWLJOBS_RENDER_TIMEOUT="6")
+    fresh.start_worker(CRAWLJOBS_RENDER_TIMEOUT="12")
     job_id = fresh.submit(site.url("/settle/late-marker?ms=1000&n=deadline"), render=True, wait_ms=25_000)
     (job,) = fresh.wait_final([job_id], timeout=120)
     assert job["status"] == "completed", job["error_message"]
