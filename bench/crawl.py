@@ -1,8 +1,9 @@
 """Pages per second from a fast local site: plain Scrapy, stock scrapy-redis and the whole system, in one run.
 
     python -m bench.crawl [--pages 5000] [--concurrency 64] [--workers 1] [--repeat 1]
-                          [--ways plain,redis,system] [-s NAME=VALUE ...] [--worker-setting NAME=VALUE ...]
-                          [--py-spy DIR] [--logs DIR]
+                          [--ways plain,redis,system,impersonate,playwright,browser] [-s NAME=VALUE ...]
+                          [--worker-setting NAME=VALUE ...] [--worker-env NAME=VALUE ...] [--py-spy DIR]
+                          [--logs DIR] [--browser-pages 200] [--browser-concurrency 8]
 
 One test site process (``tests.acceptance.site``, ``/fast/<n>`` pages of ~0.7 KB on 127.0.0.1) serves all three.
 Each way uses ``--workers`` processes, each with ``CONCURRENT_REQUESTS`` and ``CONCURRENT_REQUESTS_PER_DOMAIN``
@@ -16,13 +17,23 @@ reactor:
    ``CONCURRENT_REQUESTS`` at a time); it closes after the last response.
 3. the whole system: an API process and ``--workers`` worker processes (``scrapy crawl crawl_jobs``), started
    and warmed up by a small batch before the clock; then one batch of ``--pages`` URLs is POSTed to /v1/batches
-   and the clock runs until every job is 'completed' with its HTML in PostgreSQL (polled every 50 ms).
+   and the clock runs until every job is 'completed' with its HTML in PostgreSQL (polled every 50 ms). Its
+   ladder is ``http:direct``: every page is fetched by Scrapy's downloader, as in the baselines.
+4. the whole system with the impersonate engine (``CRAWLJOBS_LADDER=impersonate:direct``, the default ladder's
+   first rung: curl with Chrome's handshake and headers), the same way, in the same run: its row beside the
+   http engine's says what the engine costs in pages/s and CPU per page.
 
 The baselines exclude process start-up: each process opens its spider, then waits at a gate; the clock runs
 from the gate opening to the last response (over all processes). The system's clock runs from the submit to
 the last completion. Prints the medians of ``--repeat`` runs, the ratios to stock scrapy-redis, and the CPU
 time the crawling processes spent per page (less sensitive than wall time to other load on the machine; for
 the system, its worker processes only).
+
+The browser row (``--ways playwright,browser``): ``--browser-pages`` ``/fast`` pages rendered by a bare
+Playwright loop (``bench.playwright_loop``: one Chromium, one context, ``--browser-concurrency`` tasks of
+new page, goto until ``load``, content, close) and by the system (one worker, ``render: true`` jobs,
+``CRAWLJOBS_BROWSER_CONCURRENCY`` of ``--browser-concurrency``), in the same run; printed as pages/s and
+the ratio of the system to the bare loop (aim >= 0.8).
 
 ``-s NAME=VALUE`` adds a Scrapy setting to all three ways, ``--worker-setting`` to the system's workers only
 (to measure a change before making it); ``--ways`` runs a subset; ``--py-spy DIR`` samples the workers during
@@ -271,8 +282,8 @@ def completed_count(conn: psycopg.Connection[Any], batch_id: str) -> tuple[int, 
     return int(row[0]), int(row[1])
 
 
-def submit(http: httpx.Client, urls: list[str]) -> str:
-    response = http.post("/v1/batches", json={"urls": urls})
+def submit(http: httpx.Client, urls: list[str], *, render: bool = False) -> str:
+    response = http.post("/v1/batches", json={"urls": urls, "render": render})
     response.raise_for_status()
     body = response.json()
     if body["accepted"] != len(urls):
@@ -320,11 +331,23 @@ def run_system(
     tag: str,
     scrapy_settings: list[str],
     py_spy: Path | None = None,
+    ladder: str | None = None,
+    render_pages: int | None = None,
+    worker_env_pairs: list[str] | None = None,
 ) -> tuple[float, float]:
+    """``render_pages``: render every page (``render: true``) with that many browser pages per worker;
+    ``worker_env_pairs``: ``NAME=VALUE`` environment variables of the workers (``--worker-env``)."""
+    render = render_pages is not None
+    extra = {"CRAWLJOBS_BROWSER_CONCURRENCY": str(render_pages)} if render else {}
+    for pair in worker_env_pairs or []:
+        name, _, value = pair.partition("=")
+        extra[name] = value
     env = worker_env(
         settings,
         CRAWLJOBS_WORKER_CONCURRENCY=str(concurrency),
         CRAWLJOBS_PER_DOMAIN_CONCURRENCY=str(concurrency),
+        **({"CRAWLJOBS_LADDER": ladder} if ladder else {}),
+        **extra,
     )
     argv = [sys.executable, "-m", "scrapy", "crawl", "crawl_jobs"]
     for pair in scrapy_settings:
@@ -346,20 +369,41 @@ def run_system(
                 raise RuntimeError("the workers did not open their spiders in 60 s")
             time.sleep(0.05)
         # Warm-up: a small batch through the whole path (API, Redis, workers, PostgreSQL) before the clock.
-        warm = [f"{base}/fast/warm-{tag}-{i}" for i in range(max(200, 2 * concurrency * workers))]
-        wait_completed(conn, submit(http, warm), len(warm), 60, running)
+        warm_count = 2 * render_pages * workers if render_pages else max(200, 2 * concurrency * workers)
+        warm = [f"{base}/fast/warm-{tag}-{i}" for i in range(warm_count)]
+        wait_completed(conn, submit(http, warm, render=render), len(warm), 120, running)
         time.sleep(1.0)  # let the workers settle back to idle (BLPOP)
 
         urls = [f"{base}/fast/{tag}-{i}" for i in range(pages)]
         with profilers(py_spy, running, tag):
             cpu_before = sum(cpu_seconds(child.popen.pid) for child in running)
             started = time.monotonic()
-            batch_id = submit(http, urls)
+            batch_id = submit(http, urls, render=render)
             submitted = time.monotonic()
             finished = wait_completed(conn, batch_id, pages, SYSTEM_TIMEOUT, running)
             cpu = sum(cpu_seconds(child.popen.pid) for child in running) - cpu_before
         log(f"{tag}: submit {submitted - started:.2f} s, crawl {finished - submitted:.2f} s")
         return finished - started, cpu
+
+
+def run_playwright(base: str, pages: int, concurrency: int, logs: Path, tag: str) -> tuple[float, float]:
+    """The bare Playwright loop (``bench.playwright_loop``) in a process of its own."""
+    out = subprocess.run(
+        [
+            *(sys.executable, "-m", "bench.playwright_loop", "--base", base, "--pages", str(pages)),
+            *("--concurrency", str(concurrency), "--tag", tag),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=SYSTEM_TIMEOUT,
+        check=False,
+        cwd=ROOT,
+    )
+    (logs / f"{tag}-playwright.log").write_text(out.stdout + out.stderr)
+    if out.returncode != 0:
+        raise RuntimeError(f"the bare Playwright loop failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return float(result["seconds"]), float(result["cpu"])
 
 
 @contextlib.contextmanager
@@ -398,7 +442,18 @@ def profilers(folder: Path | None, workers: list[Child], tag: str) -> Iterator[N
 # -- the run ---------------------------------------------------------------------------------------
 
 
-WAYS = {"plain": "plain Scrapy", "redis": "stock scrapy-redis", "system": "whole system"}
+WAYS = {
+    "plain": "plain Scrapy",
+    "redis": "stock scrapy-redis",
+    "system": "whole system",
+    "impersonate": "system, impersonate",
+    "playwright": "bare Playwright",
+    "browser": "system, rendered",
+}
+BROWSER_WAYS = ("playwright", "browser")
+# The ladder of each way of the whole system: the http engine (Scrapy's downloader, as the baselines use), and
+# the impersonate engine (the default ladder's first rung).
+LADDERS = {"system": "http:direct", "impersonate": "impersonate:direct"}
 
 
 def main() -> None:
@@ -410,7 +465,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="processes per way")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument(
-        "--ways", default="plain,redis,system", help="which ways to run, comma-separated (default: all)"
+        "--browser-pages", type=int, default=200, help="pages of the browser ways (playwright, browser)"
+    )
+    parser.add_argument(
+        "--browser-concurrency",
+        type=int,
+        default=8,
+        help="concurrent pages of the browser ways: the bare loop's tasks, the worker's CRAWLJOBS_BROWSER_CONCURRENCY",
+    )
+    parser.add_argument(
+        "--ways",
+        default="plain,redis,system,impersonate",
+        help="which ways to run, comma-separated (default: plain,redis,system,impersonate; the browser row: "
+        "playwright,browser)",
     )
     parser.add_argument(
         "-s",
@@ -428,6 +495,13 @@ def main() -> None:
         help="another Scrapy setting for the system's workers only (repeatable; to try a change)",
     )
     parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable of the system's workers (repeatable; CRAWLJOBS_BROWSER_GL=swiftshader...)",
+    )
+    parser.add_argument(
         "--py-spy",
         type=Path,
         default=None,
@@ -443,7 +517,7 @@ def main() -> None:
         parser.error(f"--ways: a comma-separated subset of {','.join(WAYS)}")
     if args.pages < 1 or args.workers < 1 or args.concurrency < 1 or args.repeat < 1:
         parser.error("--pages, --workers, --concurrency and --repeat must be at least 1")
-    for pair in [*args.setting, *args.worker_setting]:
+    for pair in [*args.setting, *args.worker_setting, *args.worker_env]:
         if "=" not in pair:
             parser.error(f"not NAME=VALUE: {pair!r}")
     # SIGTERM unwinds like Ctrl-C, so every child process is stopped on the way out.
@@ -476,7 +550,27 @@ def main() -> None:
             for rep in range(args.repeat):
                 for way in times:
                     tag = f"r{rep}-{way}"
-                    if way == "plain":
+                    count = args.browser_pages if way in BROWSER_WAYS else pages
+                    if way == "playwright":
+                        seconds, cpu = run_playwright(base, count, args.browser_concurrency, logs, tag)
+                    elif way == "browser":
+                        seconds, cpu = run_system(
+                            base,
+                            api,
+                            key,
+                            database_url,
+                            settings,
+                            count,
+                            1,
+                            concurrency,
+                            logs,
+                            tag,
+                            [*args.setting, *args.worker_setting],
+                            args.py_spy,
+                            render_pages=args.browser_concurrency,
+                            worker_env_pairs=args.worker_env,
+                        )
+                    elif way == "plain":
                         seconds, cpu = run_plain(base, pages, workers, concurrency, logs, tag, args.setting)
                     elif way == "redis":
                         seconds, cpu = run_stock_redis(
@@ -496,17 +590,32 @@ def main() -> None:
                             tag,
                             [*args.setting, *args.worker_setting],
                             args.py_spy,
+                            LADDERS[way],
                         )
                     times[way].append(seconds)
                     cpus[way].append(cpu)
                     log(
-                        f"{tag}: {WAYS[way]} {seconds:.2f} s ({pages / seconds:.1f} pages/s,"
-                        f" {cpu / pages * 1000:.2f} CPU ms/page)"
+                        f"{tag}: {WAYS[way]} {seconds:.2f} s ({count / seconds:.1f} pages/s,"
+                        f" {cpu / count * 1000:.2f} CPU ms/page)"
                     )
         finally:
             drop_prefix(redis_url, prefix)
 
-    report(times, cpus, pages, workers, concurrency, args.repeat, args.setting, args.worker_setting)
+    plain_ways = {way: values for way, values in times.items() if way not in BROWSER_WAYS}
+    if plain_ways:
+        report(
+            plain_ways,
+            {way: cpus[way] for way in plain_ways},
+            pages,
+            workers,
+            concurrency,
+            args.repeat,
+            args.setting,
+            args.worker_setting,
+        )
+    browser_ways = {way: values for way, values in times.items() if way in BROWSER_WAYS}
+    if browser_ways:
+        report_browser(browser_ways, cpus, args.browser_pages, args.browser_concurrency, args.repeat)
 
 
 def drop_prefix(redis_url: str, prefix: str) -> None:
@@ -555,6 +664,33 @@ def report(
         print(
             f"(crawler CPU per page, whole system / stock scrapy-redis = {cpu_ms['system'] / cpu_ms['redis']:.2f};"
             " the system's is its worker processes' only, not the API's, PostgreSQL's or Redis's)"
+        )
+    if "system" in rates and "impersonate" in rates:
+        print(
+            f"impersonate engine / http engine (both through the whole system) = "
+            f"{rates['impersonate'] / rates['system']:.2f} pages/s, "
+            f"{cpu_ms['impersonate'] / cpu_ms['system']:.2f} CPU per page"
+        )
+
+
+def report_browser(
+    times: dict[str, list[float]], cpus: dict[str, list[float]], pages: int, concurrency: int, repeat: int
+) -> None:
+    """The browser row: rendered pages/s of the system (one worker) beside the bare Playwright loop, both with
+    ``concurrency`` pages at once, on the same /fast pages (CPU: the bare loop's process and Chromium; the
+    system's worker process only, its Chromium is not counted)."""
+    print(
+        f"{pages} rendered pages, {concurrency} browser pages at once (the bare loop's tasks, the worker's"
+        f" CRAWLJOBS_BROWSER_CONCURRENCY), medians of {repeat} run(s)"
+    )
+    rates = {way: pages / median(values) for way, values in times.items()}
+    print(f"{'way':<20} {'pages':>7} {'seconds':>9} {'pages/s':>9} {'vs bare Playwright':>19}")
+    for way, values in times.items():
+        ratio = f"{rates[way] / rates['playwright']:.2f}x" if "playwright" in rates else "-"
+        print(f"{WAYS[way]:<20} {pages:>7} {median(values):>9.2f} {rates[way]:>9.1f} {ratio:>19}")
+    if "browser" in rates and "playwright" in rates:
+        print(
+            f"system rendered / bare Playwright = {rates['browser'] / rates['playwright']:.2f} (aim >= 0.80)"
         )
 
 

@@ -161,6 +161,40 @@ def migrate() -> None:
     )
 
 
+@app.command()
+def health(
+    role: Annotated[str, typer.Argument(metavar="ROLE", help="api, worker or sweeper.")],
+    url: Annotated[
+        str | None, typer.Option(metavar="URL", help="api: the API's base URL (default this host's port).")
+    ] = None,
+    max_age: Annotated[
+        float | None,
+        typer.Option(
+            metavar="SECONDS",
+            help="worker: seen within (default the lease); sweeper: heartbeat younger than (default 60).",
+        ),
+    ] = None,
+) -> None:
+    """Check the role this container runs (a health check: exit 0 healthy, 1 not; crawljobs.health)."""
+    from crawljobs import health as checks
+
+    settings = _settings()
+    try:
+        if role == "api":
+            message = checks.check_api(settings, url=url)
+        elif role == "worker":
+            message = checks.check_worker(settings, max_age=max_age)
+        elif role == "sweeper":
+            message = checks.check_sweeper(settings, max_age=max_age if max_age is not None else 60.0)
+        else:
+            typer.echo(f"crawljobs: unknown role {role!r} (api, worker or sweeper)", err=True)
+            raise typer.Exit(2)
+    except checks.Unhealthy as exc:
+        typer.echo(f"crawljobs: unhealthy: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(message)
+
+
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(metavar="NAME", help="A name for the key (1-128 characters).")],

@@ -49,6 +49,18 @@ class BatchTooLarge(InvalidRequest):
     code = "batch_too_large"
 
 
+class InvalidStatus(InvalidRequest):
+    """Not a job status: one of pending, processing, completed, error, cancelled."""
+
+    code = "invalid_status"
+
+
+class InvalidCursor(InvalidRequest):
+    """Not a cursor this listing gave: pass back the `next_after` of the previous page."""
+
+    code = "invalid_cursor"
+
+
 class NotFound(CrawlJobsError):
     """Not found."""
 
@@ -65,6 +77,12 @@ class BatchNotFound(NotFound):
     """No such batch."""
 
     code = "batch_not_found"
+
+
+class DeliveryNotFound(NotFound):
+    """No such webhook delivery."""
+
+    code = "delivery_not_found"
 
 
 class BatchAlreadyExists(CrawlJobsError):

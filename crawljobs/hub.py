@@ -99,6 +99,13 @@ class CompletionHub:
             yield sub
 
     @contextlib.contextmanager
+    def watch_batches(self, batch_ids: Iterable[str]) -> Iterator[Subscription]:
+        """One subscription woken when a job of any of the batches changes (the dashboard's list of batches:
+        one stream for the page, not one per row)."""
+        with self._watch([BATCH_MARK + batch_id for batch_id in batch_ids]) as sub:
+            yield sub
+
+    @contextlib.contextmanager
     def _watch(self, keys: list[str]) -> Iterator[Subscription]:
         sub = Subscription()
         for key in keys:

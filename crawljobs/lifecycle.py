@@ -113,6 +113,8 @@ class ClaimedJob:
     wait_for: str | None = None
     wait_ms: int | None = None
     started: float = field(default_factory=time.monotonic)
+    # When its first fetch started (its page's turn, or the download handler's): processing time counts from it.
+    fetch_started: float | None = None
     cost: float = 0.0
     attempts: list[AttemptRecord] = field(default_factory=list)
 
@@ -133,7 +135,13 @@ class ClaimedJob:
 
     @property
     def elapsed_ms(self) -> int:
-        return int((time.monotonic() - self.started) * 1000)
+        """From the start of its first fetch (from the claim, if none started), not the wait before it."""
+        start = self.fetch_started if self.fetch_started is not None else self.started
+        return int((time.monotonic() - start) * 1000)
+
+    def fetch_starting(self) -> None:
+        if self.fetch_started is None:
+            self.fetch_started = time.monotonic()
 
 
 class Leases:

@@ -12,23 +12,37 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from crawljobs import store
 from crawljobs.config import Settings
 from crawljobs.dispatch import PRIORITY_SINGLE, Dispatcher
-from crawljobs.exceptions import BatchNotFound, JobNotFound
+from crawljobs.exceptions import (
+    BatchNotFound,
+    DeliveryNotFound,
+    InvalidCursor,
+    InvalidRequest,
+    InvalidStatus,
+    JobNotFound,
+)
 from crawljobs.keys import hash_key
 from crawljobs.lifecycle import Leases, Reclaimed, reclaim_dead_workers, reclaim_expired_leases
 from crawljobs.logs import job_fields
-from crawljobs.metrics import MetricsBuffer
+from crawljobs.metrics import MetricKeys, MetricsBuffer
 from crawljobs.models import (
+    STATUSES,
     Attempt,
     Batch,
     BatchCounts,
     Delivery,
     Job,
+    JobsPage,
+    Overview,
+    StatsBucket,
+    WorkerInfo,
 )
 from crawljobs.outbox import WebhookOutbox
 from crawljobs.queue import QueueKeys
@@ -41,9 +55,29 @@ logger = logging.getLogger(__name__)
 
 # Longest a readiness check waits for one dependency.
 READY_TIMEOUT_SECONDS = 3.0
+# Most jobs in one page of `batch_jobs_page`.
+MAX_PAGE = 1000
+# A search of a batch's jobs reads at most this many of them per page (by batch index).
+SEARCH_WINDOW = 5000
+# A batch's jobs cursor: a batch index, which a 50,000-job batch keeps below this.
+_MAX_CURSOR = 2**31 - 1
+
+
+def _parse_cursor(after: str | None) -> int:
+    """The batch index a `batch_jobs_page` cursor names (-1: the first page); InvalidCursor for anything else."""
+    if after is None or after == "":
+        return -1
+    if not (after.isascii() and after.isdigit() and len(after) <= 10 and int(after) <= _MAX_CURSOR):
+        raise InvalidCursor(
+            "not a cursor of this listing: pass back the previous page's next_after", after=after
+        )
+    return int(after)
 
 
 class JobManager:
+    # Jobs of a batch a search reads at most per page (`batch_jobs_page`).
+    search_window = SEARCH_WINDOW
+
     def __init__(
         self,
         *,
@@ -86,6 +120,17 @@ class JobManager:
                 if tenant is not None:
                     return tenant
         return None
+
+    async def tenant_of_key_hash(self, key_hash: bytes) -> str | None:
+        """The tenant of the API key with this hash if it is not revoked (the dashboard's session holds only the
+        hash of the key it was opened with, and asks this on every request)."""
+        async with self.pool.connection() as conn:
+            return await store.find_tenant_by_key(conn, key_hash=key_hash)
+
+    async def dashboard_secret(self, *, new_secret: str) -> str:
+        """The dashboard's signing key kept in the database; `new_secret` becomes it on first use."""
+        async with self.pool.connection() as conn:
+            return await store.dashboard_secret(conn, new_secret=new_secret)
 
     async def readiness(self) -> dict[str, str]:
         """Whether PostgreSQL and Redis answer: ``ok`` or ``error: <exception class>`` for each."""
@@ -144,8 +189,9 @@ class JobManager:
             row = await store.find_batch(conn, tenant=tenant, batch_id=batch_id)
             if row is None:
                 raise BatchNotFound(f"batch {batch_id!r} not found")
-            counts = BatchCounts.from_rows(await store.batch_counts(conn, tenant=tenant, batch_id=batch_id))
-        return Batch.from_row(row, counts)
+            sums = await store.batch_counts(conn, tenant=tenant, batch_id=batch_id)
+        counts = BatchCounts(**{s: int(sums[s] or 0) for s in STATUSES}, last_updated=sums["last_updated"])
+        return Batch.from_row({**row, "cost": sums["cost"]}, counts)
 
     async def batch_jobs(
         self, *, tenant: str, batch_id: str, status: str | None = None, limit: int = 100, offset: int = 0
@@ -156,11 +202,148 @@ class JobManager:
             )
         return [Job.from_row(row) for row in rows]
 
-    async def list_batches(self, *, tenant: str, limit: int, offset: int) -> tuple[list[Batch], int]:
+    async def list_batches(
+        self, *, tenant: str, limit: int, offset: int, search: str | None = None
+    ) -> tuple[list[Batch], int]:
+        """A page of the tenant's batches, newest first, with their counts, and how many there are; with
+        `search`, only the batches whose id starts with it (and how many of those there are)."""
+        search = search or None
         async with self.pool.connection() as conn:
-            rows = await store.list_batches(conn, tenant=tenant, limit=limit, offset=offset)
-            total = await store.count_batches(conn, tenant=tenant)
+            rows = await store.list_batches(conn, tenant=tenant, limit=limit, offset=offset, search=search)
+            total = await store.count_batches(conn, tenant=tenant, search=search)
         return [Batch.from_row(row) for row in rows], total
+
+    async def batch_jobs_page(
+        self,
+        *,
+        tenant: str,
+        batch_id: str,
+        status: str | None = None,
+        search: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> JobsPage:
+        """A page of a batch's jobs in submission order (without HTML or attempts), by keyset: `after` is the
+        previous page's `next_after` (None: the first page). `status` keeps one status; `search` keeps the
+        jobs whose URL contains it, case-insensitively (a domain, a path, any part of it). Each page costs the
+        same however deep it is.
+
+        A search reads at most `search_window` jobs of the batch per page, so that a string no URL contains
+        costs a bounded read even on a 50,000-job batch: such a page may hold fewer jobs than `limit` (none,
+        even) and still have a `next_after`, where the next window starts. Without a search, a page is short
+        only at the end of the batch.
+
+        Raises ``BatchNotFound``, ``InvalidStatus``, ``InvalidCursor``, ``InvalidRequest`` (a limit outside
+        1..``MAX_PAGE``)."""
+        if status is not None and status not in STATUSES:
+            raise InvalidStatus(f"unknown status {status!r}: one of {', '.join(STATUSES)}", status=status)
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}", limit=limit)
+        after_index = _parse_cursor(after)
+        needle = search.strip().lower() if search else ""
+        until = min(after_index + self.search_window, _MAX_CURSOR) if needle else _MAX_CURSOR
+        async with self.pool.connection() as conn:
+            if await store.find_batch(conn, tenant=tenant, batch_id=batch_id) is None:
+                raise BatchNotFound(f"batch {batch_id!r} not found")
+            rows = await store.batch_jobs_page(
+                conn,
+                tenant=tenant,
+                batch_id=batch_id,
+                status=status,
+                search=needle or None,
+                after=after_index,
+                until=until,
+                limit=limit + 1,  # one more: is there a next page?
+            )
+            next_after: str | None = None
+            if len(rows) > limit:
+                next_after = str(rows[limit - 1]["batch_index"])
+            elif until < _MAX_CURSOR and await store.batch_has_jobs_after(
+                conn, tenant=tenant, batch_id=batch_id, after=until
+            ):
+                next_after = str(until)  # the window ended before the batch did
+        return JobsPage(jobs=[Job.from_row(row) for row in rows[:limit]], next_after=next_after)
+
+    async def overview(self, *, tenant: str) -> Overview:
+        """The dashboard's first page for a tenant: its jobs by status, completions and errors per minute (last
+        hour) and per hour (last day), today's cost by method, the queue depth and the workers. Every part is
+        read from the counts the database keeps (migration 0007) or from small tables: its cost does not grow
+        with the number of jobs. Redis down leaves `queue_depth` empty and the workers' heartbeats unknown."""
+
+        async def read() -> dict[str, list[store.Row]]:
+            async with self.pool.connection() as conn:
+                return await store.overview_rows(conn, tenant=tenant)
+
+        # PostgreSQL and Redis at once; the workers' heartbeats are read for every worker Redis knows.
+        rows, (depth, all_beats) = await asyncio.gather(read(), self._queue_and_heartbeats())
+        counts = rows["tenant_counts"][0]
+        per_minute, per_hour = rows["stats_per_minute"], rows["stats_per_hour"]
+        cost_rows, worker_rows = rows["cost_today"], rows["list_workers"]
+        beats = {
+            row["worker_id"]: all_beats[row["worker_id"]]
+            for row in worker_rows
+            if row["worker_id"] in all_beats
+        }
+        workers = [
+            WorkerInfo(
+                worker_id=row["worker_id"],
+                host=row["host"],
+                pid=row["pid"],
+                started_at=row["started_at"],
+                last_seen=row["seen_at"],
+                alive=bool(row["alive"]),
+                jobs_held=int(row["jobs_held"]),
+                heartbeat=beats.get(row["worker_id"], (None, None))[0],
+                in_flight=beats.get(row["worker_id"], (None, None))[1],
+            )
+            for row in worker_rows
+        ]
+        return Overview(
+            counts={s: int(counts[s]) for s in STATUSES},
+            per_minute=[StatsBucket.from_row(row) for row in per_minute],
+            per_hour=[StatsBucket.from_row(row) for row in per_hour],
+            cost_today={row["method"]: float(row["cost"]) for row in cost_rows},
+            queue_depth=depth,
+            workers=workers,
+            cost_total=float(counts["cost"]),
+        )
+
+    async def _queue_and_heartbeats(
+        self,
+    ) -> tuple[dict[str, int], dict[str, tuple[datetime | None, int | None]]]:
+        """The Redis lists' lengths and the last heartbeat (time, jobs in flight) of every worker that published
+        one, in two round trips; nothing when Redis cannot be read."""
+        if self.redis is None:
+            return {}, {}
+        metric_keys = MetricKeys.for_prefix(self.settings.queue_prefix)
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.llen(self.keys.priority)
+                    pipe.llen(self.keys.bulk)
+                    pipe.smembers(metric_keys.workers)
+                    priority, bulk, members = await pipe.execute()
+                workers = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+                replies: list[Any] = []
+                if workers:
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for worker in workers:
+                            pipe.hmget(metric_keys.worker(worker), ["heartbeat", "in_flight"])
+                        replies = await pipe.execute()
+        except Exception as exc:  # Redis is a hint: the overview still answers without it
+            logger.warning("overview: cannot read Redis: %s", exc)
+            return {}, {}
+        beats: dict[str, tuple[datetime | None, int | None]] = {}
+        for worker, (beat, in_flight) in zip(workers, replies, strict=True):
+            if beat is None:
+                continue
+            try:
+                when: datetime | None = datetime.fromtimestamp(float(beat), UTC)
+                held: int | None = int(float(in_flight)) if in_flight is not None else None
+            except (ValueError, OverflowError, OSError):
+                when, held = None, None
+            beats[worker] = (when, held)
+        return {"priority": int(priority), "bulk": int(bulk)}, beats
 
     async def retry_failed(self, *, tenant: str, batch_id: str) -> int:
         """Put a batch's failed jobs back to pending (attempt history kept) and dispatch them."""
@@ -295,3 +478,16 @@ class JobManager:
         return await self.webhooks.log(
             tenant=tenant, job_id=job_id, batch_id=batch_id, limit=limit, offset=offset
         )
+
+    async def redeliver(self, *, tenant: str, delivery_id: uuid.UUID) -> Delivery:
+        """Send one of the tenant's webhook deliveries again, now, with a fresh series of attempts (delivered,
+        given up or pending alike: the receiver may have lost it). DeliveryNotFound if it is not the tenant's."""
+        delivery = await self.webhooks.redeliver(tenant=tenant, delivery_id=delivery_id)
+        if delivery is None:
+            raise DeliveryNotFound(f"webhook delivery {delivery_id} not found")
+        logger.info(
+            "webhook delivery %s redelivered",
+            delivery_id,
+            extra={"action": "redeliver", "delivery_id": str(delivery_id)},
+        )
+        return delivery

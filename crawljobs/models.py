@@ -56,6 +56,8 @@ class Job:
     content_type: str | None
     error_message: str | None
     cost: float
+    # Its place in its batch's submitted list (None for a single job): the cursor of a batch's pages of jobs.
+    batch_index: int | None = None
     # What a render waits for after the page loaded (crawlproject/settling.py); None: the default settling.
     wait_for: str | None = None
     wait_ms: int | None = None
@@ -109,6 +111,7 @@ class Batch:
     premium: bool
     ultra_premium: bool
     counts: BatchCounts
+    cost: float = 0.0  # the sum of its jobs' cost
 
     @property
     def last_updated(self) -> datetime:
@@ -126,6 +129,7 @@ class Batch:
             premium=row["premium"],
             ultra_premium=row["ultra_premium"],
             counts=counts,
+            cost=float(row.get("cost") or 0.0),
         )
 
 
@@ -233,3 +237,72 @@ class DueDelivery:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> DueDelivery:
         return cls(**{f.name: row[f.name] for f in fields(cls)})
+
+
+# -- the dashboard (JobManager.overview, batch_jobs_page) --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatsBucket:
+    """Jobs that became completed and error in one minute (or hour) starting at `start` (UTC)."""
+
+    start: datetime
+    completed: int
+    errors: int
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> StatsBucket:
+        return cls(start=row["start"], completed=int(row["completed"]), errors=int(row["errors"]))
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A registered worker (``crawl_workers``) and what its heartbeat in Redis says.
+
+    `alive`: its liveness lock is held now (a dead worker's row goes with the sweeper's next liveness check).
+    `jobs_held`: jobs processing under its lease, counted in PostgreSQL. `heartbeat` and `in_flight`: its last
+    heartbeat in Redis (None when Redis has none: not published yet, expired, or Redis down).
+    """
+
+    worker_id: str
+    host: str
+    pid: int
+    started_at: datetime
+    last_seen: datetime
+    alive: bool
+    jobs_held: int
+    heartbeat: datetime | None = None
+    in_flight: int | None = None
+
+
+@dataclass(frozen=True)
+class Overview:
+    """What the dashboard's first page shows of one tenant, each part cheap to read whatever the jobs' number.
+
+    `counts`: all the tenant's jobs by status (every status present). `per_minute`: the last 60 minutes, oldest
+    first, the current minute last; `per_hour`: the last 24 hours likewise. `cost_today`: cost written today
+    (UTC) by `success_method` (``none``: jobs that ended without one). `queue_depth`: the Redis lists' lengths
+    (``priority``, ``bulk``; empty when Redis cannot be read), shared by every tenant. `workers`: the registered
+    workers, shared by every tenant.
+    """
+
+    counts: dict[str, int]
+    per_minute: list[StatsBucket]
+    per_hour: list[StatsBucket]
+    cost_today: dict[str, float]
+    queue_depth: dict[str, int]
+    workers: list[WorkerInfo]
+    cost_total: float = 0.0  # the cost of all the tenant's jobs
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True)
+class JobsPage:
+    """A page of a batch's jobs in submission order; `next_after` is the cursor of the next page (None: the last
+    page). The cursor is opaque to callers: pass it back as `after`."""
+
+    jobs: list[Job]
+    next_after: str | None

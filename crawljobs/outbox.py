@@ -67,6 +67,12 @@ class WebhookOutbox:
                 conn, delivery_id=delivery_id, status=status, error=error, retry_in=retry_in
             )
 
+    async def redeliver(self, *, tenant: str, delivery_id: uuid.UUID) -> Delivery | None:
+        """Send a delivery of `tenant` again, now, with a fresh series of attempts; None if it is not theirs."""
+        async with self.pool.connection() as conn:
+            row = await store.redeliver_delivery(conn, tenant=tenant, delivery_id=delivery_id)
+        return None if row is None else Delivery.from_row(row)
+
     async def log(
         self, *, tenant: str, job_id: uuid.UUID | None, batch_id: str | None, limit: int, offset: int
     ) -> list[Delivery]:

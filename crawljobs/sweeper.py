@@ -14,6 +14,9 @@ Three loops, each on its own clock, so that none waits for another:
 - the **webhook sender** (``crawljobs.webhooks``): due deliveries, each in a task of its own with a deadline.
 
 Each step claims its rows with ``FOR UPDATE SKIP LOCKED``, so any number of sweepers can run at once.
+
+After each liveness pass that reached the database, the sweeper touches ``CRAWLJOBS_DATA_DIR/sweeper-heartbeat``
+(when that folder exists): ``crawljobs health sweeper``, a container's health check, reads its age.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from crawljobs.config import Settings
 from crawljobs.lifecycle import Reclaimed
@@ -36,6 +41,20 @@ logger = logging.getLogger(__name__)
 # (a first deployment, a TTL made shorter) is worked off over several sweeps without delaying the rest.
 PURGE_CHUNK = 1000
 PURGE_CHUNKS_PER_SWEEP = 10
+HEARTBEAT_FILE = "sweeper-heartbeat"
+
+
+def heartbeat_path(settings: Settings) -> Path:
+    """The file a sweeper touches after each liveness pass (``crawljobs health sweeper`` reads its age)."""
+    return settings.data_dir / HEARTBEAT_FILE
+
+
+def _beat(path: Path) -> None:
+    """Touch the heartbeat file, if its folder exists (never made here: tests and CLIs run sweepers too)."""
+    if path.parent.is_dir():
+        with contextlib.suppress(OSError):
+            path.touch()
+            os.utime(path)
 
 
 @dataclass
@@ -150,9 +169,11 @@ class Sweeper:
 
     async def _liveness_loop(self, stop: asyncio.Event) -> None:
         interval = self.manager.settings.worker_check_seconds
+        heartbeat = heartbeat_path(self.manager.settings)
         while not stop.is_set():
             try:
                 reclaimed = await self.check_workers()
+                _beat(heartbeat)
             except Exception as exc:
                 logger.warning("liveness check failed: %s", exc, extra={"action": "liveness"})
                 reclaimed = Reclaimed(pending=(), lost=())

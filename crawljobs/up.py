@@ -99,6 +99,7 @@ def run_up(settings: Settings, *, host: str, port: int) -> None:
         base = f"http://{_display_host(host)}:{port}"
         print(f"crawljobs API:  {base}")
         print(f"API docs:       {base}/docs")
+        print(f"Dashboard:      {base}/  (sign in with the API key)")
         print(f"API key:        {key}  (kept in {data_dir / 'api-key'})")
         if metrics_token is None:
             print(f"Metrics:        {base}/metrics  (open: CRAWLJOBS_METRICS_OPEN)")

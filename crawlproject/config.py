@@ -22,6 +22,7 @@ from crawljobs.exceptions import CrawlJobsError
 from crawljobs.queue import DOMAIN_METHOD_KEY, QueueKeys
 from crawljobs.urls import NetworkPolicy
 from crawlproject.methods import LadderConfig
+from crawlproject.profiles import Identities
 
 # The Scrapy setting that carries the crawljobs settings object.
 SETTINGS_KEY = "CRAWLJOBS_SETTINGS"
@@ -47,6 +48,8 @@ class WorkerConfig:
     # How many jobs this worker holds at once (claimed and not yet finished).
     max_in_flight: int
     max_body_bytes: int
+    # The browser's profiles (crawlproject.profiles): its version, regions and brand.
+    identities: Identities
 
     _KEY: ClassVar[str] = "_crawljobs_worker_config"
 
@@ -90,6 +93,16 @@ class WorkerConfig:
                 f"DOWNLOAD_MAXSIZE ({maxsize}) is not CRAWLJOBS_MAX_BODY_BYTES ({settings.max_body_bytes}): "
                 "set the size limit with CRAWLJOBS_MAX_BODY_BYTES"
             )
+        launch = scrapy_settings.getdict("PLAYWRIGHT_LAUNCH_OPTIONS")
+        try:
+            identities = Identities.from_values(
+                launch.get("executable_path"),
+                settings.browser_region,
+                settings.browser_tier_regions,
+                settings.browser_brand,
+            )
+        except ValueError as exc:
+            raise WorkerConfigError(str(exc)) from None
         return cls(
             settings=settings,
             keys=QueueKeys.for_prefix(settings.queue_prefix),
@@ -103,4 +116,5 @@ class WorkerConfig:
             ladder=ladder,
             max_in_flight=max_in_flight,
             max_body_bytes=settings.max_body_bytes,
+            identities=identities,
         )

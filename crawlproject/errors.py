@@ -38,6 +38,11 @@ class TooManyRedirects(IgnoreRequest):
     """The redirect chain is longer than REDIRECT_MAX_TIMES."""
 
 
+class FetchedBodyTooLarge(DownloadCancelledError):
+    """The impersonate engine's body (or its Content-Length) is over CRAWLJOBS_MAX_BODY_BYTES: a
+    DownloadCancelledError, what Scrapy's handlers raise for it, so it ends the job the same way."""
+
+
 # -- The browser engine's own ends of a render (raised by ``crawlproject.rendering``) -------------------------
 
 
@@ -76,3 +81,8 @@ class RenderedPageTooLarge(DownloadCancelledError):
 class RenderAbandoned(IgnoreRequest):
     """The worker closed a render that is no longer its to finish: the job was cancelled or taken over, or the
     worker is stopping (the job is given back). No attempt: nothing is recorded or written for it."""
+
+
+class FetchAbandoned(RenderAbandoned):
+    """The impersonate engine's transfer for a job that is no longer this worker's (cancelled, taken over) was
+    stopped: handled as an abandoned render (nothing recorded or written)."""

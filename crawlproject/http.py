@@ -9,13 +9,15 @@ the fetch fails at once with that error, which is permanent (``retrying``).
 
 Hooked where Scrapy hooks its own lenient parser: the connection pool's factory builds a protocol whose
 parser is ours. ``DownloadHandler`` is scrapy-playwright's handler (which hands every request that is not a
-browser one to Scrapy's), with every render bounded (``rendering.RenderHandler``), and with that pool.
+browser one to Scrapy's), with every render bounded (``rendering.RenderHandler``), and with that pool; before
+both, requests of the impersonate engine go to curl (``impersonate.ImpersonateHandler``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from scrapy import Request
 from scrapy.core.downloader.handlers.http11 import (
     HTTP11DownloadHandler,
     _LenientHTTP11ClientFactory,
@@ -23,10 +25,13 @@ from scrapy.core.downloader.handlers.http11 import (
     _LenientHTTPClientParser,
 )
 from scrapy.crawler import Crawler
+from scrapy.http import Response
 from twisted.web._newclient import HEADER, STATUS, HTTP11ClientProtocol
 
+from crawlproject.capacity import fetch_starting
 from crawlproject.egress.framing import MAX_HEAD_BYTES, MAX_HEADERS
 from crawlproject.errors import ResponseHeadersTooLarge
+from crawlproject.impersonate import ImpersonateHandler
 from crawlproject.rendering import RenderHandler
 
 if TYPE_CHECKING:
@@ -83,6 +88,13 @@ class BoundedHeads(HTTP11DownloadHandler):
         self._pool._factory = BoundedHeadClientFactory
 
 
-class DownloadHandler(BoundedHeads, RenderHandler):
+class DownloadHandler(ImpersonateHandler, BoundedHeads, RenderHandler):
     """The worker's handler of http and https: the browser engine scrapy-playwright's with every render bounded
-    (``crawlproject.rendering``), the http engine Scrapy's with bounded response heads."""
+    (``crawlproject.rendering``), the http engine Scrapy's with bounded response heads, the impersonate engine
+    curl's with Chrome's handshake (``crawlproject.impersonate``)."""
+
+    async def download_request(self, request: Request) -> Response:
+        if not request.meta.get("playwright"):  # (a render's fetch starts with its page's turn)
+            fetch_starting(request.meta)
+        response: Response = await super().download_request(request)
+        return response

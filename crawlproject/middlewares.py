@@ -1,7 +1,8 @@
 """Downloader middlewares of the crawl worker.
 
-- ``FetchMethodMiddleware`` applies a request's current method: a proxy of its tier for the http engine, a
-  Playwright context (one per proxy) for the browser engine.
+- ``FetchMethodMiddleware`` applies a request's current method: a proxy of its tier for the http and impersonate
+  engines (the latter marked for ``impersonate.ImpersonateHandler``), a Playwright context (one per proxy) for
+  the browser engine.
 - ``NetworkGuardMiddleware`` refuses targets the network rules forbid before anything is sent: literal
   addresses, and for proxied and browser requests the resolved host (direct http requests are checked by
   ``GuardedResolver`` on the very address they connect to). Redirects pass through it again.
@@ -46,6 +47,7 @@ from crawlproject.errors import (
     RenderAbandoned,
     TooManyRedirects,
 )
+from crawlproject.impersonate import META_KEY as IMPERSONATE
 from crawlproject.items import JobResult, failure_result
 from crawlproject.memory import DomainMemory
 from crawlproject.methods import Method, next_method
@@ -83,6 +85,7 @@ class FetchMethodMiddleware:
         self.crawler = crawler
         self.context = WorkerContext.of(crawler)
         self.plan = self.context.plan
+        self.identities = WorkerConfig.of(crawler).identities
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> FetchMethodMiddleware:
@@ -97,8 +100,14 @@ class FetchMethodMiddleware:
         meta["crawljobs_started_at"] = datetime.now(UTC)
         proxy = self.plan.pools[method.tier].pick() if method.tier != "direct" else None
         meta["crawljobs_proxy"] = proxy
-        if method.engine == "http":
+        if method.engine in ("http", "impersonate"):
             meta.pop("playwright", None)
+            if method.engine == "impersonate":
+                meta[IMPERSONATE] = (
+                    True  # crawlproject.impersonate: curl, with Chrome's handshake and headers
+                )
+            else:
+                meta.pop(IMPERSONATE, None)
             if proxy is None:
                 meta.pop("proxy", None)
                 request.headers.pop(b"Proxy-Authorization", None)
@@ -106,6 +115,7 @@ class FetchMethodMiddleware:
                 meta["proxy"] = proxy
             return None
         meta.pop("proxy", None)
+        meta.pop(IMPERSONATE, None)
         request.headers.pop(b"Proxy-Authorization", None)
         meta["playwright"] = True
         meta["playwright_page_goto_kwargs"] = {"wait_until": "load"}
@@ -115,18 +125,26 @@ class FetchMethodMiddleware:
             guard = self.context.egress
             if guard is None:  # WorkerContext.manager() starts it before any request: fail closed anyway
                 raise AddressForbidden("the browser's egress guard is not running")
-            meta["playwright_context"] = "direct-guarded"
-            meta["playwright_context_kwargs"] = {"proxy": guard.playwright_proxy}
+            name = "direct-guarded"
+            proxy_option = guard.playwright_proxy
         else:
             parts = urlsplit(proxy)
-            meta["playwright_context"] = f"{method.tier}-{parts.hostname}-{parts.port}"
-            meta["playwright_context_kwargs"] = {
-                "proxy": {
-                    "server": f"{parts.scheme}://{parts.hostname}:{parts.port}",
-                    "username": parts.username or "",
-                    "password": parts.password or "",
-                }
+            name = f"{method.tier}-{parts.hostname}-{parts.port}"
+            proxy_option = {
+                "server": f"{parts.scheme}://{parts.hostname}:{parts.port}",
+                "username": parts.username or "",
+                "password": parts.password or "",
             }
+        # One profile per context (crawlproject.profiles): the context's options say it, the page's CDP
+        # override (crawlproject.rendering) says the rest.
+        identities = self.identities
+        profile = identities.for_context(method.tier, name)
+        meta["crawljobs_profile"] = profile
+        meta["playwright_context"] = f"{name}-{profile.key}"
+        meta["playwright_context_kwargs"] = {
+            "proxy": proxy_option,
+            **profile.context_options(launch_region=identities.region),
+        }
         return None
 
 

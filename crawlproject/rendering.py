@@ -42,9 +42,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shlex
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -60,11 +62,19 @@ from scrapy import Request, Spider, signals
 from scrapy.crawler import Crawler
 from scrapy.http import Response
 from scrapy.http.headers import Headers
-from scrapy_playwright.handler import BrowserContextWrapper, Config, ScrapyPlaywrightDownloadHandler
+from scrapy_playwright.handler import (
+    DEFAULT_CONTEXT_NAME,
+    BrowserContextWrapper,
+    Config,
+    ScrapyPlaywrightDownloadHandler,
+    _attach_page_event_handlers,
+    _maybe_execute_page_init_callback,
+)
 from scrapy_playwright.provider import PlaywrightBrowserProvider
 from twisted.internet.defer import Deferred, succeed
 
 from crawlproject.browser import NO_WEBRTC, BrowserRequestCheck
+from crawlproject.capacity import browser_pages, fetch_starting
 from crawlproject.config import WorkerConfig
 from crawlproject.context import WorkerContext
 from crawlproject.egress import REFUSED_HEADER
@@ -77,6 +87,8 @@ from crawlproject.errors import (
     RenderedPageTooLarge,
     RenderTimeout,
 )
+from crawlproject.interception import BrowserNetwork
+from crawlproject.profiles import Profile, launch_args
 from crawlproject.sessions import EARNED, SESSION, Session
 from crawlproject.settling import CHALLENGE_PASSED, SELECTOR_MISSING, PageActivity, Settled, Settler
 
@@ -109,6 +121,7 @@ class Render:
     ended: str | None = None  # why the worker ended it: "deadline", "crashed", "gone" or "stopping"
     refused: str | None = None  # a main-frame navigation the network rules refused
     failed_navigation: str | None = None  # the last main-frame navigation that failed, and how
+    target_id: str | None = None  # the page's CDP target id (its main frame's id), once asked for
     closing: asyncio.Future[None] | None = None
     opened: float = 0.0  # loop time when its page opened (its deadline counts from there)
     activity: PageActivity | None = None  # what its page's network and main frame do
@@ -197,7 +210,9 @@ class Renders:
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
-        self.grace = float(WorkerConfig.of(crawler).settings.shutdown_grace_seconds)
+        settings = WorkerConfig.of(crawler).settings
+        self.grace = float(settings.shutdown_grace_seconds)
+        self.pages = asyncio.Semaphore(browser_pages(settings))
         self.in_flight: dict[Request, Render] = {}
         self.stopping = False
         self._started = False
@@ -307,16 +322,21 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
         self.deadline = config.settings.render_timeout
         self.max_body_bytes = config.max_body_bytes
         self.settler = Settler(config.settings, deadline=self.deadline)
+        self.identities = config.identities
         if self.browser_provider_cls is PlaywrightBrowserProvider:  # (PLAYWRIGHT_BROWSER_PROVIDER unset)
             memory_bytes = config.settings.browser_memory_mb * 1024 * 1024
             self.browser_provider_cls = partial(MemoryCappedProvider, memory_bytes=memory_bytes)
         self.renders = Renders.of(crawler)
-        # The network rules' check (BrowserGuard installs it): wrapped to learn which refusals are navigations.
+        # The network rules' check (BrowserGuard installs it): run on every request of the browser by CDP's
+        # Fetch domain (crawlproject.interception), never by a Playwright route (which disables the cache).
         self.check = self.abort_request if isinstance(self.abort_request, BrowserRequestCheck) else None
-        if self.check is not None:
-            self.abort_request = self._abort
+        self.abort_request = None
+        self.network = BrowserNetwork(self.check, self._refused_navigation)
         crawler.signals.connect(self.renders.start, signal=signals.engine_started)
         self._launching = asyncio.Lock()
+        self._profile_sessions: dict[Page, CDPSession] = {}
+        self._context_used: dict[str, float] = {}  # context name -> when a page last opened in it
+        self.context_idle_seconds = config.settings.browser_context_idle_seconds
 
     # -- Playwright, started with the first render -----------------------------------------------------------
     # scrapy-playwright starts Playwright's driver (a Node process, one per handler: http and https) when the
@@ -333,7 +353,20 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
     async def _launch_once(self) -> None:
         async with self._launching:
             if getattr(self, "browser_provider", None) is None:
+                self._add_profile_flags()
                 await self._maybe_future_from_coro(self._launch())
+                self.renders.spawn(self._close_idle_contexts_forever())
+
+    def _add_profile_flags(self) -> None:
+        """The launch profile's flags and timezone (crawlproject.profiles), for every target of the browser."""
+        options = self.config.launch_options
+        args = list(options.get("args") or [])
+        if any(arg.startswith("--user-agent=") for arg in args):  # (set already, or by the operator)
+            return
+        profile = self.identities.launch_profile()
+        options["args"] = [*args, *launch_args(profile)]
+        options["env"] = {**os.environ, **(options.get("env") or {}), "TZ": profile.region.timezone}
+        logger.info("the browser says %s (%s, %s)", profile.user_agent, profile.sec_ch_ua, profile.region)
 
     # -- a render --------------------------------------------------------------------------------------------
 
@@ -341,6 +374,14 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
         if self.renders.stopping:
             raise RenderAbandoned("the worker is stopping: the job is given back")
         await self._launch_once()
+        # One budget of pages for the worker, all contexts together (crawlproject.capacity).
+        async with self.renders.pages:
+            if self.renders.stopping:
+                raise RenderAbandoned("the worker is stopping: the job is given back")
+            fetch_starting(request.meta)
+            return await self._render(request, spider)
+
+    async def _render(self, request: Request, spider: Spider | None) -> Response:
         job = request.meta.get("job")
         task = asyncio.ensure_future(super()._download_request(request, spider))
         render = Render(job_id=getattr(job, "id", None), task=task, deadline=self.deadline)
@@ -384,6 +425,24 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
                 + (render.failed_navigation or "unknown")
             )
 
+    async def _download_request_with_retry(self, request: Request, spider: Spider) -> Response:
+        """scrapy-playwright's, without its ``page.route("**")``: a route makes Playwright disable Chromium's
+        cache, and Chromium then adds ``Pragma``/``Cache-Control: no-cache`` to every request. The requests are
+        checked by the Fetch session instead (``crawlproject.interception``). (The route also let a request's
+        method and body replace the navigation's: the worker's renders are GETs.)"""
+        page = await self._create_page(request=request, spider=spider)
+        context_name = request.meta.setdefault("playwright_context", DEFAULT_CONTEXT_NAME)
+        _attach_page_event_handlers(page=page, request=request, spider=spider, context_name=context_name)
+        await _maybe_execute_page_init_callback(
+            page=page, request=request, context_name=context_name, spider=spider
+        )
+        try:
+            return await self._download_request_with_page(request, page, spider)
+        except Exception:
+            if not page.is_closed():
+                await page.close()
+            raise
+
     async def _create_page(self, request: Request, spider: Spider) -> Page:
         # Shielded: a page that is being made when its render ends is closed once it exists, or it would keep
         # its place in the context for ever.
@@ -393,6 +452,14 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
         except asyncio.CancelledError:
             creating.add_done_callback(self._close_orphan)
             raise
+        self._context_used[str(request.meta.get("playwright_context"))] = time.monotonic()
+        profile = request.meta.get("crawljobs_profile")
+        if isinstance(profile, Profile):
+            try:
+                await self._say_profile(page, profile)
+            except BaseException:
+                self.renders.spawn(page.close())
+                raise
         render = self.renders.in_flight.get(request)
         session: Session | None = request.meta.get(SESSION)
         if session is not None and session.cookies:
@@ -408,6 +475,47 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
             page.on("crash", render.on_crash)
             render.arm()
         return page
+
+    async def _close_idle_contexts(self, *, make_room: bool = False) -> None:
+        """Close the contexts that have had no page for CRAWLJOBS_BROWSER_CONTEXT_IDLE_SECONDS; with
+        ``make_room``, also the least recently used page-less ones while the contexts are at their bound."""
+        now = time.monotonic()
+        idle = [
+            (self._context_used.get(name, 0.0), name)
+            for name, wrapper in self.context_wrappers.items()
+            if not wrapper.context.pages
+        ]
+        idle.sort()
+        limit = self.config.max_contexts or 0
+        for used, name in idle:
+            too_many = make_room and limit and len(self.context_wrappers) >= limit
+            if now - used < self.context_idle_seconds and not too_many:
+                continue
+            wrapper = self.context_wrappers.get(name)
+            if wrapper is None or wrapper.context.pages:
+                continue
+            logger.debug("closing the idle browser context %s", name)
+            self._context_used.pop(name, None)
+            with contextlib.suppress(PlaywrightError):
+                await asyncio.wait_for(wrapper.context.close(), CLOSE_TIMEOUT)
+
+    async def _close_idle_contexts_forever(self) -> None:
+        while True:
+            await asyncio.sleep(max(self.context_idle_seconds / 2, 1.0))
+            async with self.context_launch_lock:
+                await self._close_idle_contexts()
+
+    async def _say_profile(self, page: Page, profile: Profile) -> None:
+        """Before the page navigates: its User-Agent metadata (brands, platform, high-entropy values) and
+        languages, by CDP on a session kept as long as the page (a detached session's override is undone)."""
+        session = await page.context.new_cdp_session(page)
+        await session.send("Emulation.setUserAgentOverride", profile.user_agent_override())
+        self._profile_sessions[page] = session
+
+        def forget(closed: Page) -> None:
+            self._profile_sessions.pop(closed, None)
+
+        page.on("close", forget)
 
     def _close_orphan(self, creating: asyncio.Future[Page]) -> None:
         if not creating.cancelled() and creating.exception() is None:
@@ -479,38 +587,34 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
     async def _create_browser_context(
         self, name: str, context_kwargs: dict[str, Any] | None, spider: Spider | None = None
     ) -> BrowserContextWrapper:
-        await self._room_for_a_context()
-        wrapper = await super()._create_browser_context(name, context_kwargs, spider)
+        await self._close_idle_contexts(make_room=True)
+        kwargs = dict(context_kwargs or {})
+        if kwargs.get("proxy"):
+            kwargs["proxy"] = self.network.context_proxy(kwargs["proxy"])
+        await self._maybe_launch_browser()
+        if self.network.browser is not self.browser:  # the first context of this browser (or of a new one)
+            await self.network.attach(self.browser)
+        wrapper = await super()._create_browser_context(name, kwargs, spider)
         # Before any page of the context exists (the caller holds the context lock).
         await wrapper.context.add_init_script(NO_WEBRTC)
         return wrapper
 
-    async def _room_for_a_context(self) -> None:
-        """At PLAYWRIGHT_MAX_CONTEXTS, close a context no page uses (contexts are per tenant and proxy: idle
-        ones would otherwise hold the limit for ever); wait for one to become idle when none is."""
-        limit = self.config.max_contexts
-        while limit and len(self.context_wrappers) >= limit:
-            idle = next(
-                (name for name, wrapper in self.context_wrappers.items() if not wrapper.context.pages), None
-            )
-            if idle is None:
-                await asyncio.sleep(STOP_POLL_SECONDS / 5)
+    async def _refused_navigation(self, frame_id: str, url: str, reason: str) -> None:
+        """The network rules refused a document request of frame ``frame_id``: if it is a page's main frame,
+        its render ends ``AddressForbidden`` (before the request fails, so the render knows why it did)."""
+        for render in list(self.renders.in_flight.values()):
+            page = render.page
+            if page is None or page.is_closed():
                 continue
-            wrapper = self.context_wrappers.pop(idle)
-            with contextlib.suppress(TimeoutError, PlaywrightError):
-                await asyncio.wait_for(wrapper.context.close(), CLOSE_TIMEOUT)
-
-    async def _abort(self, request: PlaywrightRequest) -> bool:
-        """PLAYWRIGHT_ABORT_REQUEST: the network rules' check, remembering refused main-frame navigations."""
-        assert self.check is not None
-        reason = await self.check.refusal(request.url)
-        if reason is None:
-            return False
-        if _is_main_frame_navigation(request):
-            render = self.renders.of_page(request.frame.page)
-            if render is not None:
-                render.refused = f"{reason} (the page navigated to {request.url[:200]})"
-        return True
+            if render.target_id is None:
+                session = await page.context.new_cdp_session(page)
+                try:
+                    render.target_id = (await session.send("Target.getTargetInfo"))["targetInfo"]["targetId"]
+                finally:
+                    self.renders.spawn(_detach(session))
+            if render.target_id == frame_id:
+                render.refused = f"{reason} (the page navigated to {url[:200]})"
+                return
 
 
 def _as_last_document(settled: Settled | None, response: Response) -> Response:

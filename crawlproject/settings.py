@@ -10,6 +10,7 @@ import shutil
 
 from crawljobs.config import Settings
 from crawljobs.logs import configure_logging
+from crawlproject.capacity import browser_pages
 
 _settings = Settings()
 CRAWLJOBS_SETTINGS = _settings
@@ -88,6 +89,15 @@ DEFAULT_REQUEST_HEADERS = {
 # CRAWLJOBS_BROWSER_MEMORY_MB).
 PLAYWRIGHT_BROWSER_TYPE = "chromium"
 _executable = _settings.browser_executable or shutil.which("chromium") or shutil.which("chromium-browser")
+# SwiftShader, headless Chromium's WebGL, is a tell of its own; ANGLE on EGL reports the machine's GPU, or Mesa's
+# llvmpipe on a machine without one (what a Linux desktop without GPU drivers reports).
+_GL_FLAGS = {
+    # (Compositing stays in software, as headless Chromium's is by default: on llvmpipe it cost a quarter of the
+    # rendered pages/s, bench.crawl's browser row; WebGL still gets ANGLE on EGL.)
+    "egl": ["--use-gl=angle", "--use-angle=gl-egl", "--ignore-gpu-blocklist", "--disable-gpu-compositing"],
+    "swiftshader": [],
+    "none": ["--disable-gpu", "--disable-software-rasterizer"],
+}
 PLAYWRIGHT_LAUNCH_OPTIONS = {
     "headless": True,
     "args": [
@@ -95,8 +105,10 @@ PLAYWRIGHT_LAUNCH_OPTIONS = {
         "--disable-component-update",
         "--disable-sync",
         "--no-first-run",
-        "--disable-gpu",
         "--disable-dev-shm-usage",
+        # WebGL (CRAWLJOBS_BROWSER_GL): the flags that make the renderer a real one where they can. The profile's
+        # flags (User-Agent, webdriver, languages, window) are added at launch (crawlproject.profiles).
+        *_GL_FLAGS[_settings.browser_gl],
         # WebRTC does not go through proxies: no UDP but through one (which a proxy never carries). The switch
         # is `--webrtc-ip-handling-policy`: the `--force-` spelling this once used is ignored (4 STUN/TURN
         # datagrams reached a forbidden address through it). Pages do not even get the API (browser.NO_WEBRTC).
@@ -105,7 +117,9 @@ PLAYWRIGHT_LAUNCH_OPTIONS = {
     **({"executable_path": _executable} if _executable else {}),
 }
 PLAYWRIGHT_MAX_CONTEXTS = 8
-PLAYWRIGHT_MAX_PAGES_PER_CONTEXT = _settings.browser_concurrency
+# Every context may use all the worker's pages; the pages of all contexts together are one budget
+# (crawlproject.capacity), and contexts with no page are closed when idle (crawlproject.rendering).
+PLAYWRIGHT_MAX_PAGES_PER_CONTEXT = browser_pages(_settings)
 PLAYWRIGHT_DEFAULT_NAVIGATION_TIMEOUT = _settings.download_timeout * 1000
 PLAYWRIGHT_PROCESS_REQUEST_HEADERS = None
 

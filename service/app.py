@@ -1,4 +1,4 @@
-"""The FastAPI application: REST /v1, the legacy /functions/v1 routes, health, and docs."""
+"""The FastAPI application: REST /v1, the legacy /functions/v1 routes, health, docs, and the dashboard."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from crawljobs.reader import JobReader
 from crawljobs.store.pool import open_pool
 from crawljobs.urls import Resolver, system_resolver
 from service.cors import install_cors
+from service.dashboard import install_dashboard
 from service.docs import DocsPolicyMiddleware
 from service.errors import install_error_handlers
 from service.limits import BodyLimitMiddleware
@@ -112,4 +113,5 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver = system_
     install_cors(app, settings.cors_origins)  # last: the outermost, so preflights are answered first
     for module in (home, health, metrics, jobs, batches, legacy, waiting, webhooks):
         app.include_router(module.router)
+    install_dashboard(app)  # `/` and the dashboard's pages (service/dashboard)
     return app

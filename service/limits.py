@@ -18,6 +18,11 @@ which no route reads a body of, so CORS preflights stay open), before a byte of 
   so a body that cannot fit is refused before it is read; a chunked body reserves what arrives.
 - a body must arrive whole within ``read_timeout`` seconds (CRAWLJOBS_BODY_READ_TIMEOUT_SECONDS), else 408.
 
+The dashboard's forms (``service.dashboard``) come from a browser with no key in their headers: the app's
+``state.body_auth`` (set by the dashboard) claims their paths and checks them its own way (the session cookie, checked the same way before the body is read; a request
+without a session gets the dashboard's answer, a redirect to its sign-in page), and the sign-in form, which has
+no session yet, is held to ``OPEN_BODY_BYTES``.
+
 Each of these answers closes the connection: the rest of a body is not waited for. A request no route takes
 gets its 404 or 405 from the app, which does not read the body either.
 """
@@ -25,9 +30,10 @@ gets its 404 or 405 from the app, which does not read the body either.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from starlette.requests import HTTPConnection
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -39,6 +45,13 @@ from service.errors import error_response
 RETRY_AFTER_SECONDS = 2
 _DATABASE_DOWN: tuple[type[Exception], ...] = (DatabaseUnavailable, *UNAVAILABLE)
 _UNREAD = ("GET", "HEAD", "OPTIONS")
+# The largest body of a form read with no session (the dashboard's sign-in: an API key and a CSRF token).
+OPEN_BODY_BYTES = 16 * 1024
+
+# Another part of the app's own check of the requests it takes, before their body is read (``app.state.body_auth``):
+# (False, _) for a request it does not take; else (True, the tenant), (True, None) for a form open to anyone (held
+# to OPEN_BODY_BYTES), or (True, the response to answer instead: a refusal).
+BodyAuth = Callable[[HTTPConnection], Awaitable["tuple[bool, str | Response | None]"]]
 
 
 class _Refusal(Exception):
@@ -75,30 +88,45 @@ class BodyLimitMiddleware:
         self.in_flight = 0  # bytes held by the bodies of this process's open requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in _UNREAD or not _routed(scope):
+        if scope["type"] != "http" or scope["method"] in _UNREAD:
+            await self.app(scope, receive, send)
+            return
+        if not _routed(scope):
             await self.app(scope, receive, send)
             return
         held = _Held()
         try:
             try:
-                tenant = await _tenant(scope)
-                body = await self._read(scope, receive, held)
+                body_auth: BodyAuth | None = getattr(scope["app"].state, "body_auth", None)
+                limit = self.max_bytes
+                claimed, found = (False, None) if body_auth is None else await _own_auth(body_auth, scope)
+                if not claimed:
+                    tenant: str | None = await _tenant(scope)
+                else:
+                    if isinstance(found, Response):
+                        await found(scope, receive, send)
+                        return
+                    tenant = found
+                    if tenant is None:
+                        limit = min(limit, OPEN_BODY_BYTES)
+                body = await self._read(scope, receive, held, limit)
             except _Refusal as refusal:
                 await refusal.answer(scope, receive, send)
                 return
             if body is None:  # the client went away
                 return
             # A copy of the state: the server may hand every request the same lifespan state.
-            scope["state"] = {**scope.get("state", {}), TENANT_STATE: tenant}
+            if tenant is not None:
+                scope["state"] = {**scope.get("state", {}), TENANT_STATE: tenant}
             await self.app(scope, _replay(body, receive), send)
         finally:
             self.in_flight -= held.bytes
 
-    async def _read(self, scope: Scope, receive: Receive, held: _Held) -> bytes | None:
+    async def _read(self, scope: Scope, receive: Receive, held: _Held, limit: int) -> bytes | None:
         """The whole body (None if the client disconnected), or _Refusal."""
         declared = _content_length(scope)
         if declared is not None:  # reserved whole: a body that cannot fit is refused before it is read
-            self._hold(held, declared)
+            self._hold(held, declared, limit)
         chunks: list[bytes] = []
         size = 0
         try:
@@ -110,7 +138,7 @@ class BodyLimitMiddleware:
                     chunk = message.get("body", b"")
                     size += len(chunk)
                     if size > held.bytes:  # no Content-Length: what arrives is reserved as it does
-                        self._hold(held, size - held.bytes)
+                        self._hold(held, size - held.bytes, limit)
                     chunks.append(chunk)
                     if not message.get("more_body", False):
                         return b"".join(chunks)
@@ -121,13 +149,13 @@ class BodyLimitMiddleware:
                 f"the request body did not arrive within {self.read_timeout:g} seconds",
             ) from None
 
-    def _hold(self, held: _Held, size: int) -> None:
+    def _hold(self, held: _Held, size: int, limit: int) -> None:
         """Reserve `size` more bytes for this request's body, within its limit and the process's budget."""
-        if held.bytes + size > self.max_bytes:
+        if held.bytes + size > limit:
             raise _Refusal(
                 413,
                 "request_too_large",
-                f"the request body is larger than the limit of {self.max_bytes} bytes",
+                f"the request body is larger than the limit of {limit} bytes",
             )
         if self.in_flight + size > self.max_in_flight:
             raise _Refusal(
@@ -144,6 +172,15 @@ def _routed(scope: Scope) -> bool:
     """Whether a route takes this request; if none does, the app answers 404 or 405 without reading the body."""
     routes: Sequence[BaseRoute] = scope["app"].router.routes
     return any(route.matches(scope)[0] is Match.FULL for route in routes)
+
+
+async def _own_auth(body_auth: BodyAuth, scope: Scope) -> tuple[bool, str | Response | None]:
+    try:
+        return await body_auth(HTTPConnection(scope))
+    except _DATABASE_DOWN:
+        raise _Refusal(
+            503, "database_unavailable", "the database cannot be reached; try again shortly"
+        ) from None
 
 
 async def _tenant(scope: Scope) -> str:

@@ -73,10 +73,12 @@ FROM crawl_jobs WHERE tenant = %(tenant)s AND id = %(id)s;
 SELECT * FROM crawl_attempts WHERE job_id = %(job_id)s ORDER BY id;
 
 -- batch_counts --
--- A batch's jobs counted by status (from the index alone) and its last update.
-SELECT status, count(*) AS n, max(updated_at) AS last_updated
-FROM crawl_jobs WHERE tenant = %(tenant)s AND batch_id = %(batch_id)s
-GROUP BY status;
+-- A batch's jobs counted by status and its last update: the sums of its shards of crawl_batch_counts, which the
+-- triggers of migration 0007 keep in the transaction of every change (one row; nulls for a batch of no jobs).
+SELECT sum(pending)::bigint AS pending, sum(processing)::bigint AS processing,
+       sum(completed)::bigint AS completed, sum(error)::bigint AS error, sum(cancelled)::bigint AS cancelled,
+       sum(cost) AS cost, max(last_updated) AS last_updated
+FROM crawl_batch_counts WHERE tenant = %(tenant)s AND batch_id = %(batch_id)s;
 
 -- batch_job_ids --
 -- The job ids of a batch in submission order (to replay an idempotent submission).
@@ -93,27 +95,54 @@ ORDER BY batch_index
 LIMIT %(limit)s OFFSET %(offset)s;
 
 -- list_batches --
--- A page of a tenant's batches, newest first, each with its counts by status.
+-- A page of a tenant's batches, newest first, each with its counts by status: the sums of its shards of
+-- crawl_batch_counts (migration 0007).
 SELECT b.batch_id, b.created_at, b.total, b.render, b.premium, b.ultra_premium,
        coalesce(c.pending, 0) AS pending, coalesce(c.processing, 0) AS processing,
        coalesce(c.completed, 0) AS completed, coalesce(c.error, 0) AS error,
-       coalesce(c.cancelled, 0) AS cancelled, coalesce(c.last_updated, b.created_at) AS last_updated
-FROM (SELECT * FROM crawl_batches WHERE tenant = %(tenant)s
+       coalesce(c.cancelled, 0) AS cancelled, coalesce(c.cost, 0) AS cost,
+       coalesce(c.last_updated, b.created_at) AS last_updated
+FROM (SELECT tenant, batch_id, created_at, total, render, premium, ultra_premium
+      FROM crawl_batches WHERE tenant = %(tenant)s
       ORDER BY created_at DESC, batch_id DESC LIMIT %(limit)s OFFSET %(offset)s) AS b
 LEFT JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE j.status = 'pending') AS pending,
-           count(*) FILTER (WHERE j.status = 'processing') AS processing,
-           count(*) FILTER (WHERE j.status = 'completed') AS completed,
-           count(*) FILTER (WHERE j.status = 'error') AS error,
-           count(*) FILTER (WHERE j.status = 'cancelled') AS cancelled,
-           max(j.updated_at) AS last_updated
-    FROM crawl_jobs j WHERE j.tenant = b.tenant AND j.batch_id = b.batch_id
+    SELECT sum(s.pending)::bigint AS pending, sum(s.processing)::bigint AS processing,
+           sum(s.completed)::bigint AS completed, sum(s.error)::bigint AS error,
+           sum(s.cancelled)::bigint AS cancelled, sum(s.cost) AS cost, max(s.last_updated) AS last_updated
+    FROM crawl_batch_counts AS s WHERE s.tenant = b.tenant AND s.batch_id = b.batch_id
+) AS c ON true
+ORDER BY b.created_at DESC, b.batch_id DESC;
+
+-- list_batches_search --
+-- The same, of the batches whose id starts with `search` (a range of crawl_batches_search: batch ids are ASCII,
+-- so every id with that prefix lies between it and it followed by '~').
+SELECT b.batch_id, b.created_at, b.total, b.render, b.premium, b.ultra_premium,
+       coalesce(c.pending, 0) AS pending, coalesce(c.processing, 0) AS processing,
+       coalesce(c.completed, 0) AS completed, coalesce(c.error, 0) AS error,
+       coalesce(c.cancelled, 0) AS cancelled, coalesce(c.cost, 0) AS cost,
+       coalesce(c.last_updated, b.created_at) AS last_updated
+FROM (SELECT tenant, batch_id, created_at, total, render, premium, ultra_premium
+      FROM crawl_batches
+      WHERE tenant = %(tenant)s AND batch_id COLLATE "C" >= %(search)s::text
+        AND batch_id COLLATE "C" < %(search)s::text || '~' AND starts_with(batch_id, %(search)s::text)
+      ORDER BY created_at DESC, batch_id DESC LIMIT %(limit)s OFFSET %(offset)s) AS b
+LEFT JOIN LATERAL (
+    SELECT sum(s.pending)::bigint AS pending, sum(s.processing)::bigint AS processing,
+           sum(s.completed)::bigint AS completed, sum(s.error)::bigint AS error,
+           sum(s.cancelled)::bigint AS cancelled, sum(s.cost) AS cost, max(s.last_updated) AS last_updated
+    FROM crawl_batch_counts AS s WHERE s.tenant = b.tenant AND s.batch_id = b.batch_id
 ) AS c ON true
 ORDER BY b.created_at DESC, b.batch_id DESC;
 
 -- count_batches --
--- How many batches a tenant has.
-SELECT count(*) FROM crawl_batches WHERE tenant = %(tenant)s;
+-- How many batches a tenant has (kept by the trigger on crawl_batches, migration 0007).
+SELECT coalesce(sum(batches), 0)::bigint AS count FROM crawl_tenant_counts WHERE tenant = %(tenant)s;
+
+-- count_batches_search --
+-- How many of a tenant's batches have an id that starts with `search` (see list_batches_search).
+SELECT count(*) FROM crawl_batches
+WHERE tenant = %(tenant)s AND batch_id COLLATE "C" >= %(search)s::text
+  AND batch_id COLLATE "C" < %(search)s::text || '~' AND starts_with(batch_id, %(search)s::text);
 
 -- retry_failed_jobs --
 -- The one explicit retry (error -> pending, which the transition trigger allows only in a transaction that
@@ -383,7 +412,9 @@ FOR NO KEY UPDATE;
 
 -- record_batch_events --
 -- Webhooks: batch.completed for each batch (with a callback) of the written jobs that has no job left
--- pending or processing; the unique index makes a second writer's insert a no-op.
+-- pending or processing; the unique index makes a second writer's insert a no-op. The counts are the kept
+-- ones (migration 0007): this statement, after lock_callback_batches, sees every other writer's committed
+-- shards and this transaction's own, as it would see their jobs' rows.
 INSERT INTO webhook_deliveries (tenant, event, batch_id, url, payload)
 SELECT b.tenant, 'batch.completed', b.batch_id, b.callback_url,
        jsonb_build_object(
@@ -394,11 +425,10 @@ SELECT b.tenant, 'batch.completed', b.batch_id, b.callback_url,
                'completed', c.completed, 'error', c.error, 'cancelled', c.cancelled))
 FROM crawl_batches AS b
 CROSS JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE j.status = 'completed') AS completed,
-           count(*) FILTER (WHERE j.status = 'error') AS error,
-           count(*) FILTER (WHERE j.status = 'cancelled') AS cancelled,
-           count(*) FILTER (WHERE j.status IN ('pending', 'processing')) AS open
-    FROM crawl_jobs AS j WHERE j.tenant = b.tenant AND j.batch_id = b.batch_id
+    SELECT coalesce(sum(s.completed), 0)::bigint AS completed, coalesce(sum(s.error), 0)::bigint AS error,
+           coalesce(sum(s.cancelled), 0)::bigint AS cancelled,
+           coalesce(sum(s.pending) + sum(s.processing), 0)::bigint AS open
+    FROM crawl_batch_counts AS s WHERE s.tenant = b.tenant AND s.batch_id = b.batch_id
 ) AS c
 WHERE b.callback_url IS NOT NULL AND c.open = 0
   AND (b.tenant, b.batch_id) IN (
@@ -465,11 +495,10 @@ SELECT secret FROM tenant_secrets WHERE tenant = %(tenant)s
 LIMIT 1;
 
 -- count_live_jobs --
--- The jobs not final yet, by status (/metrics): counted through the sweeper's partial indexes, so the cost follows
--- the backlog, not the whole history (a count of every completed job would read the whole table).
-SELECT (SELECT count(*) FROM crawl_jobs WHERE status = 'pending' AND dispatched_at IS NULL)
-     + (SELECT count(*) FROM crawl_jobs WHERE status = 'pending' AND dispatched_at IS NOT NULL) AS pending,
-       (SELECT count(*) FROM crawl_jobs WHERE status = 'processing') AS processing;
+-- The jobs not final yet, by status, over every tenant (/metrics): the sums of crawl_tenant_counts (migration
+-- 0007), a few rows a tenant, whatever the number of jobs.
+SELECT coalesce(sum(pending), 0)::bigint AS pending, coalesce(sum(processing), 0)::bigint AS processing
+FROM crawl_tenant_counts;
 
 -- -- waiting: the job changes announced to the API's hubs ------------------------------------------------
 -- The channel is named once, in Python (store.NOTIFY_CHANNEL); the payloads are store.notify_payloads'.
@@ -482,3 +511,117 @@ LISTEN {channel};
 -- Announce changed jobs (their ids, and marks of their batches), one notification per payload, delivered to the
 -- listeners when the writer's transaction commits.
 SELECT pg_notify(%(channel)s, payload) FROM unnest(%(payloads)s::text[]) AS payload;
+
+-- dashboard_secret --
+-- The dashboard's signing key, made on first use (the given one is kept only if none exists yet).
+WITH made AS (
+    INSERT INTO dashboard_secret (secret) VALUES (%(secret)s)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING secret
+)
+SELECT secret FROM made
+UNION ALL
+SELECT secret FROM dashboard_secret
+LIMIT 1;
+
+-- redeliver_delivery --
+-- Send a webhook delivery again (the dashboard's "redeliver"): due now, with a fresh series of attempts, whether
+-- it was delivered, given up or still pending. Only the tenant's own.
+UPDATE webhook_deliveries
+SET next_attempt_at = now(), attempts = 0, delivered_at = NULL, gave_up_at = NULL
+WHERE id = %(id)s AND tenant = %(tenant)s
+RETURNING id, event, job_id, batch_id, url, payload, attempts, next_attempt_at, last_status, last_error,
+          delivered_at, gave_up_at, created_at;
+
+-- -- the dashboard: a tenant's overview and a batch's pages of jobs (migration 0007) ---------------------
+
+-- tenant_counts --
+-- A tenant's jobs by status (single jobs too) and their cost: the sums of its shards of crawl_tenant_counts.
+SELECT coalesce(sum(pending), 0)::bigint AS pending, coalesce(sum(processing), 0)::bigint AS processing,
+       coalesce(sum(completed), 0)::bigint AS completed, coalesce(sum(error), 0)::bigint AS error,
+       coalesce(sum(cancelled), 0)::bigint AS cancelled, coalesce(sum(cost), 0) AS cost
+FROM crawl_tenant_counts WHERE tenant = %(tenant)s;
+
+-- stats_per_minute --
+-- Jobs of a tenant that became completed and error in each of the last 60 minutes (UTC minutes, the current
+-- one last), every minute present.
+SELECT m.start, coalesce(sum(s.completed), 0)::bigint AS completed, coalesce(sum(s.errors), 0)::bigint AS errors
+FROM generate_series(date_trunc('minute', now(), 'UTC') - interval '59 minutes',
+                     date_trunc('minute', now(), 'UTC'), interval '1 minute') AS m(start)
+LEFT JOIN crawl_stats_minutes AS s ON s.tenant = %(tenant)s AND s.minute = m.start
+GROUP BY m.start
+ORDER BY m.start;
+
+-- stats_per_hour --
+-- The same for each of the last 24 hours (the current one last).
+SELECT h.start, coalesce(sum(s.completed), 0)::bigint AS completed, coalesce(sum(s.errors), 0)::bigint AS errors
+FROM generate_series(date_trunc('hour', now(), 'UTC') - interval '23 hours',
+                     date_trunc('hour', now(), 'UTC'), interval '1 hour') AS h(start)
+LEFT JOIN crawl_stats_hours AS s ON s.tenant = %(tenant)s AND s.hour = h.start
+GROUP BY h.start
+ORDER BY h.start;
+
+-- cost_today --
+-- The cost a tenant's workers wrote today (the UTC day), by `success_method` ('none': jobs that ended without).
+SELECT method, sum(cost) AS cost, sum(jobs)::bigint AS jobs
+FROM crawl_cost_days
+WHERE tenant = %(tenant)s AND day = (now() AT TIME ZONE 'UTC')::date
+GROUP BY method
+ORDER BY method;
+
+-- list_workers --
+-- The registered workers (crawl_workers), whether their liveness lock is held now, and how many jobs each
+-- holds (from the partial index of processing jobs by owner).
+WITH held AS (
+    SELECT objid FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND objsubid = 2
+      AND classid = %(namespace)s::integer::oid
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+), jobs AS (
+    SELECT lease_owner, count(*) AS n FROM crawl_jobs
+    WHERE status = 'processing' AND lease_owner IN (SELECT worker_id FROM crawl_workers)
+    GROUP BY lease_owner
+)
+SELECT w.worker_id, w.host, w.pid, w.started_at, w.seen_at, w.locked_at,
+       w.lock_key::oid IN (SELECT objid FROM held) AS alive, coalesce(j.n, 0)::bigint AS jobs_held
+FROM crawl_workers AS w LEFT JOIN jobs AS j ON j.lease_owner = w.worker_id
+ORDER BY w.host, w.started_at, w.worker_id;
+
+-- batch_jobs_page --
+-- A page of a batch's jobs (without HTML) with a batch index in (`after`, `until`], in submission order (keyset,
+-- on crawl_jobs_batch_order), optionally only those whose URL contains `search` (lower-cased by the caller).
+SELECT {job_columns}, NULL::text AS html
+FROM crawl_jobs
+WHERE tenant = %(tenant)s AND batch_id = %(batch_id)s AND batch_index > %(after)s AND batch_index <= %(until)s
+  AND (%(search)s::text IS NULL OR strpos(lower(url), %(search)s::text) > 0)
+ORDER BY batch_index
+LIMIT %(limit)s;
+
+-- batch_jobs_page_of_status --
+-- The same, of one status (keyset on crawl_jobs_batch_status_order: a rare status is found at once).
+SELECT {job_columns}, NULL::text AS html
+FROM crawl_jobs
+WHERE tenant = %(tenant)s AND batch_id = %(batch_id)s AND status = %(status)s AND batch_index > %(after)s
+  AND batch_index <= %(until)s
+  AND (%(search)s::text IS NULL OR strpos(lower(url), %(search)s::text) > 0)
+ORDER BY batch_index
+LIMIT %(limit)s;
+
+-- batch_has_jobs_after --
+-- Whether a batch has a job after the batch index `after` (a search that read its window to the end).
+SELECT EXISTS (
+    SELECT 1 FROM crawl_jobs WHERE tenant = %(tenant)s AND batch_id = %(batch_id)s AND batch_index > %(after)s
+) AS more;
+
+-- workers_alive_on_host --
+-- `crawljobs health worker` (a container's health check): the workers registered from this host whose liveness
+-- lock is held and whose session was seen within `seconds` (it is seen every third of the lease).
+SELECT count(*)::integer AS alive FROM crawl_workers w
+WHERE w.host = %(host)s
+  AND w.seen_at > now() - make_interval(secs => %(seconds)s)
+  AND EXISTS (
+      SELECT 1 FROM pg_locks l
+      WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+        AND l.classid = %(namespace)s::integer::oid AND l.objid = w.lock_key::oid
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  );

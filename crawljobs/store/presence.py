@@ -111,3 +111,17 @@ class LivenessSession:
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
                 await conn.close()
+
+
+async def workers_alive_on_host(conninfo: str, *, host: str, seconds: float) -> int:
+    """How many workers registered from `host` hold their liveness lock and were seen within `seconds`: what
+    the sweeper's liveness check counts as alive (``crawljobs health worker``). Raises on no database."""
+    async with await psycopg.AsyncConnection.connect(
+        conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
+    ) as conn:
+        row = await fetch_one(
+            conn,
+            "workers_alive_on_host",
+            {"host": host, "seconds": seconds, "namespace": WORKER_LOCK_NAMESPACE},
+        )
+    return int(row["alive"]) if row else 0

@@ -65,3 +65,19 @@ async def tenant_secret(conn: AsyncConnection[Any], *, tenant: str, new_secret: 
         if row is not None:
             return str(row["secret"])
     raise RuntimeError(f"no webhook secret for tenant {tenant!r}")
+
+
+async def redeliver_delivery(
+    conn: AsyncConnection[Any], *, tenant: str, delivery_id: uuid.UUID
+) -> Row | None:
+    """A delivery of `tenant` made due again now with a fresh series of attempts; None if it is not theirs."""
+    return await fetch_one(conn, "redeliver_delivery", {"id": delivery_id, "tenant": tenant})
+
+
+async def dashboard_secret(conn: AsyncConnection[Any], *, new_secret: str) -> str:
+    """The dashboard's signing key; `new_secret` becomes it when there is none yet."""
+    for _ in range(2):  # a concurrent first use: the other insert wins, read it on the second pass
+        row = await fetch_one(conn, "dashboard_secret", {"secret": new_secret})
+        if row is not None:
+            return str(row["secret"])
+    raise RuntimeError("no dashboard secret")

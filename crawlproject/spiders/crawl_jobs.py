@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import random
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from scrapy.http import Response
 from twisted.python.failure import Failure
 
 from crawljobs.lifecycle import ClaimedJob
+from crawlproject.capacity import ClaimGauge, browser_pages
 from crawlproject.config import WorkerConfig, WorkerConfigError
 from crawlproject.context import WorkerContext
 from crawlproject.errors import RenderAbandoned
@@ -51,6 +53,7 @@ class CrawlJobsSpider(Spider):
     sessions: Sessions
     plan: FetchPlan
     max_in_flight: int
+    gauge: ClaimGauge
 
     def __init__(
         self,
@@ -69,6 +72,8 @@ class CrawlJobsSpider(Spider):
         self.urls_file = urls
         self.tenant = tenant
         self.batch_id: str | None = None
+        # The held jobs whose first fetch was a render (crawlproject.capacity bounds claims by them).
+        self.browser_jobs: set[uuid.UUID] = set()
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> CrawlJobsSpider:
@@ -82,6 +87,7 @@ class CrawlJobsSpider(Spider):
         spider.sessions = Sessions.of(crawler)
         spider.max_in_flight = config.max_in_flight
         spider.plan = spider.context.plan
+        spider.gauge = ClaimGauge(pages=browser_pages(config.settings))
         return spider
 
     @property
@@ -103,10 +109,21 @@ class CrawlJobsSpider(Spider):
                 yield out
 
     async def _room(self) -> None:
-        """Wait until this worker may take another job."""
+        """Wait until this worker may take another job (and its browser another render, when renders are
+        expected: crawlproject.capacity)."""
         engine = self.crawler.engine
-        while len(self.context.held) >= self.max_in_flight or (engine is not None and engine.needs_backout()):  # noqa: ASYNC110
+        while self._want() == 0 or (engine is not None and engine.needs_backout()):  # noqa: ASYNC110
             await asyncio.sleep(0.02)
+
+    def _browser_held(self) -> int:
+        held = self.context.held
+        self.browser_jobs.intersection_update(held)
+        return len(self.browser_jobs)
+
+    def _want(self, limit: int = POP_CHUNK) -> int:
+        """How many jobs to claim now: the worker's room, bounded by what its browser can start soon."""
+        room = min(limit, self.max_in_flight - len(self.context.held))
+        return self.gauge.want(room, self._browser_held())
 
     async def _from_queue(self) -> AsyncIterator[list[ClaimedJob]]:
         redis = self.context.redis
@@ -114,7 +131,7 @@ class CrawlJobsSpider(Spider):
         reader = QueueReader(redis, self.config.keys)
         while True:
             await self._room()
-            want = max(1, min(POP_CHUNK, self.max_in_flight - len(self.context.held)))
+            want = max(1, self._want())
             try:
                 popped = await reader.pop(want)
             except Exception as exc:
@@ -142,7 +159,7 @@ class CrawlJobsSpider(Spider):
         remaining = self.max_jobs if batch_id is None else None
         while remaining is None or remaining > 0:
             await self._room()
-            want = POP_CHUNK if remaining is None else min(POP_CHUNK, remaining)
+            want = max(1, self._want(POP_CHUNK if remaining is None else min(POP_CHUNK, remaining)))
             jobs = await asyncio.shield(
                 self.context.claim_pending(want, tenant=self.tenant, batch_id=batch_id)
             )
@@ -186,7 +203,11 @@ class CrawlJobsSpider(Spider):
             except NoMethodAvailable as exc:
                 out.append(failure_result(job, str(exc)))
                 continue
-            out.append(self.request_for(job, ladder, cheaper_start(ladder, index, tiers)))
+            index = cheaper_start(ladder, index, tiers)
+            if ladder[index].engine == "browser":
+                self.browser_jobs.add(job.id)
+            out.append(self.request_for(job, ladder, index))
+        self.gauge.claimed(len(jobs), sum(1 for job in jobs if job.id in self.browser_jobs))
         return out
 
     def request_for(self, job: ClaimedJob, ladder: list[Any], index: int) -> Request:

@@ -1,4 +1,6 @@
-"""``/``: a small page that says what this is and where the docs are (no key needed, no asset from elsewhere)."""
+"""``/about``: a small page that says what this is and where the API's docs are (no key needed, no asset from
+elsewhere). ``/`` is the dashboard's (``service.dashboard``): its overview once signed in, else its sign-in
+page, which shows the same links (``LINKS``)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,15 @@ from fastapi.responses import HTMLResponse
 from crawljobs import __version__
 
 router = APIRouter(include_in_schema=False)
+
+# What an API user looks for first: (address, what it is).
+LINKS: tuple[tuple[str, str], ...] = (
+    ("/docs", "API docs (Swagger UI)"),
+    ("/redoc", "ReDoc"),
+    ("/openapi.json", "the OpenAPI document"),
+    ("/healthz", "/healthz"),
+    ("/readyz", "/readyz"),
+)
 
 PAGE = """<!doctype html>
 <html lang="en">
@@ -24,11 +35,10 @@ code {{ background: #f3f3f3; padding: 0 .2em; }}
 </head>
 <body>
 <h1>crawljobs <small>{version}</small></h1>
-<p>A self-hosted asynchronous crawl-job system. This is its HTTP API.</p>
+<p>A self-hosted asynchronous crawl-job system. This is its HTTP API; <a href="/">the dashboard</a> is its
+browser side (sign in with an API key).</p>
 <ul>
-<li><a href="/docs">API docs</a> (Swagger UI) and <a href="/redoc">ReDoc</a>, from
-<a href="/openapi.json">the OpenAPI document</a></li>
-<li><a href="/healthz">/healthz</a> and <a href="/readyz">/readyz</a></li>
+{links}
 </ul>
 <p>Every API route needs a key: <code>Authorization: Bearer &lt;key&gt;</code>. <code>crawljobs up</code> saves the
 first one in <code>.crawljobs/api-key</code>; <code>crawljobs keys create NAME</code> makes more.</p>
@@ -37,6 +47,7 @@ first one in <code>.crawljobs/api-key</code>; <code>crawljobs keys create NAME</
 """
 
 
-@router.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
-async def home() -> HTMLResponse:
-    return HTMLResponse(PAGE.format(version=html.escape(__version__)))
+@router.api_route("/about", methods=["GET", "HEAD"], response_class=HTMLResponse)
+async def about() -> HTMLResponse:
+    links = "\n".join(f'<li><a href="{href}">{html.escape(text)}</a></li>' for href, text in LINKS)
+    return HTMLResponse(PAGE.format(version=html.escape(__version__), links=links))

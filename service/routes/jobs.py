@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from crawljobs.exceptions import NotFound
+from service.crawled import CRAWLED_HTML_HEADERS
 from service.deps import IdempotencyKeyDep, ManagerDep, TenantDep
 from service.metering import MeterDep, counted
 from service.routes.common import (
@@ -112,10 +113,19 @@ async def get_job(
     responses={200: {"content": {"text/html": {}}}, **ERRORS, **NOT_FOUND},
 )
 async def get_job_html(job_id: str, manager: ManagerDep, tenant: TenantDep) -> Response:
-    """The fetched HTML of a completed job, as it was received."""
+    """The fetched HTML of a completed job, as it was received.
+
+    Sent as a sandboxed document (`Content-Security-Policy: sandbox; default-src 'none'; img-src data:;
+    style-src 'unsafe-inline'`, `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`): opened in a
+    browser, a crawled page can run no script, make no request and reach no cookie of this origin.
+    """
     found = await manager.get_job(
         tenant=tenant, job_id=parse_job_id(job_id), with_html=True, with_attempts=False
     )
     if found.html is None:
         raise NotFound(f"job {found.id} has no HTML (status {found.status})")
-    return Response(found.html, media_type=found.content_type or "text/html; charset=utf-8")
+    return Response(
+        found.html,
+        media_type=found.content_type or "text/html; charset=utf-8",
+        headers=CRAWLED_HTML_HEADERS,
+    )

@@ -1,4 +1,4 @@
-"""/v1/webhooks: the tenant's delivery log and its signing secret."""
+"""/v1/webhooks: the tenant's delivery log, redelivery, and its signing secret."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from crawljobs.exceptions import DeliveryNotFound
 from service.deps import ManagerDep, TenantDep
-from service.routes.common import ERRORS
+from service.routes.common import ERRORS, NOT_FOUND
 from service.schemas import BATCH_ID_PATTERN, DeliveryLog, DeliveryOut, WebhookSecret
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -32,6 +33,19 @@ async def list_deliveries(
     return DeliveryLog(
         deliveries=[DeliveryOut.from_delivery(d) for d in deliveries], limit=limit, offset=offset
     )
+
+
+@router.post(
+    "/deliveries/{delivery_id}/redeliver", response_model=DeliveryOut, responses={**ERRORS, **NOT_FOUND}
+)
+async def redeliver(delivery_id: str, manager: ManagerDep, tenant: TenantDep) -> DeliveryOut:
+    """Send one of the tenant's deliveries again now, with a fresh series of attempts, whether it was delivered
+    (the receiver lost it), given up or is still pending. The answer is the delivery as it now stands."""
+    try:
+        parsed = uuid.UUID(delivery_id)
+    except ValueError:
+        raise DeliveryNotFound(f"webhook delivery {delivery_id[:100]!r} not found") from None
+    return DeliveryOut.from_delivery(await manager.redeliver(tenant=tenant, delivery_id=parsed))
 
 
 @router.get("/secret", response_model=WebhookSecret, responses=ERRORS)

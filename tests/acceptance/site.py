@@ -42,8 +42,14 @@ Pages (any method; HEAD answers the headers without the body; an unknown path is
 ``/robots.txt``             disallows ``/private/`` to every agent
 ``/settle/...``             the settle gauntlet: late markers, a JavaScript challenge that sets a clearance
                             cookie and reloads (``tests/acceptance/site_settle.py``).
+``/dashboard/...``          the dashboard's hostile page and its beacons (``tests/acceptance/dashboard_pages.py``).
+``/gauntlet/...``           the browser's gauntlet: headless, header coherence and botd pages that report their
+                            verdict back (:mod:`tests.acceptance.gauntlet`).
 ``/captcha``                200 with a reCAPTCHA widget (``class="g-recaptcha"``, script ``/recaptcha/api.js``,
                             served by the site itself as a stub).
+
+TLS pages (``/tls``: the JA3 and JA4 of the client's handshake; ``/tls-gate``: 403 unless the handshake is
+Chrome's) are served by ``tests/acceptance/tls_site.py``, a TLS server of their own (``start_tls_site()``).
 
 Every request is recorded as a :class:`Hit` before it is answered (its ``status`` is filled in just before the
 response is written): method, target (path and query), headers (lower-cased names), body, client address and
@@ -93,7 +99,7 @@ from crawlproject.egress.framing import (
     read_head,
     serialize_head,
 )
-from tests.acceptance import site_settle
+from tests.acceptance import dashboard_pages, site_settle
 
 __all__ = [
     "JS_MARKER",
@@ -708,6 +714,16 @@ class TestSite:
             if not 0 <= inflated <= 1024 * MIB:
                 return _error_page(400, "mb must be between 0 and 1024")
             return _html(200, _gzip_bomb(inflated), ("Content-Encoding", "gzip"))
+        if (
+            first == "dashboard"
+        ):  # the dashboard's hostile page and its beacons (tests/acceptance/dashboard_pages.py)
+            page = dashboard_pages.route(rest, query, hit.headers.get("host", ""))
+            if page is not None:
+                return Response(page[0], page[1], content_type=page[2])
+        if first == "gauntlet":  # the browser's gauntlet (tests/acceptance/gauntlet.py)
+            from tests.acceptance import gauntlet
+
+            return await gauntlet.route(self, hit, rest)
         if first == "render" and rest in _RENDER_PAGES:  # hostile pages for the browser engine (block below)
             return _RENDER_PAGES[rest](query)
         if first == "settle":  # rendering until settled, sessions (tests/acceptance/site_settle.py)

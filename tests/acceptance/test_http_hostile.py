@@ -1,4 +1,5 @@
-"""Hostile pages against the http engine (issue 10, findings 3 and 12), through a real worker process.
+"""Hostile pages against the http and impersonate engines (issue 10, findings 3 and 12; issue 11), through a
+real worker process per engine (its ladder that engine alone, on every tier).
 
 Each page ends its job with a named error and one recorded attempt, fetched once: endless response headers
 (the worker's memory must not follow them), a decompression bomb, a redirect loop, a chunked body over the
@@ -39,10 +40,16 @@ MIB = 1024 * 1024
 class Worker:
     system: System
     process: Process
+    engine: str
+
+    @property
+    def direct(self) -> str:
+        return f"{self.engine}:direct"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["http", "impersonate"])
 def worker(
+    request: pytest.FixtureRequest,
     database_url: str,
     redis_url: str,
     premium_proxy: TestProxy,
@@ -51,11 +58,16 @@ def worker(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Worker]:
     """One worker (names from tests.acceptance.names) and a sweeper, on a queue prefix of this module's."""
+    engine: str = request.param
     settings = system_settings_for(database_url, redis_url, premium_proxy, ultra_proxy)
     with running_system(settings, tmp_path_factory.mktemp("logs")) as system:
-        process = system.start_worker("-s", "TWISTED_DNS_RESOLVER=tests.acceptance.names.MappedResolver")
+        process = system.start_worker(
+            "-s",
+            "TWISTED_DNS_RESOLVER=tests.acceptance.names.MappedResolver",
+            CRAWLJOBS_LADDER=",".join(f"{engine}:{tier}" for tier in ("direct", "premium", "ultra_premium")),
+        )
         system.start_sweeper()
-        yield Worker(system, process)
+        yield Worker(system, process, engine)
     drop_prefix(redis_url, settings.queue_prefix)
 
 
@@ -146,7 +158,7 @@ def test_endless_response_headers_end_the_job_and_leave_the_memory_alone(
     print(job["error_message"])
     assert job["status"] == "error", figures
     assert "response headers too large" in job["error_message"], job["error_message"]
-    assert outcomes(job) == [("http:direct", "permanent")], job["attempts"]
+    assert outcomes(job) == [(worker.direct, "permanent")], job["attempts"]
     assert endless_headers.connections == 1  # not retried
     assert after - before < bound, figures
 
@@ -165,7 +177,7 @@ def test_a_decompression_bomb_is_a_named_permanent_error_with_its_attempt(
     assert job["status"] == "error"
     assert "body too large (decompressed)" in job["error_message"], job["error_message"]
     assert "IgnoreRequest" not in job["error_message"]
-    assert outcomes(job) == [("http:direct", "permanent")]
+    assert outcomes(job) == [(worker.direct, "permanent")]
     assert job["attempts"][0]["error"] == job["error_message"]
     assert len(site.hits(path)) == 1
 
@@ -179,7 +191,7 @@ def test_too_many_redirects_is_named_and_recorded(worker: Worker, site: TestSite
     assert job["status"] == "error"
     assert "too many redirects" in job["error_message"], job["error_message"]
     assert "IgnoreRequest" not in job["error_message"]
-    assert outcomes(job) == [("http:direct", "permanent")]
+    assert outcomes(job) == [(worker.direct, "permanent")]
     assert job["attempts"][0]["http_status"] == 302
 
 
@@ -191,7 +203,7 @@ def test_an_oversized_chunked_body_is_not_retried(worker: Worker, site: TestSite
     print(job["error_message"])
     assert job["status"] == "error"
     assert "larger than CRAWLJOBS_MAX_BODY_BYTES" in job["error_message"], job["error_message"]
-    assert outcomes(job) == [("http:direct", "permanent")]
+    assert outcomes(job) == [(worker.direct, "permanent")]
     assert len(site.hits(path)) == 1
 
 
@@ -228,6 +240,9 @@ def test_a_name_resolving_to_a_refused_address_is_refused_by_the_network_rules(
     literal = system.submit(site.url(f"/redirect-to?url=http://127.0.0.2:{site.port}/ok/literal"))
     jobs = {j["id"]: j for j in system.wait_final([by_name, allowed, literal, nowhere])}
     assert jobs[allowed]["status"] == "completed", jobs[allowed]["error_message"]  # the names do resolve
+    # Connected to the address the worker's resolver checked: curl, which cannot resolve allowed.test itself (no
+    # DNS knows it), was handed that address (DNS rebinding: no second look-up).
+    assert site.hits("/ok/allowed-name")[-1].headers["host"] == f"allowed.test:{site.port}"
     assert jobs[allowed]["cost"] > 0
     # Nothing was sent for a name that does not resolve or resolves to a refused address: no cost (issue 12).
     assert jobs[nowhere]["status"] == "error" and "does not resolve" in jobs[nowhere]["error_message"]
@@ -239,4 +254,18 @@ def test_a_name_resolving_to_a_refused_address_is_refused_by_the_network_rules(
         assert job["error_message"].startswith("refused by the network rules: "), job["error_message"]
         assert "127.0.0.2" in job["error_message"]
         assert "does not resolve" not in job["error_message"]
-        assert outcomes(job) == [("http:direct", "permanent")]
+        assert outcomes(job) == [(worker.direct, "permanent")]
+
+
+def test_a_page_slower_than_the_download_timeout_ends_as_a_timeout(worker: Worker, site: TestSite) -> None:
+    """The download timeout (20 s here) ends a fetch that never answers: a transient timeout, recorded."""
+    key = uuid.uuid4().hex
+    started = time.monotonic()
+    (job,) = worker.system.wait_final(
+        [worker.system.submit(site.url(f"/slow?delay=120&key={key}"), max_retries=0)], timeout=90
+    )
+    print(job["error_message"])
+    assert job["status"] == "error"
+    assert "timeout" in job["error_message"], job["error_message"]
+    assert outcomes(job) == [(worker.direct, "transient")]
+    assert time.monotonic() - started < 80  # the timeout's, not the page's 120 s

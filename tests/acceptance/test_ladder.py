@@ -28,11 +28,11 @@ def methods(job: dict) -> list[tuple[str, str]]:
     return [(a["method"], a["outcome"]) for a in job["attempts"]]
 
 
-def test_plain_page_completes_over_http(system: System, site: TestSite) -> None:
+def test_plain_page_completes_with_the_first_rung(system: System, site: TestSite) -> None:
     job_id = system.submit(site.url("/ok/1"))
     (job,) = system.wait_final([job_id])
     assert job["status"] == "completed", job["error_message"]
-    assert job["success_method"] == "http:direct"
+    assert job["success_method"] == "impersonate:direct"
     assert "ok-page:1" in job["html"]
     assert job["html_length"] == len(job["html"])
     assert job["http_status"] == 200
@@ -42,7 +42,7 @@ def test_plain_page_completes_over_http(system: System, site: TestSite) -> None:
     claim_to_write = (job["completed_at"] - job["started_at"]) / timedelta(milliseconds=1)
     assert job["attempts"][0]["duration_ms"] <= job["processing_time_ms"] <= claim_to_write + 5
     assert job["cost"] > 0
-    assert methods(job) == [("http:direct", "ok")]
+    assert methods(job) == [("impersonate:direct", "ok")]
     assert job["attempt"] == 1
 
 
@@ -56,17 +56,21 @@ def test_page_blocked_without_a_proxy_escalates_to_the_premium_tier(system: Syst
     site.reset()
     (job,) = system.wait_final([system.submit(site.url("/needs-proxy"))])
     assert job["status"] == "completed", job["error_message"]
-    assert job["success_method"] == "http:premium"
-    assert methods(job) == [("http:direct", "blocked"), ("browser:direct", "blocked"), ("http:premium", "ok")]
+    assert job["success_method"] == "impersonate:premium"
+    assert methods(job) == [
+        ("impersonate:direct", "blocked"),
+        ("browser:direct", "blocked"),
+        ("impersonate:premium", "ok"),
+    ]
     assert [h.proxy for h in site.hits("/needs-proxy")][-1] == "premium"
 
 
 def test_premium_flag_starts_at_the_premium_tier_and_ultra_escalates(system: System, site: TestSite) -> None:
     (job,) = system.wait_final([system.submit(site.url("/needs-ultra-proxy"), premium=True)])
     assert job["status"] == "completed", job["error_message"]
-    assert job["success_method"] == "http:ultra_premium"
-    assert methods(job)[0] == ("http:premium", "blocked")
-    assert methods(job)[-1] == ("http:ultra_premium", "ok")
+    assert job["success_method"] == "impersonate:ultra_premium"
+    assert methods(job)[0] == ("impersonate:premium", "blocked")
+    assert methods(job)[-1] == ("impersonate:ultra_premium", "ok")
 
 
 def test_page_that_needs_javascript_goes_to_the_browser(system: System, site: TestSite) -> None:
@@ -74,7 +78,7 @@ def test_page_that_needs_javascript_goes_to_the_browser(system: System, site: Te
     assert job["status"] == "completed", job["error_message"]
     assert job["success_method"] == "browser:direct"
     assert "Rendered by JavaScript" in job["html"]
-    assert methods(job) == [("http:direct", "blocked"), ("browser:direct", "ok")]
+    assert methods(job) == [("impersonate:direct", "blocked"), ("browser:direct", "ok")]
 
 
 def test_render_flag_starts_in_the_browser(system: System, site: TestSite) -> None:
@@ -89,7 +93,11 @@ def test_429_then_success_honours_retry_after(system: System, site: TestSite) ->
     key = uuid.uuid4().hex
     (job,) = system.wait_final([system.submit(site.url(f"/flaky/{key}?fail=2"))])
     assert job["status"] == "completed", job["error_message"]
-    assert methods(job) == [("http:direct", "transient"), ("http:direct", "transient"), ("http:direct", "ok")]
+    assert methods(job) == [
+        ("impersonate:direct", "transient"),
+        ("impersonate:direct", "transient"),
+        ("impersonate:direct", "ok"),
+    ]
     hits = site.hits(f"/flaky/{key}")
     assert len(hits) == 3
     assert hits[1].time - hits[0].time >= 0.9  # Retry-After: 1

@@ -119,10 +119,10 @@ def test_metrics_show_a_real_workers_attempts_fetch_times_heartbeat_and_stats(
             return value(samples, name, **labels) - value(before, name, **labels)
 
         expected_attempts = {
-            ("http:direct", "ok"): 3,
-            ("http:direct", "permanent"): 1,
-            ("http:direct", "transient"): 1,
-            ("http:premium", "ok"): 1,
+            ("impersonate:direct", "ok"): 3,
+            ("impersonate:direct", "permanent"): 1,
+            ("impersonate:direct", "transient"): 1,
+            ("impersonate:premium", "ok"): 1,
         }
 
         def counted(samples: Samples) -> bool:
@@ -148,10 +148,12 @@ def test_metrics_show_a_real_workers_attempts_fetch_times_heartbeat_and_stats(
 
     for (method, outcome), count in expected_attempts.items():
         assert delta(samples, "crawljobs_attempts_total", method=method, outcome=outcome) == count
-    assert delta(samples, "crawljobs_fetch_duration_seconds_count", method="http:direct") == 5
-    assert delta(samples, "crawljobs_fetch_duration_seconds_count", method="http:premium") == 1
-    assert delta(samples, "crawljobs_fetch_duration_seconds_bucket", method="http:direct", le="+Inf") == 5
-    assert delta(samples, "crawljobs_fetch_duration_seconds_sum", method="http:direct") > 0
+    assert delta(samples, "crawljobs_fetch_duration_seconds_count", method="impersonate:direct") == 5
+    assert delta(samples, "crawljobs_fetch_duration_seconds_count", method="impersonate:premium") == 1
+    assert (
+        delta(samples, "crawljobs_fetch_duration_seconds_bucket", method="impersonate:direct", le="+Inf") == 5
+    )
+    assert delta(samples, "crawljobs_fetch_duration_seconds_sum", method="impersonate:direct") > 0
     assert delta(samples, "crawljobs_jobs_finished_total", status="completed") == 4
     assert delta(samples, "crawljobs_jobs_finished_total", status="error") == 1
     assert value(samples, "crawljobs_jobs", status="processing") == 0
@@ -163,7 +165,7 @@ def test_metrics_show_a_real_workers_attempts_fetch_times_heartbeat_and_stats(
         if name == "crawljobs_worker_scrapy_stat" and dict(labels)["worker"] == worker_id
     )
     assert stat["downloader/response_status_count/404"] >= 1
-    assert stat["crawljobs/attempts/http:premium/ok"] >= 1
+    assert stat["crawljobs/attempts/impersonate:premium/ok"] >= 1
     assert stat["crawljobs/failed"] >= 1
     assert samples[("crawljobs_worker_in_flight_jobs", (("worker", worker_id),))] == 0
     assert value(samples, "crawljobs_workers") >= 1
@@ -231,6 +233,6 @@ def test_a_bounded_run_publishes_its_stats_at_close(
             value(samples, "crawljobs_worker_scrapy_stat", worker=worker_id, stat="crawljobs/completed") == 2
         )
         assert samples[("crawljobs_worker_in_flight_jobs", (("worker", worker_id),))] == 0
-        assert value(samples, "crawljobs_attempts_total", method="http:direct", outcome="ok") == 2
+        assert value(samples, "crawljobs_attempts_total", method="impersonate:direct", outcome="ok") == 2
     finally:
         drop_prefix(redis_url, settings.queue_prefix)

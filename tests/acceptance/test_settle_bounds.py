@@ -9,11 +9,15 @@ import uuid
 
 import pytest
 
+from crawlproject.methods import DEFAULT_ORDER
 from tests.acceptance.site import TestSite
 from tests.acceptance.site_settle import LATE_MARKER
 from tests.acceptance.system import System
 
 pytestmark = pytest.mark.acceptance
+
+# The cheapest rung of the default ladder (the http engine, or the one that impersonates Chrome).
+CHEAP = DEFAULT_ORDER[0].name
 
 
 def methods(job: dict) -> list[tuple[str, str]]:
@@ -37,7 +41,7 @@ def test_waits_end_in_time_for_the_page_to_be_read_within_the_render_deadline(
 def test_a_challenge_that_reloads_more_often_than_the_bound_is_taken_as_the_block_it_is(
     fresh: System, site: TestSite
 ) -> None:
-    fresh.start_worker(CRAWLJOBS_RENDER_MAX_RELOADS="1", CRAWLJOBS_LADDER="http:direct,browser:direct")
+    fresh.start_worker(CRAWLJOBS_RENDER_MAX_RELOADS="1", CRAWLJOBS_LADDER=f"{CHEAP},browser:direct")
     key = uuid.uuid4().hex
     job_id = fresh.submit(site.url(f"/settle/protected/{key}/loop?reloads=4&delay=1500"), render=True)
     (job,) = fresh.wait_final([job_id], timeout=120)

@@ -46,10 +46,10 @@ def test_domain_memory_starts_the_next_job_where_the_last_one_succeeded(
     system = make_system(domain_memory=True)
     system.start_worker()
     (first,) = system.wait_final([system.submit(site.url("/needs-proxy"))])
-    assert first["success_method"] == "http:premium"
+    assert first["success_method"] == "impersonate:premium"
     (second,) = system.wait_final([system.submit(site.url("/ok/remembered"))])
     assert second["status"] == "completed"
-    assert [a["method"] for a in second["attempts"]] == ["http:premium"]
+    assert [a["method"] for a in second["attempts"]] == ["impersonate:premium"]
     assert site.hits("/ok/remembered")[-1].proxy == "premium"
 
 

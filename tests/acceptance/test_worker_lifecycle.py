@@ -115,16 +115,19 @@ def test_url_mode_makes_a_batch_and_crawls_it(fresh: System, site: TestSite, tmp
     assert "Processed 1 jobs (1 completed, 0 failed)" in single.stdout, single.stderr[-3000:]
 
 
-def test_cancel_during_a_fetch_writes_no_result(fresh: System, site: TestSite) -> None:
-    worker = fresh.start_worker(CRAWLJOBS_LOG_FORMAT="json")
-    job_id = fresh.submit(site.url("/slow?delay=3&n=cancel"))
+@pytest.mark.parametrize("engine", ["http", "impersonate"])
+def test_cancel_during_a_fetch_writes_no_result(fresh: System, site: TestSite, engine: str) -> None:
+    """The http engine finishes the fetch and its write is fenced out; the impersonate engine stops the
+    transfer as soon as the heartbeat finds the job gone, and writes nothing either."""
+    worker = fresh.start_worker(CRAWLJOBS_LOG_FORMAT="json", CRAWLJOBS_LADDER=f"{engine}:direct")
+    job_id = fresh.submit(site.url(f"/slow?delay=3&n=cancel-{engine}"))
     fresh.wait_for(lambda: held_by(fresh.settings, [job_id]) == 1, "the worker held the job")
 
     async def cancel(manager: JobManager) -> str:
         return (await manager.cancel_job(tenant="acceptance", job_id=job_id)).status
 
     assert fresh.with_manager(cancel) == "cancelled"
-    site.wait_for_hits("/slow?delay=3&n=cancel", 1, timeout=10)
+    site.wait_for_hits(f"/slow?delay=3&n=cancel-{engine}", 1, timeout=10)
 
     def result_refused() -> bool:  # the worker got the page and tried to write it: its fence failed
         return any(
@@ -132,7 +135,18 @@ def test_cancel_during_a_fetch_writes_no_result(fresh: System, site: TestSite) -
             for line in worker.json_lines()
         )
 
-    fresh.wait_for(result_refused, "the worker's result for the cancelled job was refused")
+    def transfer_stopped() -> bool:
+        return any(
+            str(job_id) in line.get("message", "") and "transfer is stopped" in line.get("message", "")
+            for line in worker.json_lines()
+        )
+
+    if engine == "http":
+        fresh.wait_for(result_refused, "the worker's result for the cancelled job was refused")
+    else:
+        fresh.wait_for(transfer_stopped, "the cancelled job's transfer to stop")
+        time.sleep(4)  # past the page's 3 s: nothing comes to write
+        assert not result_refused()
     job = fresh.job(job_id)
     assert job["status"] == "cancelled"
     assert job["html"] is None
@@ -158,7 +172,7 @@ def test_playwright_starts_with_the_first_render_not_with_the_worker(fresh: Syst
     Chromium start with the first render, never for a worker that has only fetched plainly."""
     worker = fresh.start_worker()
     (plain,) = fresh.wait_final([fresh.submit(site.url("/ok/plain-first"))])
-    assert plain["status"] == "completed" and plain["success_method"] == "http:direct"
+    assert plain["status"] == "completed" and plain["success_method"] == "impersonate:direct"
     assert _node_children(worker.popen.pid) == [], "Playwright started for a worker that rendered nothing"
     (rendered,) = fresh.wait_final([fresh.submit(site.url("/ok/rendered"), render=True)], timeout=120)
     assert rendered["status"] == "completed" and rendered["success_method"] == "browser:direct"

@@ -21,6 +21,9 @@ What is counted, and how:
   asserts at most twice that.
 - **Attempts.** The sum of the jobs' ``attempt`` counters (every claim and every retry adds one): the batch
   size when nothing ran twice.
+- **Counts.** The counts the database keeps in the transaction of every change (migration 0007: per batch and
+  per tenant, summed over their shards) must equal a full recount of the jobs by status, whatever the fault
+  did to the writers in the middle of their transactions.
 """
 
 from __future__ import annotations
@@ -463,8 +466,42 @@ class FaultRun:
             )
         ]
 
+    def counts_drift(self) -> list[str]:
+        """Where the counts kept by the database (migration 0007) differ from a recount of every job."""
+        statuses = ("pending", "processing", "completed", "error", "cancelled")
+        recount = ", ".join(f"count(*) FILTER (WHERE status = '{s}')" for s in statuses)
+        kept = ", ".join(f"sum({s})::bigint" for s in statuses)
+        drift = []
+        for what, key, table in (
+            ("batch", "tenant, batch_id", "crawl_batch_counts"),
+            ("tenant", "tenant", "crawl_tenant_counts"),
+        ):
+            where = "WHERE batch_id IS NOT NULL" if what == "batch" else ""
+            counted = {
+                row[:-5]: row[-5:]
+                for row in self.query(f"SELECT {key}, {recount} FROM crawl_jobs {where} GROUP BY {key}")
+            }
+            held = {
+                row[:-5]: row[-5:] for row in self.query(f"SELECT {key}, {kept} FROM {table} GROUP BY {key}")
+            }
+            for name in sorted(set(counted) | set(held)):
+                expected, found = counted.get(name, (0,) * 5), held.get(name, (0,) * 5)
+                if tuple(expected) != tuple(found):
+                    drift.append(f"{what} {name}: kept {found}, recounted {expected}")
+        batches = dict(self.query("SELECT tenant, count(*) FROM crawl_batches GROUP BY tenant"))
+        kept_batches = dict(
+            self.query("SELECT tenant, sum(batches)::bigint FROM crawl_tenant_counts GROUP BY tenant")
+        )
+        for tenant in sorted(set(batches) | set(kept_batches)):
+            if batches.get(tenant, 0) != kept_batches.get(tenant, 0):
+                drift.append(
+                    f"batches of {tenant}: kept {kept_batches.get(tenant)}, recounted {batches.get(tenant)}"
+                )
+        return drift
+
     def check(self) -> CaseResult:
-        """Assert what every case promises: all final, all completed once, recovery within the bound."""
+        """Assert what every case promises: all final, all completed once, recovery within the bound, the
+        kept counts equal to a recount."""
         assert len(self.ids) == self.jobs, (
             f"only {len(self.ids)} of the case's {self.jobs} jobs were submitted"
         )
@@ -479,4 +516,6 @@ class FaultRun:
         assert result.recovery_seconds <= RECOVERY_BOUND_SECONDS, (
             f"recovery took {result.recovery_seconds:.1f} s, over 2 x the lease ({RECOVERY_BOUND_SECONDS} s)"
         )
+        drift = self.counts_drift()
+        assert not drift, "the kept counts differ from a recount:\n" + "\n".join(drift)
         return result

@@ -137,9 +137,18 @@ POST_ROUTES = sorted(_concrete(r.path) for r in api_routes() if "POST" in r.meth
 def test_without_a_key_the_body_is_not_read(default_api: ApiProcess) -> None:
     """The answer comes right after the headers: the client has sent none of the 10 MiB body it announced.
 
-    Every POST route needs a key (401); a path no route takes is a 404, a method it does not take a 405."""
+    Every POST route of the API needs a key (401); the dashboard's forms a session (a redirect to its sign-in
+    page), and its sign-in form, read without one, is held to a few KiB (413); a path no route takes is a 404,
+    a method it does not take a 405."""
     assert "/functions/v1/submit-crawl-jobs-batch" in POST_ROUTES and "/v1/batches" in POST_ROUTES
-    cases = [(path, 401) for path in POST_ROUTES] + [("/nowhere", 404), ("/healthz", 405)]
+    api = [path for path in POST_ROUTES if path.startswith(("/v1/", "/functions/"))]
+    dashboard = [path for path in POST_ROUTES if path not in api and path != "/sign-in"]
+    assert "/submit/batch" in dashboard and "/sign-in" in POST_ROUTES
+    cases = (
+        [(path, 401) for path in api]
+        + [(path, 303) for path in dashboard]
+        + [("/sign-in", 413), ("/nowhere", 404), ("/healthz", 405)]
+    )
     for headers in ({}, {"Authorization": "Bearer not-a-key"}, {"apikey": "not-a-key"}):
         for path, status in cases:
             with connect(default_api) as sock:
@@ -147,6 +156,8 @@ def test_without_a_key_the_body_is_not_read(default_api: ApiProcess) -> None:
                 answer = early_answer(sock, 10)
             assert status_of(answer) == status, (path, headers, answer)
             assert answer is not None
+            if status == 303:
+                assert b"\r\nlocation: /sign-in?reason=expired\r\n" in answer.lower()
             if status == 401:
                 assert body_of(answer)["code"] == "unauthorized"
                 assert b"\r\nwww-authenticate: bearer" in answer.lower()

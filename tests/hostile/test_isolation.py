@@ -185,6 +185,19 @@ def test_lists_and_the_delivery_log_show_nothing_of_another_tenants(
     assert a_state(database_url)[:3] == before[:3]
 
 
+def test_a_delivery_is_redelivered_only_by_its_own_tenant(
+    client: TestClient, owned: Owned, auth: dict[str, str], other_auth: dict[str, str], database_url: str
+) -> None:
+    (delivery,) = client.get("/v1/webhooks/deliveries", headers=auth).json()["deliveries"]
+    before = a_state(database_url)
+    theirs = client.post(f"/v1/webhooks/deliveries/{delivery['id']}/redeliver", headers=other_auth)
+    assert theirs.status_code == 404 and theirs.json()["code"] == "delivery_not_found"
+    assert a_state(database_url) == before
+    mine = client.post(f"/v1/webhooks/deliveries/{delivery['id']}/redeliver", headers=auth)
+    assert mine.status_code == 200 and mine.json()["id"] == delivery["id"]
+    assert mine.json()["status"] == "pending" and mine.json()["attempts"] == 0
+
+
 def test_a_batch_id_and_an_idempotency_key_are_per_tenant(
     client: TestClient, owned: Owned, other_auth: dict[str, str], database_url: str
 ) -> None:
@@ -243,6 +256,10 @@ NAMES_NOTHING = {
 }
 # Routes that name one but are not 404 cases, and the test that covers them.
 OTHER_CASES = {
+    (
+        "POST",
+        "/v1/webhooks/deliveries/{delivery_id}/redeliver",
+    ): "test_a_delivery_is_redelivered_only_by_its_own_tenant",
     ("GET", "/v1/batches"): "test_lists_and_the_delivery_log_show_nothing_of_another_tenants",
     (
         "GET",

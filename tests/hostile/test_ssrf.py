@@ -142,6 +142,21 @@ FETCH_TIME = [
         "tests/acceptance/test_ladder.py::test_browser_redirect_to_a_forbidden_address_is_refused",
     ),
     Vector(
+        "redirect-impersonate",
+        "redirect",
+        "the same redirect fetched by the impersonate engine (curl follows nothing: Scrapy makes each hop)",
+        "network rules",
+        "tests/acceptance/test_impersonate.py::test_a_redirect_to_a_forbidden_address_is_refused",
+    ),
+    Vector(
+        "dns-fetch-time",
+        "dns",
+        "names resolving to 127.0.0.2 at fetch time, and one curl cannot resolve itself (the checked address is "
+        "handed to it), for the http and impersonate engines",
+        "refused by the network rules: ",
+        "tests/acceptance/test_http_hostile.py::test_a_name_resolving_to_a_refused_address_is_refused_by_the_network_rules",
+    ),
+    Vector(
         "browser-subrequest",
         "browser-subrequest",
         "a page whose script fetches http://127.0.0.2:PORT/",

@@ -27,11 +27,15 @@ def api(database_url: str, redis_url: str) -> Iterator[LiveApi]:
 
 
 def test_the_root_page_points_at_the_docs(api: LiveApi) -> None:
-    response = httpx.get(f"{api.base}/")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/html")
-    assert 'href="/docs"' in response.text and 'href="/redoc"' in response.text
-    assert httpx.head(f"{api.base}/").status_code == 200
+    # `/` is the dashboard: a browser not signed in lands on its sign-in page, which links the API's docs, as
+    # /about does.
+    for path in ("/", "/about"):
+        response = httpx.get(f"{api.base}{path}", follow_redirects=True)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/html")
+        assert 'href="/docs"' in response.text and 'href="/redoc"' in response.text, path
+    assert httpx.get(f"{api.base}/", follow_redirects=True).url.path == "/sign-in"
+    assert httpx.head(f"{api.base}/about").status_code == 200
 
 
 def test_the_docs_pages_name_no_asset_from_elsewhere(api: LiveApi) -> None:

@@ -47,6 +47,17 @@ CANNED = {
         "a killed worker's jobs claimed again after 6.90 s at worst, 5.90 s median (280 jobs, 0 never; aim <= 2 s)\n"
         "lost 0, completed twice 0 of 3000 jobs in 2 run(s) (aim 0 and 0)\n"
     ),
+    "dashboard": (
+        "filled 100,000 jobs (10,000 in one batch, the rest in batches of 100) by COPY, then VACUUM ANALYZE, in 16 s\n"
+        "\n"
+        "SQL in-process, median of 10 (ms) — before: today's queries; after: the kept counts (0007)\n"
+        "query                                               before ms  after ms  ratio\n"
+        "page of 25 batches with counts                            5.1       1.0     5x\n"
+        "\n"
+        "Through the API process, server time (Server-Timing app), median of 10\n"
+        "request                                            after ms\n"
+        "GET /v1/batches?limit=25                                8.2\n"
+    ),
 }
 FACTS = [("CPU", "AMD EPYC"), ("cores", "2 logical"), ("PostgreSQL", "16.4 (CRAWLJOBS_BENCH_*_URL)")]
 WHEN = datetime(2026, 5, 1, 12, 30, tzinfo=UTC)
@@ -63,7 +74,7 @@ def outcomes() -> list[Outcome]:
 def test_every_benchmark_output_is_copied_verbatim_with_its_command_and_method() -> None:
     report = render(outcomes(), FACTS, when=WHEN, quick=False)
     assert report.startswith("# Benchmarks\n")
-    assert "on 2026-05-01 12:30 UTC, in 5.0 minutes" in report  # five benchmarks of 60 s
+    assert "on 2026-05-01 12:30 UTC, in 6.0 minutes" in report  # six benchmarks of 60 s
     for benchmark in BENCHMARKS:
         assert f"```text\n{CANNED[benchmark.name].rstrip()}\n```" in report
         assert f"## `bench.{benchmark.name}`" in report
@@ -87,6 +98,9 @@ def test_the_summary_quotes_the_headline_lines_and_flags_a_failure() -> None:
     assert "throughput kept with a worker SIGKILLed every 4 s: 71.4 %" in summary  # chaos's table and figures
     assert "SIGKILL every 4 s            1500     35.0" in summary
     assert "1500 jobs per run" not in summary
+    assert "page of 25 batches with counts                            5.1       1.0     5x" in summary
+    assert "GET /v1/batches?limit=25                                8.2" in summary  # dashboard's rows
+    assert "Through the API process" not in summary
     assert "**failed (exit status 1)**" in summary
     # A failed benchmark shows the end of its log; a successful one does not.
     assert report.count("Traceback: boom") == 1
@@ -99,6 +113,6 @@ def test_a_fence_is_never_closed_by_the_text_it_holds() -> None:
 
 def test_select_names_a_subset_in_order_and_refuses_unknown_names() -> None:
     assert [b.name for b in select("memory,submit")] == ["memory", "submit"]
-    assert [b.name for b in select(None)] == ["submit", "crawl", "wait", "memory", "chaos"]
+    assert [b.name for b in select(None)] == ["submit", "crawl", "wait", "memory", "chaos", "dashboard"]
     with pytest.raises(ValueError, match="nope"):
         select("submit,nope")

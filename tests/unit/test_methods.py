@@ -10,6 +10,7 @@ from crawljobs.exceptions import CrawlJobsError
 from crawlproject.methods import (
     DEFAULT_COSTS,
     DEFAULT_ORDER,
+    TIERS,
     LadderConfig,
     Method,
     NoMethodAvailable,
@@ -22,6 +23,11 @@ from crawlproject.methods import (
 HD, BD = Method("http", "direct"), Method("browser", "direct")
 HP, BP = Method("http", "premium"), Method("browser", "premium")
 HU, BU = Method("http", "ultra_premium"), Method("browser", "ultra_premium")
+ID, IP, IU = (
+    Method("impersonate", "direct"),
+    Method("impersonate", "premium"),
+    Method("impersonate", "ultra_premium"),
+)
 
 PREMIUM = ["http://user:pw@127.0.0.1:9001"]
 ULTRA = ["http://user:pw@127.0.0.1:9002"]
@@ -100,16 +106,20 @@ def test_methods_are_frozen_values() -> None:
 
 def test_the_defaults_name_every_method_once_and_cost_more_up_the_ladder() -> None:
     assert names(list(DEFAULT_ORDER)) == [
-        "http:direct",
+        "impersonate:direct",
         "browser:direct",
-        "http:premium",
+        "impersonate:premium",
         "browser:premium",
-        "http:ultra_premium",
+        "impersonate:ultra_premium",
         "browser:ultra_premium",
     ]
-    assert list(DEFAULT_COSTS) == names(list(DEFAULT_ORDER))
     costs = [DEFAULT_COSTS[m.name] for m in DEFAULT_ORDER]
     assert costs == sorted(costs) == [1, 5, 10, 25, 30, 75]
+    # Every method has a cost, so that any order can be configured without naming costs.
+    every = [Method(engine, tier) for engine in ("http", "impersonate", "browser") for tier in TIERS]
+    assert sorted(DEFAULT_COSTS) == sorted(names(every))
+    for tier in TIERS:  # http and impersonate move the same bytes for the same CPU
+        assert DEFAULT_COSTS[f"http:{tier}"] == DEFAULT_COSTS[f"impersonate:{tier}"]
 
 
 # --- LadderConfig ---------------------------------------------------------------------------------------------
@@ -122,7 +132,7 @@ def test_config_defaults() -> None:
     assert cfg.costs == DEFAULT_COSTS
     assert cfg.costs is not DEFAULT_COSTS
     assert cfg.available_tiers == frozenset({"direct"})
-    assert cfg.usable == (HD, BD)
+    assert cfg.usable == (ID, BD)
 
 
 @pytest.mark.parametrize(
@@ -216,14 +226,15 @@ def test_a_direct_config_is_checked_too() -> None:
 NEEDS_ULTRA = "this job needs the ultra_premium tier, but CRAWLJOBS_ULTRA_PREMIUM_PROXIES is empty"
 NEEDS_PREMIUM = "this job needs the premium tier or higher"
 ALL = [HD, BD, HP, BP, HU, BU]
+D, P, U = [ID, BD], [IP, BP], [IU, BU]  # the default order's tiers
 LADDERS: dict[tuple[bool, bool, bool], dict[str, list[Method] | str]] = {
-    (False, False, False): {"": [HD, BD], "p": [HD, BD, HP, BP], "u": [HD, BD, HU, BU], "pu": ALL},
+    (False, False, False): {"": D, "p": D + P, "u": D + U, "pu": D + P + U},
     (True, False, False): {"": [BD], "p": [BD, BP], "u": [BD, BU], "pu": [BD, BP, BU]},
-    (False, True, False): {"": NEEDS_PREMIUM, "p": [HP, BP], "u": [HU, BU], "pu": [HP, BP, HU, BU]},
+    (False, True, False): {"": NEEDS_PREMIUM, "p": P, "u": U, "pu": P + U},
     (True, True, False): {"": NEEDS_PREMIUM, "p": [BP], "u": [BU], "pu": [BP, BU]},
-    (False, False, True): {"": NEEDS_ULTRA, "p": NEEDS_ULTRA, "u": [HU, BU], "pu": [HU, BU]},
+    (False, False, True): {"": NEEDS_ULTRA, "p": NEEDS_ULTRA, "u": U, "pu": U},
     (True, False, True): {"": NEEDS_ULTRA, "p": NEEDS_ULTRA, "u": [BU], "pu": [BU]},
-    (False, True, True): {"": NEEDS_ULTRA, "p": NEEDS_ULTRA, "u": [HU, BU], "pu": [HU, BU]},
+    (False, True, True): {"": NEEDS_ULTRA, "p": NEEDS_ULTRA, "u": U, "pu": U},
     (True, True, True): {"": NEEDS_ULTRA, "p": NEEDS_ULTRA, "u": [BU], "pu": [BU]},
 }
 CASES = [(flags, tiers, expected) for flags, row in LADDERS.items() for tiers, expected in row.items()]
@@ -259,10 +270,10 @@ def test_the_error_messages_name_the_missing_proxies() -> None:
 
 
 def test_the_ceiling_cuts_the_ladder() -> None:
-    cfg = config(ceiling="http:premium")
-    assert ladder_for(cfg, render=False, premium=False, ultra_premium=False) == [HD, BD, HP]
+    cfg = config(ceiling="impersonate:premium")
+    assert ladder_for(cfg, render=False, premium=False, ultra_premium=False) == [ID, BD, IP]
     assert ladder_for(cfg, render=True, premium=False, ultra_premium=False) == [BD]
-    assert ladder_for(cfg, render=False, premium=True, ultra_premium=False) == [HP]
+    assert ladder_for(cfg, render=False, premium=True, ultra_premium=False) == [IP]
     with pytest.raises(NoMethodAvailable, match=r"no fetch method fits this job \(render, premium\)"):
         ladder_for(cfg, render=True, premium=True, ultra_premium=False)
 
@@ -320,12 +331,12 @@ def test_a_remembered_method_outside_the_ladder_starts_at_the_floor() -> None:
 
 def test_with_the_order_a_remembered_method_maps_to_the_next_ladder_method_up() -> None:
     render_ladder = [BD, BP, BU]
-    assert start_index(render_ladder, HP, explore=False, order=DEFAULT_ORDER) == 1  # browser:premium
-    assert start_index(render_ladder, HU, explore=False, order=DEFAULT_ORDER) == 2
-    assert start_index(render_ladder, HU, explore=True, order=DEFAULT_ORDER) == 1
-    assert start_index([HP, BP], HD, explore=False, order=DEFAULT_ORDER) == 0
+    assert start_index(render_ladder, IP, explore=False, order=DEFAULT_ORDER) == 1  # browser:premium
+    assert start_index(render_ladder, IU, explore=False, order=DEFAULT_ORDER) == 2
+    assert start_index(render_ladder, IU, explore=True, order=DEFAULT_ORDER) == 1
+    assert start_index([IP, BP], ID, explore=False, order=DEFAULT_ORDER) == 0
     # Memory above everything the job may use (a lower ceiling now): its top method.
-    assert start_index([HD, BD], HU, explore=False, order=DEFAULT_ORDER) == 1
+    assert start_index([ID, BD], IU, explore=False, order=DEFAULT_ORDER) == 1
     # A method the order no longer has: the floor.
     assert start_index([HD, BD], BP, explore=False, order=(HD, BD)) == 0
 
