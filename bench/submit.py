@@ -34,7 +34,7 @@ def bare_copy(database_url: str, urls: list[str]) -> float:
     ids = new_job_ids(len(urls))
     stamp = datetime.now(UTC).isoformat()
     buffer = "".join(
-        f"{job_id}\tbench\t{batch_id}\t{index}\t{url}\tf\tf\tf\tf\t3\t4\t{stamp}\n"
+        f"{job_id}\tbench\t{batch_id}\t{index}\t{url}\tf\tf\tf\tf\t3\t4\t{stamp}\t\\N\t\\N\n"
         for index, (job_id, url) in enumerate(zip(ids, urls, strict=True))
     )
     with psycopg.connect(database_url) as conn:

@@ -70,6 +70,20 @@ CallbackOption = Annotated[
         help="Receives signed webhooks when jobs end (see Webhooks in README).",
     ),
 ]
+WaitForOption = Annotated[
+    str | None,
+    typer.Option(
+        "--wait-for",
+        metavar="SELECTOR",
+        help="When the page is rendered, wait until this CSS selector matches (the attempt fails if it never does).",
+    ),
+]
+WaitMsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--wait-ms", metavar="MS", min=0, help="When the page is rendered, wait this many milliseconds more."
+    ),
+]
 WaitOption = Annotated[bool, typer.Option("--wait", metavar="", help="Wait until the result is final.")]
 TimeoutOption = Annotated[
     float, typer.Option("--timeout", metavar="SECONDS", min=0, help="Seconds to wait at most with --wait.")
@@ -211,6 +225,8 @@ def _options(
     max_retries: int | None,
     obey_robots: bool,
     callback_url: str | None,
+    wait_for: str | None = None,
+    wait_ms: int | None = None,
 ) -> SubmitOptions:
     """The submission options of `submit` and `batch`, from their shared command-line options."""
     return SubmitOptions(
@@ -220,6 +236,8 @@ def _options(
         max_retries=max_retries,
         obey_robots=obey_robots,
         callback_url=callback_url,
+        wait_for=wait_for,
+        wait_ms=wait_ms,
     )
 
 
@@ -231,13 +249,17 @@ def submit(
     max_retries: RetriesOption = None,
     obey_robots: RobotsOption = False,
     callback_url: CallbackOption = None,
+    wait_for: WaitForOption = None,
+    wait_ms: WaitMsOption = None,
     wait: WaitOption = False,
     timeout: TimeoutOption = 300.0,
     as_json: JsonOption = False,
 ) -> None:
     """Submit one URL and print the job id (with --wait: the finished job)."""
     with _client() as client:
-        options = _options(render, premium, ultra_premium, max_retries, obey_robots, callback_url)
+        options = _options(
+            render, premium, ultra_premium, max_retries, obey_robots, callback_url, wait_for, wait_ms
+        )
         job = client.submit(url, **options)
         code = EXIT_OK
         if wait:
@@ -309,6 +331,8 @@ def batch(
     max_retries: RetriesOption = None,
     obey_robots: RobotsOption = False,
     callback_url: CallbackOption = None,
+    wait_for: WaitForOption = None,
+    wait_ms: WaitMsOption = None,
     batch_id: Annotated[
         str | None, typer.Option("--batch-id", metavar="ID", help="Your own id for the batch.")
     ] = None,
@@ -323,7 +347,9 @@ def batch(
     code = EXIT_OK
     final: Batch | None = None
     with _client() as client:
-        options = _options(render, premium, ultra_premium, max_retries, obey_robots, callback_url)
+        options = _options(
+            render, premium, ultra_premium, max_retries, obey_robots, callback_url, wait_for, wait_ms
+        )
         submission = client.submit_batch(urls, **options, batch_id=batch_id)
         stderr.print(
             f"batch {submission.batch_id}: {submission.accepted} accepted, {submission.rejected} refused",

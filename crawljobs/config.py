@@ -297,6 +297,21 @@ class Settings(BaseSettings):
         "bound of 8 contexts the least recently used idle one is closed for a new one",
     )
 
+    # Rendering until settled, and sessions per domain (crawlproject/settling.py, crawlproject/sessions.py).
+    # After `load`, a render waits for the network to be quiet (no request in flight for this long; 0: no
+    # wait), at most render_settle_max_ms; then for a job's wait_for selector or wait_ms, each at most
+    # render_max_wait_ms (a longer wait_ms is refused at submission). A page that looks like a JavaScript
+    # challenge is given render_challenge_wait_ms to navigate itself on, and up to render_max_reloads such
+    # navigations are followed. All of it inside CRAWLJOBS_RENDER_TIMEOUT.
+    render_quiet_ms: int = Field(default=500, ge=0, le=60_000)
+    render_settle_max_ms: int = Field(default=5_000, ge=0, le=600_000)
+    render_max_wait_ms: int = Field(default=30_000, ge=0, le=600_000)
+    render_challenge_wait_ms: int = Field(default=15_000, ge=0, le=600_000)
+    render_max_reloads: int = Field(default=3, ge=0, le=20)
+    # The cookies (and the browser profile) that passed a challenge are kept per tenant, domain and proxy tier
+    # in Redis for this long, and later jobs of the domain send them; 0: no sessions.
+    session_ttl_seconds: int = Field(default=1800, ge=0, le=30 * 24 * 3600)
+
     # Observability (crawljobs.metrics, crawljobs.logs). /metrics wants `Authorization: Bearer <token>`; with
     # no token it is closed (it names worker hosts and pids, queue depths) unless metrics_open says otherwise.
     metrics_token: str | None = Field(  # a plain str: processing.worker_environment spells settings out

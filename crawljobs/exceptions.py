@@ -25,6 +25,12 @@ class InvalidRequest(CrawlJobsError):
     code = "invalid_request"
 
 
+class InvalidOption(InvalidRequest):
+    """A submission option is out of what this deployment allows (its field is in the details)."""
+
+    code = "validation_error"
+
+
 class UrlRejected(InvalidRequest):
     """The URL is not allowed."""
 

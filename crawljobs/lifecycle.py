@@ -111,6 +111,8 @@ class ClaimedJob:
     retries: int
     lost_leases: int
     max_retries: int
+    wait_for: str | None = None
+    wait_ms: int | None = None
     started: float = field(default_factory=time.monotonic)
     # When its first fetch started (its page's turn, or the download handler's): processing time counts from it.
     fetch_started: float | None = None

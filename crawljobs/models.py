@@ -58,6 +58,9 @@ class Job:
     cost: float
     # Its place in its batch's submitted list (None for a single job): the cursor of a batch's pages of jobs.
     batch_index: int | None = None
+    # What a render waits for after the page loaded (crawlproject/settling.py); None: the default settling.
+    wait_for: str | None = None
+    wait_ms: int | None = None
     attempts: tuple[Attempt, ...] = field(default=())
 
     @classmethod
@@ -177,6 +180,10 @@ class SubmitOptions:
     obey_robots: bool = False
     max_retries: int | None = None
     callback_url: str | None = None
+    # When the job is rendered: wait for this CSS selector, then this many milliseconds (both capped by
+    # CRAWLJOBS_RENDER_MAX_WAIT_MS, checked at submission).
+    wait_for: str | None = None
+    wait_ms: int | None = None
 
 
 DeliveryStatus = Literal["pending", "delivered", "failed"]

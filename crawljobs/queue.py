@@ -48,6 +48,8 @@ TENANT_KEY = "{prefix}:queue:tenant:{tenant}"
 BATCH_KEY = "{prefix}:queue:batch:{tenant}:{batch}"
 FULL_SUFFIX = ":full"
 DOMAIN_METHOD_KEY = "{prefix}:domain-method"
+# The prefix of the sessions per tenant, tier and domain (crawlproject/sessions.py).
+SESSION_KEY = "{prefix}:session"
 
 # How many ids go into one RPUSH (and one script call: Lua's unpack has a limit near 8,000).
 PUSH_CHUNK = 5000

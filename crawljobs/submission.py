@@ -24,6 +24,7 @@ from crawljobs.exceptions import (
     BatchAlreadyExists,
     BatchTooLarge,
     IdempotencyConflict,
+    InvalidOption,
     NoValidUrls,
     UrlRejected,
 )
@@ -66,6 +67,45 @@ def job_columns(options: SubmitOptions, max_retries: int) -> dict[str, Any]:
         "obey_robots": options.obey_robots,
         "max_retries": max_retries,
     }
+
+
+def wait_columns(options: SubmitOptions) -> dict[str, Any]:
+    """What a render of the submission's jobs waits for (crawlproject/settling.py); both None by default."""
+    return {"wait_for": options.wait_for, "wait_ms": options.wait_ms}
+
+
+# The longest CSS selector a job may wait for.
+MAX_SELECTOR_CHARS = 1000
+
+
+def check_waits(options: SubmitOptions, settings: Settings) -> None:
+    """Refuse render waits that cannot be honoured (InvalidOption, a 422 naming the field), before anything is
+    written: a wait longer than CRAWLJOBS_RENDER_MAX_WAIT_MS would be cut short in silence."""
+    if options.wait_ms is not None:
+        if isinstance(options.wait_ms, bool) or not isinstance(options.wait_ms, int) or options.wait_ms < 0:
+            raise InvalidOption("wait_ms: must be a whole number of milliseconds >= 0", field="wait_ms")
+        if options.wait_ms > settings.render_max_wait_ms:
+            raise InvalidOption(
+                f"wait_ms: at most {settings.render_max_wait_ms} ms (CRAWLJOBS_RENDER_MAX_WAIT_MS), "
+                f"not {options.wait_ms}",
+                field="wait_ms",
+            )
+    if options.wait_for is not None:
+        selector = options.wait_for
+        if not isinstance(selector, str) or not selector.strip():
+            raise InvalidOption("wait_for: must be a non-empty CSS selector", field="wait_for")
+        if len(selector) > MAX_SELECTOR_CHARS:
+            raise InvalidOption(
+                f"wait_for: a selector of at most {MAX_SELECTOR_CHARS} characters, not {len(selector)}",
+                field="wait_for",
+            )
+        if any(ord(char) < 32 or ord(char) == 127 for char in selector):
+            raise InvalidOption("wait_for: control characters are not allowed", field="wait_for")
+        if settings.render_max_wait_ms == 0:
+            raise InvalidOption(
+                "wait_for: this deployment allows no render waits (CRAWLJOBS_RENDER_MAX_WAIT_MS=0)",
+                field="wait_for",
+            )
 
 
 def stored_response(submission: BatchSubmission) -> dict[str, Any]:
@@ -128,6 +168,7 @@ class Submitter:
         idempotency_key: str | None = None,
     ) -> JobSubmission:
         """Check one URL, commit its job, dispatch it on the priority list."""
+        check_waits(options, self.settings)
         check = await self.check_urls([url])
         if check.rejected:
             raise UrlRejected(check.rejected[0][2], field="url")
@@ -153,6 +194,7 @@ class Submitter:
                     priority=PRIORITY_SINGLE,
                     idempotency_key=idempotency_key,
                     callback_url=checked.callback_url,
+                    **wait_columns(checked),
                 )
         except IdempotencyConflict:
             # Two requests with one key raced: the winner's job is the answer.
@@ -201,8 +243,11 @@ class Submitter:
 
         Bad URLs are reported by index; a batch with no good URL raises NoValidUrls and writes nothing.
         """
+        check_waits(options, self.settings)
         columns = job_columns(options, self.max_retries(options))
         hashed: dict[str, Any] = {"urls": list(urls), **columns, "batch_id": batch_id}
+        # Only when given, as the callback URL below: the hashes of earlier batches stay as they were.
+        hashed.update({name: value for name, value in wait_columns(options).items() if value is not None})
         if (
             options.callback_url is not None
         ):  # only when given: the hashes of earlier batches stay as they were
@@ -263,6 +308,7 @@ class Submitter:
                     ],
                     **columns,
                     dispatched_at=datetime.now(UTC),
+                    **wait_columns(options),
                 )
         except BatchAlreadyExists:
             if idempotency_key is not None:

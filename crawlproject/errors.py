@@ -69,6 +69,10 @@ class NavigationFailed(Exception):
     error page, never stored. Classified by its message (``net::ERR_...``: transient)."""
 
 
+class InvalidSelector(ValueError):
+    """The job's wait_for is not a CSS selector Chromium accepts (permanent: it never will be)."""
+
+
 class RenderedPageTooLarge(DownloadCancelledError):
     """The rendered page is larger than CRAWLJOBS_MAX_BODY_BYTES (a DownloadCancelledError, what Scrapy raises
     for a body over the limit, so it ends the job the same way)."""

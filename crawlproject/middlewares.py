@@ -53,6 +53,8 @@ from crawlproject.memory import DomainMemory
 from crawlproject.methods import Method, next_method
 from crawlproject.resolver import GuardedResolver
 from crawlproject.retrying import BODY_TOO_LARGE, NEVER_SENT, Outcome, cause_of, classify, decide
+from crawlproject.sessions import EARNED, SESSION, Session, Sessions
+from crawlproject.settling import SELECTOR_MISSING
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +179,7 @@ class JobRetryMiddleware:
         self.plan = self.context.plan
         self.max_body_bytes = WorkerConfig.of(crawler).max_body_bytes
         self._memory = DomainMemory.of(crawler)
+        self._sessions = Sessions.of(crawler)
         self.rng = random.Random()
 
     @classmethod
@@ -229,6 +232,8 @@ class JobRetryMiddleware:
             return response
         outcome: Outcome
         failure: Exception | None = request.meta.pop(LIMIT_FAILURE, None)
+        # Set by this attempt's render only (crawlproject.settling): the job's wait_for never matched.
+        selector_missing: str | None = request.meta.pop(SELECTOR_MISSING, None)
         if failure is not None:
             request.meta["crawljobs_block"] = None
             outcome, reason = classify(status=None, exception=failure, block=None)
@@ -251,6 +256,9 @@ class JobRetryMiddleware:
             # The egress guard refused what the browser asked for (a redirect, say): not a block to climb.
             text = " ".join(response.text.split()) if isinstance(response, TextResponse) else ""
             outcome, reason = "permanent", text[:300] or "refused by the network rules"
+        if outcome == "ok" and selector_missing is not None:
+            # Not a block, but not the page the job asked for: it named the element it needs.
+            outcome, reason = "permanent", selector_missing
         html: str | None = None
         if outcome == "ok":
             if not isinstance(response, TextResponse):
@@ -320,6 +328,7 @@ class JobRetryMiddleware:
     ) -> Request | Response:
         error = None if outcome == "ok" else reason
         self._record(request, job, status=status, outcome=outcome, error=error, charged=charged)
+        await self._sessions_after(request, job, outcome)
         ladder: list[Method] = request.meta["ladder"]
         index: int = request.meta["method_index"]
         target = self._escalation_target(ladder, index, request.meta.get("crawljobs_block"))
@@ -365,6 +374,25 @@ class JobRetryMiddleware:
         if response is not None:
             return response
         raise IgnoreRequest(decision.reason)
+
+    async def _sessions_after(self, request: Request, job: ClaimedJob, outcome: Outcome) -> None:
+        """Sessions (``crawlproject.sessions``): a blocked request retires the session it carried; a render
+        that passed a challenge keeps what it earned for the tenant's later jobs of the domain."""
+        used: Session | None = request.meta.get(SESSION)
+        earned = request.meta.pop(EARNED, None)
+        if outcome == "blocked" and used is not None:
+            await self.context.manager()
+            await self._sessions.retire(job, used)
+        elif outcome == "ok" and earned is not None:
+            await self.context.manager()
+            await self._sessions.keep(
+                job,
+                current_method(request).tier,
+                earned["url"],
+                earned["cookies"],
+                user_agent=earned.get("user_agent"),
+                proxy=request.meta.get("crawljobs_proxy"),
+            )
 
     @staticmethod
     def _escalation_target(ladder: list[Method], index: int, block: Block | None) -> int | None:

@@ -21,6 +21,9 @@ keeps scrapy-playwright's handler and adds, per render (one request of the brows
 - **navigations after load**: a main-frame navigation the network rules refuse (the browser's request check,
   or the egress guard's answer to a redirect hop) ends the attempt ``AddressForbidden``; a page left on
   Chromium's error page (``chrome-error://``) ends ``NavigationFailed``: neither is ever stored as the page;
+- **settling**: between ``load`` and the page's HTML, ``settling.Settler`` waits for the job's ``wait_for`` and
+  ``wait_ms``, for the network to be quiet, and through the page's own navigations when it looks like a
+  JavaScript challenge; the result carries the status and headers of the page's last document;
 - **no WebRTC**: every context gets ``browser.NO_WEBRTC`` as an init script;
 - **a memory cap**: Chromium is started through a two-line ``sh`` wrapper that sets ``RLIMIT_DATA``
   (``CRAWLJOBS_BROWSER_MEMORY_MB``) for it and every process it forks; a renderer past the cap dies alone and
@@ -58,6 +61,7 @@ from playwright.async_api import Response as PlaywrightResponse
 from scrapy import Request, Spider, signals
 from scrapy.crawler import Crawler
 from scrapy.http import Response
+from scrapy.http.headers import Headers
 from scrapy_playwright.handler import (
     DEFAULT_CONTEXT_NAME,
     BrowserContextWrapper,
@@ -85,6 +89,8 @@ from crawlproject.errors import (
 )
 from crawlproject.interception import BrowserNetwork
 from crawlproject.profiles import Profile, launch_args
+from crawlproject.sessions import EARNED, SESSION, Session
+from crawlproject.settling import CHALLENGE_PASSED, SELECTOR_MISSING, PageActivity, Settled, Settler
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +123,9 @@ class Render:
     failed_navigation: str | None = None  # the last main-frame navigation that failed, and how
     target_id: str | None = None  # the page's CDP target id (its main frame's id), once asked for
     closing: asyncio.Future[None] | None = None
+    opened: float = 0.0  # loop time when its page opened (its deadline counts from there)
+    activity: PageActivity | None = None  # what its page's network and main frame do
+    settled: Settled | None = None
     # Set when the worker ended the render and its task still had not finished after its page was closed.
     given_up: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
@@ -151,7 +160,9 @@ class Render:
 
     def arm(self) -> None:
         if self.timer is None:
-            self.timer = asyncio.get_running_loop().call_later(self.deadline, self.end, "deadline")
+            loop = asyncio.get_running_loop()
+            self.opened = loop.time()
+            self.timer = loop.call_later(self.deadline, self.end, "deadline")
 
     def disarm(self) -> None:
         if self.timer is not None:
@@ -310,6 +321,7 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
         config = WorkerConfig.of(crawler)
         self.deadline = config.settings.render_timeout
         self.max_body_bytes = config.max_body_bytes
+        self.settler = Settler(config.settings, deadline=self.deadline)
         self.identities = config.identities
         if self.browser_provider_cls is PlaywrightBrowserProvider:  # (PLAYWRIGHT_BROWSER_PROVIDER unset)
             memory_bytes = config.settings.browser_memory_mb * 1024 * 1024
@@ -399,7 +411,7 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
         finally:
             await (render.closing or render.close())
         self._check_result(render, response)
-        return response
+        return _as_last_document(render.settled, response)
 
     def _check_result(self, render: Render, response: Response) -> None:
         if len(response.body) > self.max_body_bytes:
@@ -449,8 +461,15 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
                 self.renders.spawn(page.close())
                 raise
         render = self.renders.in_flight.get(request)
+        session: Session | None = request.meta.get(SESSION)
+        if session is not None and session.cookies:
+            try:  # the tenant's session of the domain, in the tenant's own context (sessions.SessionMiddleware)
+                await page.context.add_cookies(list(session.cookies))
+            except PlaywrightError as exc:
+                logger.info("could not give the page its session's cookies: %s", exc)
         if render is not None:
             render.page = page
+            render.activity = PageActivity.attach(page)
             page.on("response", render.on_response)
             page.on("requestfailed", render.on_request_failed)
             page.on("crash", render.on_crash)
@@ -507,10 +526,36 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
         render = self.renders.in_flight.get(request)
         if render is not None:
             render.loaded = True
+            if render.activity is not None:
+                job = request.meta.get("job")
+                render.settled = settled = await self.settler.settle(
+                    page,
+                    render.activity,
+                    ends_at=render.opened + render.deadline,
+                    wait_for=getattr(job, "wait_for", None),
+                    wait_ms=getattr(job, "wait_ms", None),
+                )
+                request.meta[SELECTOR_MISSING] = settled.selector_missing
+                request.meta[CHALLENGE_PASSED] = settled.passed
+                if settled.passed:
+                    await self._earned(page, request, render.activity)
         await super()._apply_page_methods(page, request, spider)
         size = await self._rendered_size(page)
         if size is not None and size > self.max_body_bytes:
             raise RenderedPageTooLarge(f"the rendered page is at least {size} bytes")
+
+    @staticmethod
+    async def _earned(page: Page, request: Request, activity: PageActivity) -> None:
+        """A challenge passed: the cookies the context now holds for the page, and the agent that earned them,
+        for ``sessions`` (the retry middleware keeps them once the attempt is read as a success)."""
+        try:
+            cookies = await page.context.cookies([page.url])
+        except PlaywrightError as exc:
+            logger.info("could not read the cookies of a passed challenge: %s", exc)
+            return
+        document = activity.document
+        agent = document.request.headers.get("user-agent") if document is not None else None
+        request.meta[EARNED] = {"url": page.url, "cookies": cookies, "user_agent": agent}
 
     async def _rendered_size(self, page: Page) -> int | None:
         """The size of the page's HTML, measured in an isolated world (page scripts cannot redefine what it
@@ -570,6 +615,16 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
             if render.target_id == frame_id:
                 render.refused = f"{reason} (the page navigated to {url[:200]})"
                 return
+
+
+def _as_last_document(settled: Settled | None, response: Response) -> Response:
+    """The response with the status and headers of the page's last document, when it navigated itself after it
+    loaded (a challenge that reloads: its 403 is not the status of the page that was read)."""
+    if settled is None or settled.status is None:
+        return response
+    headers = Headers(settled.headers or {})
+    headers.pop("Content-Encoding", None)
+    return response.replace(status=settled.status, headers=headers)
 
 
 async def _detach(session: CDPSession) -> None:

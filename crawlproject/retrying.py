@@ -56,6 +56,7 @@ from crawlproject.errors import (
     AddressRefused,
     DecompressedBodyTooLarge,
     ForbiddenByRobots,
+    InvalidSelector,
     PageBusyTimeout,
     PageCrashed,
     ResponseHeadersTooLarge,
@@ -130,6 +131,7 @@ ERROR_CLASSES: tuple[ErrorClass, ...] = (
     # it crash, does it again on every try. (A render timeout before the page loaded is a TimeoutError above.)
     ErrorClass("permanent", "render timeout", (PageBusyTimeout,)),
     ErrorClass("permanent", "browser page crashed", (PageCrashed,)),
+    ErrorClass("permanent", "invalid wait_for selector", (InvalidSelector,), named=True),
     # Refused before any byte was sent, or nothing to store: another try cannot help.
     ErrorClass("permanent", "refused by network rules", (UrlRejected, AddressForbidden, AddressRefused)),
     ErrorClass("permanent", "forbidden by robots.txt", (ForbiddenByRobots,)),

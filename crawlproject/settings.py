@@ -32,6 +32,8 @@ DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
     "crawlproject.robots.RobotsMiddleware": 100,
     "crawlproject.middlewares.FetchMethodMiddleware": 100,
+    # A tenant's session of the domain (cookies, profile) on the method's tier; contexts per tenant.
+    "crawlproject.sessions.SessionMiddleware": 105,
     "crawlproject.middlewares.NetworkGuardMiddleware": 110,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "crawlproject.middlewares.JobRetryMiddleware": 550,

@@ -75,6 +75,8 @@ class Job:
     content_type: str | None
     error_message: str | None
     cost: float
+    wait_for: str | None = None
+    wait_ms: int | None = None
     attempts: tuple[Attempt, ...] = ()
     html: str | None = None
     index: int | None = None
@@ -115,6 +117,8 @@ class Job:
             content_type=data.get("content_type"),
             error_message=data.get("error_message"),
             cost=float(data.get("cost") or 0.0),
+            wait_for=data.get("wait_for"),
+            wait_ms=data.get("wait_ms"),
             attempts=tuple(Attempt.from_json(a) for a in data.get("attempts") or ()),
             html=data.get("html"),
             index=data.get("index"),

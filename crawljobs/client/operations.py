@@ -43,6 +43,8 @@ class SubmitOptions(TypedDict, total=False):
     obey_robots: bool  # obey the site's robots.txt
     max_retries: int | None  # retries after the first attempt (the server's default when None)
     callback_url: str | None  # receives signed webhooks (job.completed, job.failed, batch.completed)
+    wait_for: str | None  # when rendered: wait until this CSS selector matches
+    wait_ms: int | None  # when rendered: wait this many milliseconds after the page settled
     idempotency_key: str | None  # a replay with the same key answers the first response
 
 

@@ -4,11 +4,12 @@
 id, tenant, batch_id, batch_index, url, status, render, premium, ultra_premium, obey_robots, priority, attempt,
 retries, lost_leases, max_retries, max_attempts, lease_owner, lease_expires_at, dispatched_at, created_at,
 updated_at, started_at, completed_at, html_length, processing_time_ms, success_method, http_status, final_url,
-content_type, error_message, cost, idempotency_key, callback_url
+content_type, error_message, cost, idempotency_key, callback_url, wait_for, wait_ms
 
 -- claimed_job_columns --
 -- Fragment: what a worker gets back when it claims a job (`crawljobs.lifecycle.ClaimedJob`).
-id, tenant, batch_id, url, render, premium, ultra_premium, obey_robots, attempt, retries, lost_leases, max_retries
+id, tenant, batch_id, url, render, premium, ultra_premium, obey_robots, attempt, retries, lost_leases, max_retries,
+wait_for, wait_ms
 
 -- find_tenant_by_key --
 -- The tenant of an API key that is not revoked, by the key's hash.
@@ -22,9 +23,10 @@ VALUES (%(id)s, %(tenant)s, %(name)s, %(key_hash)s, %(key_prefix)s);
 -- insert_job --
 -- Insert one job (a single submission) and return it.
 INSERT INTO crawl_jobs (id, tenant, url, render, premium, ultra_premium, obey_robots, priority, max_retries,
-                        max_attempts, dispatched_at, idempotency_key, callback_url)
+                        max_attempts, dispatched_at, idempotency_key, callback_url, wait_for, wait_ms)
 VALUES (%(id)s, %(tenant)s, %(url)s, %(render)s, %(premium)s, %(ultra_premium)s, %(obey_robots)s, %(priority)s,
-        %(max_retries)s, %(max_retries)s + 1, now(), %(idempotency_key)s, %(callback_url)s)
+        %(max_retries)s, %(max_retries)s + 1, now(), %(idempotency_key)s, %(callback_url)s, %(wait_for)s,
+        %(wait_ms)s)
 RETURNING {job_columns}, html;
 
 -- find_job_by_idempotency_key --
@@ -42,7 +44,7 @@ VALUES (%(tenant)s, %(batch_id)s, %(total)s, %(render)s, %(premium)s, %(ultra_pr
 -- copy_jobs --
 -- COPY target for a batch's jobs (rows written by the store).
 COPY crawl_jobs (id, tenant, batch_id, batch_index, url, render, premium, ultra_premium, obey_robots,
-                 max_retries, max_attempts, dispatched_at) FROM STDIN;
+                 max_retries, max_attempts, dispatched_at, wait_for, wait_ms) FROM STDIN;
 
 -- find_batch --
 -- One batch of a tenant.

@@ -36,6 +36,8 @@ async def insert_job(
     priority: int,
     idempotency_key: str | None,
     callback_url: str | None = None,
+    wait_for: str | None = None,
+    wait_ms: int | None = None,
 ) -> Row:
     """Insert a single job, marked dispatched (the caller undoes that if the push to Redis fails)."""
     params = {
@@ -50,6 +52,8 @@ async def insert_job(
         "priority": priority,
         "idempotency_key": idempotency_key,
         "callback_url": callback_url,
+        "wait_for": wait_for,
+        "wait_ms": wait_ms,
     }
     try:
         row = await fetch_one(conn, "insert_job", params)
@@ -127,6 +131,8 @@ async def copy_jobs(
     obey_robots: bool,
     max_retries: int,
     dispatched_at: datetime | None,
+    wait_for: str | None = None,
+    wait_ms: int | None = None,
 ) -> None:
     """COPY a batch's jobs, given as (id, index in the submitted list, normalised URL).
 
@@ -135,7 +141,11 @@ async def copy_jobs(
     flags = "\t".join("t" if flag else "f" for flag in (render, premium, ultra_premium, obey_robots))
     shared = f"\t{copy_text(tenant)}\t{copy_text(batch_id)}\t"
     stamp = dispatched_at.isoformat() if dispatched_at else "\\N"
-    tail = f"\t{flags}\t{max_retries}\t{max_retries + 1}\t{stamp}\n"
+    null = "\\N"
+    waits = (
+        f"{copy_text(wait_for) if wait_for is not None else null}\t{wait_ms if wait_ms is not None else null}"
+    )
+    tail = f"\t{flags}\t{max_retries}\t{max_retries + 1}\t{stamp}\t{waits}\n"
     buffer = "".join(f"{job_id}{shared}{index}\t{copy_text(url)}{tail}" for job_id, index, url in jobs)
     async with conn.cursor() as cur, cur.copy(query("copy_jobs")) as copy:
         await copy.write(buffer.encode())

@@ -37,6 +37,7 @@ from crawlproject.items import JobResult, failure_result
 from crawlproject.ladder import FetchPlan
 from crawlproject.memory import DomainMemory
 from crawlproject.methods import NoMethodAvailable
+from crawlproject.sessions import Sessions, cheaper_start
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class CrawlJobsSpider(Spider):
     config: WorkerConfig
     context: WorkerContext
     memory: DomainMemory
+    sessions: Sessions
     plan: FetchPlan
     max_in_flight: int
     gauge: ClaimGauge
@@ -82,6 +84,7 @@ class CrawlJobsSpider(Spider):
         spider.config = config
         spider.context = WorkerContext.of(crawler)
         spider.memory = DomainMemory.of(crawler)
+        spider.sessions = Sessions.of(crawler)
         spider.max_in_flight = config.max_in_flight
         spider.plan = spider.context.plan
         spider.gauge = ClaimGauge(pages=browser_pages(config.settings))
@@ -192,8 +195,9 @@ class CrawlJobsSpider(Spider):
 
     async def _requests_for(self, jobs: list[ClaimedJob]) -> list[Request | JobResult]:
         remembered = await self.memory.recall(jobs)
+        with_sessions = await self.sessions.tiers(jobs)
         out: list[Request | JobResult] = []
-        for job, method in zip(jobs, remembered, strict=True):
+        for job, method, tiers in zip(jobs, remembered, with_sessions, strict=True):
             try:
                 ladder, index = self.plan.start(
                     job, remembered=method, explore=random.random() < self.plan.explore_rate
@@ -201,6 +205,7 @@ class CrawlJobsSpider(Spider):
             except NoMethodAvailable as exc:
                 out.append(failure_result(job, str(exc)))
                 continue
+            index = cheaper_start(ladder, index, tiers)
             if ladder[index].engine == "browser":
                 self.browser_jobs.add(job.id)
             out.append(self.request_for(job, ladder, index))

@@ -14,6 +14,27 @@ BATCH_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 BatchIdField = Annotated[StrictStr, Field(pattern=BATCH_ID_PATTERN, description="1 to 128 of A-Za-z0-9._:-")]
 RetriesField = Annotated[StrictInt, Field(ge=0, le=20, description="Retries after the first attempt.")]
 EXAMPLE_URL = "https://www.example.com/products/123"
+# What a render waits for after the page loaded (the deployment's CRAWLJOBS_RENDER_MAX_WAIT_MS is checked at
+# submission: a longer wait_ms is a 422 too).
+WaitForField = Annotated[
+    StrictStr | None,
+    Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="When the page is rendered: wait until this CSS selector matches an element (at most "
+        "CRAWLJOBS_RENDER_MAX_WAIT_MS); a page where it never appears fails the attempt.",
+    ),
+]
+WaitMsField = Annotated[
+    StrictInt | None,
+    Field(
+        default=None,
+        ge=0,
+        description="When the page is rendered: wait this many milliseconds after it settled (at most "
+        "CRAWLJOBS_RENDER_MAX_WAIT_MS).",
+    ),
+]
 
 
 class Submits:
@@ -33,6 +54,8 @@ class LegacySubmits(Submits):
         "obey_robots": "obeyRobots",
         "max_retries": "maxRetries",
         "callback_url": "callbackUrl",
+        "wait_for": "waitFor",
+        "wait_ms": "waitMs",
     }
 
 
@@ -53,6 +76,8 @@ class JobCreate(Submits, BaseModel):
     callback_url: StrictStr | None = Field(
         default=None, description="POSTed signed JSON when the job ends (see Webhooks in the README)."
     )
+    wait_for: WaitForField = None
+    wait_ms: WaitMsField = None
 
 
 class BatchCreate(Submits, BaseModel):
@@ -80,6 +105,8 @@ class BatchCreate(Submits, BaseModel):
     callback_url: StrictStr | None = Field(
         default=None, description="POSTed signed JSON as each job ends and when the batch is done."
     )
+    wait_for: WaitForField = None
+    wait_ms: WaitMsField = None
 
 
 class ProcessRequest(BaseModel):
@@ -104,6 +131,8 @@ class LegacySubmitJob(LegacySubmits, BaseModel):
     obeyRobots: StrictBool = False
     maxRetries: RetriesField | None = None
     callbackUrl: StrictStr | None = None
+    waitFor: WaitForField = None  # extensions of the contract, as maxRetries
+    waitMs: WaitMsField = None
 
 
 class LegacySubmitBatch(LegacySubmits, BaseModel):
@@ -129,6 +158,8 @@ class LegacySubmitBatch(LegacySubmits, BaseModel):
     batchId: BatchIdField | None = None
     maxRetries: RetriesField | None = None
     callbackUrl: StrictStr | None = None
+    waitFor: WaitForField = None  # extensions of the contract, as maxRetries
+    waitMs: WaitMsField = None
 
 
 class LegacyRetryFailed(BaseModel):

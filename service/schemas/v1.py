@@ -113,6 +113,8 @@ def job_fields(item: Job, *, with_attempts: bool, with_html: bool) -> dict[str, 
         "content_type": item.content_type,
         "error_message": item.error_message,
         "cost": item.cost,
+        "wait_for": item.wait_for,
+        "wait_ms": item.wait_ms,
     }
     if with_attempts:
         values["attempts"] = [AttemptOut.from_attempt(a) for a in item.attempts]
@@ -146,6 +148,8 @@ class JobOut(BaseModel):
     content_type: str | None
     error_message: str | None
     cost: float
+    wait_for: str | None = Field(default=None, description="The CSS selector a render waits for, if any.")
+    wait_ms: int | None = Field(default=None, description="The milliseconds a render waits on, if any.")
     attempts: list[AttemptOut] = Field(
         default_factory=list, description="Every fetch attempt; left out of a batch's page and of exports."
     )

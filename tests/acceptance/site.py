@@ -40,6 +40,8 @@ Pages (any method; HEAD answers the headers without the body; an unknown path is
 ``/pdf``                    200 application/pdf, a real one-page PDF (:data:`PDF_BYTES`).
 ``/empty``                  200 text/html with an empty body.
 ``/robots.txt``             disallows ``/private/`` to every agent
+``/settle/...``             the settle gauntlet: late markers, a JavaScript challenge that sets a clearance
+                            cookie and reloads (``tests/acceptance/site_settle.py``).
 ``/dashboard/...``          the dashboard's hostile page and its beacons (``tests/acceptance/dashboard_pages.py``).
 ``/gauntlet/...``           the browser's gauntlet: headless, header coherence and botd pages that report their
                             verdict back (:mod:`tests.acceptance.gauntlet`).
@@ -97,7 +99,7 @@ from crawlproject.egress.framing import (
     read_head,
     serialize_head,
 )
-from tests.acceptance import dashboard_pages
+from tests.acceptance import dashboard_pages, site_settle
 
 __all__ = [
     "JS_MARKER",
@@ -724,6 +726,10 @@ class TestSite:
             return await gauntlet.route(self, hit, rest)
         if first == "render" and rest in _RENDER_PAGES:  # hostile pages for the browser engine (block below)
             return _RENDER_PAGES[rest](query)
+        if first == "settle":  # rendering until settled, sessions (tests/acceptance/site_settle.py)
+            answer = await site_settle.route(path, query, hit.headers)
+            if answer is not None:
+                return _html(answer[0], answer[1], *answer[2])
         return _error_page(404, "There is nothing here.")
 
     @staticmethod

@@ -263,3 +263,17 @@ def test_help_reads_well(cli: Cli, command: list[str]) -> None:
     assert "<bool>" not in shown.stdout and "<str>" not in shown.stdout, shown.stdout
     if not command:
         assert "CRAWLJOBS_URL" in shown.stdout and "CRAWLJOBS_API_KEY" in shown.stdout
+
+
+def test_submit_and_batch_with_render_waits(cli: Cli, database_url: str) -> None:
+    job_id = cli("submit", URL + "?cli-wait-for", "--render", "--wait-for", "#price", "--wait-ms", "1200")
+    assert job_id.returncode == 0, job_id.stderr
+    batch = cli("batch", "-", "--wait-ms", "300", "--batch-id", "cli-waits", stdin=URL + "?w\n")
+    assert batch.returncode == 0, batch.stderr
+    with psycopg.connect(database_url) as conn:
+        job = conn.execute("SELECT wait_for, wait_ms FROM crawl_jobs WHERE id = %s", (job_id.stdout.strip(),))
+        assert job.fetchone() == ("#price", 1200)
+        batch_job = conn.execute("SELECT wait_for, wait_ms FROM crawl_jobs WHERE batch_id = 'cli-waits'")
+        assert batch_job.fetchone() == (None, 300)
+    too_long = cli("submit", URL + "?cli-wait-long", "--wait-ms", "999999")
+    assert too_long.returncode == 3 and "CRAWLJOBS_RENDER_MAX_WAIT_MS" in too_long.stderr, too_long.stderr

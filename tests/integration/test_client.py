@@ -169,6 +169,17 @@ def test_submit_get_and_typed_results(client: Client) -> None:
     assert again.id == job.id and again.html is None
 
 
+def test_render_waits_are_submitted_and_read_back(client: Client) -> None:
+    job = client.submit(URL + "?waits", render=True, wait_for="#price", wait_ms=800)
+    assert job.wait_for == "#price" and job.wait_ms == 800
+    assert client.get(job.id).wait_ms == 800
+    batch = client.submit_batch([URL + "?waits-batch"], wait_for="main")
+    assert client.get(str(batch.job_ids[0])).wait_for == "main"
+    with pytest.raises(InvalidRequest) as refused:
+        client.submit(URL + "?waits-bad", wait_ms=-5)
+    assert refused.value.status == 422
+
+
 def test_configured_by_environment(served: ServedApi, key: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRAWLJOBS_URL", served.base)
     monkeypatch.setenv("CRAWLJOBS_API_KEY", key)

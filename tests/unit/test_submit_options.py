@@ -15,6 +15,8 @@ EVERY_OPTION = SubmitOptions(
     obey_robots=True,
     max_retries=3,
     callback_url="https://hooks.example.com/h",
+    wait_for="#price",
+    wait_ms=1500,
 )
 V1 = {
     "render": True,
@@ -23,6 +25,8 @@ V1 = {
     "obey_robots": True,
     "max_retries": 3,
     "callback_url": "https://hooks.example.com/h",
+    "wait_for": "#price",
+    "wait_ms": 1500,
 }
 LEGACY = {
     "render": True,
@@ -31,6 +35,8 @@ LEGACY = {
     "obeyRobots": True,
     "maxRetries": 3,
     "callbackUrl": "https://hooks.example.com/h",
+    "waitFor": "#price",
+    "waitMs": 1500,
 }
 
 
