@@ -40,14 +40,11 @@ import contextlib
 import ipaddress
 import logging
 import re
-import shutil
 import ssl
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -75,6 +72,7 @@ from crawlproject.errors import (
     FetchedBodyTooLarge,
     ResponseHeadersTooLarge,
 )
+from crawlproject.profiles import ACCEPT_ENCODING, Profile, browser_version, navigation_headers
 from crawlproject.resolver import GuardedResolver
 
 logger = logging.getLogger(__name__)
@@ -84,7 +82,6 @@ META_KEY = "impersonate"
 
 # When no browser version can be read (no Chromium installed): the newest Chrome curl_cffi knows.
 _CHROME_TARGET = re.compile(r"^chrome(\d+)$")
-_VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)\.(\d+)")
 
 
 # -- Chrome: its version, its curl target, its navigation headers -----------------------------------------
@@ -110,84 +107,40 @@ def curl_target(major: int) -> str:
     return targets[max(older)] if older else targets[min(targets)]
 
 
-@dataclass(frozen=True)
-class ChromeVersion:
-    major: int
-    full: str  # "156.0.8078.114"
+def _major(version: str) -> int:
+    return int(version.split(".")[0])
 
 
-@lru_cache(maxsize=8)
-def browser_version(executable: str | None) -> ChromeVersion:
-    """The version of the browser the worker renders with (``executable --version``, read once), or, with no
-    browser to ask, the newest Chrome curl_cffi impersonates."""
-    path = executable or shutil.which("chromium") or shutil.which("chromium-browser")
-    if path:
-        try:
-            run = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20, check=False)
-            match = _VERSION.search(run.stdout)
-            if match:
-                return ChromeVersion(int(match.group(1)), match.group(0))
-            logger.warning("cannot read the version of %s from %r", path, run.stdout[:200])
-        except (OSError, subprocess.SubprocessError) as exc:
-            logger.warning("cannot ask %s for its version: %s", path, exc)
-    newest = max(curl_targets())
-    return ChromeVersion(newest, f"{newest}.0.0.0")
+def _tier_of(request: Request) -> str:
+    """The proxy tier of the request's fetch method (its profile's region follows the tier)."""
+    ladder = request.meta.get("ladder")
+    index = request.meta.get("method_index")
+    if ladder and isinstance(index, int) and 0 <= index < len(ladder):
+        return str(getattr(ladder[index], "tier", "direct"))
+    return "direct"
 
 
-# Chromium's GREASE brand (components/embedder_support/user_agent_utils.cc), seeded with the major version.
-_GREASE_CHARS = (" ", "(", ":", "-", ".", "/", ")", ";", "=", "?", "_")
-_GREASE_VERSIONS = ("8", "99", "24")
+# Chrome's spelling of the navigation headers on HTTP/1.1 (HTTP/2 lower-cases every name): the set, its order
+# and its values are the browser profile's (crawlproject.profiles), so the engines cannot disagree.
+_CHROME_CASE = {
+    "upgrade-insecure-requests": "Upgrade-Insecure-Requests",
+    "user-agent": "User-Agent",
+    "accept": "Accept",
+    "sec-fetch-site": "Sec-Fetch-Site",
+    "sec-fetch-mode": "Sec-Fetch-Mode",
+    "sec-fetch-user": "Sec-Fetch-User",
+    "sec-fetch-dest": "Sec-Fetch-Dest",
+    "accept-encoding": "Accept-Encoding",
+    "accept-language": "Accept-Language",
+}
 
 
-def sec_ch_ua(major: int, *, brand: str = "Chromium") -> str:
-    """``sec-ch-ua`` as Chromium ``major`` sends it: its brand and the GREASE brand, in the seeded order.
-
-    (Chromium 156 sends ``"Not:A-Brand";v="8", "Chromium";v="156"``: Debian's Chromium names no "Google
-    Chrome" brand, and neither does this.)"""
-    grease = f"Not{_GREASE_CHARS[major % 11]}A{_GREASE_CHARS[(major + 1) % 11]}Brand"
-    brands = [(grease, _GREASE_VERSIONS[major % 3]), (brand, str(major))]
-    if major % 2:
-        brands.reverse()
-    return ", ".join(f'"{name}";v="{version}"' for name, version in brands)
-
-
-def user_agent(major: int, *, platform: str = "Linux") -> str:
-    """Chrome's reduced User-Agent (minor, build and patch are zeros) for ``platform``."""
-    system = {
-        "Linux": "X11; Linux x86_64",
-        "Windows": "Windows NT 10.0; Win64; x64",
-        "macOS": "Macintosh; Intel Mac OS X 10_15_7",
-    }[platform]
-    return f"Mozilla/5.0 ({system}) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.0.0 Safari/537.36"
-
-
-NAVIGATION_ACCEPT = (
-    "text/html,application/xhtml+xml,application/xml;q=0.9,image/jxl,image/avif,image/webp,image/apng,"
-    "*/*;q=0.8,application/signed-exchange;v=b3;q=0.7"
-)
-ACCEPT_ENCODING = "gzip, deflate, br, zstd"
-
-
-def chrome_navigation_headers(
-    major: int, *, platform: str = "Linux", accept_language: str = "en-US,en;q=0.9"
-) -> list[tuple[str, str]]:
-    """The headers of a top-level navigation typed into Chromium ``major``, in its order (read from Chromium
-    156 on the wire). A request's own headers replace these in place (``merged_headers``); Chrome sends
-    ``Cookie`` after ``Accept-Language`` and ``Referer`` before ``Accept-Encoding``."""
-    return [
-        ("sec-ch-ua", sec_ch_ua(major)),
-        ("sec-ch-ua-mobile", "?0"),
-        ("sec-ch-ua-platform", f'"{platform}"'),
-        ("Upgrade-Insecure-Requests", "1"),
-        ("User-Agent", user_agent(major, platform=platform)),
-        ("Accept", NAVIGATION_ACCEPT),
-        ("Sec-Fetch-Site", "none"),
-        ("Sec-Fetch-Mode", "navigate"),
-        ("Sec-Fetch-User", "?1"),
-        ("Sec-Fetch-Dest", "document"),
-        ("Accept-Encoding", ACCEPT_ENCODING),
-        ("Accept-Language", accept_language),
-    ]
+def chrome_navigation_headers(profile: Profile, *, http2: bool = False) -> list[tuple[str, str]]:
+    """The headers of a top-level navigation typed into the browser of ``profile``, in Chrome's order and
+    spelling (``profiles.navigation_headers``; ``http2`` adds Chrome's ``priority``). A request's own headers
+    replace these in place (``merged_headers``); Chrome sends ``Cookie`` after ``Accept-Language`` and
+    ``Referer`` before ``Accept-Encoding``."""
+    return [(_CHROME_CASE.get(name, name), value) for name, value in navigation_headers(profile, http2=http2)]
 
 
 # Request headers curl must not be handed: hop-by-hop ones, the proxy's, and those curl writes itself.
@@ -354,7 +307,8 @@ class ImpersonateEngine:
         self.scrapy_defaults["user-agent"] = crawler.settings.get("USER_AGENT") or ""
         self._multi: AsyncCurl | None = None
         self._handles: list[Curl] = []
-        self._version: ChromeVersion | None = None
+        self.identities = config.identities
+        self._version: str | None = None
         self._version_lock = asyncio.Lock()
         self.in_flight: dict[Curl, tuple[uuid.UUID | None, Transfer]] = {}
         self._chained = False
@@ -368,15 +322,15 @@ class ImpersonateEngine:
             crawler.signals.connect(engine.close, signal=signals.engine_stopped)
         return engine
 
-    async def version(self) -> ChromeVersion:
+    async def version(self) -> str:
+        """The browser's full version (``156.0.8078.114``), read once, off the event loop."""
         async with self._version_lock:
             if self._version is None:
-                self._version = await asyncio.to_thread(browser_version, self.executable)
+                self._version = await asyncio.to_thread(browser_version, self.identities.executable)
                 logger.info(
-                    "impersonate engine: Chrome %s (browser %s), curl target %s",
-                    self._version.major,
-                    self._version.full,
-                    curl_target(self._version.major),
+                    "impersonate engine: browser %s, curl target %s",
+                    self._version,
+                    curl_target(_major(self._version)),
                 )
             return self._version
 
@@ -512,7 +466,7 @@ class ImpersonateEngine:
         self,
         curl: Curl,
         request: Request,
-        version: ChromeVersion,
+        version: str,
         transfer: Transfer,
         *,
         resolve: list[str],
@@ -520,7 +474,7 @@ class ImpersonateEngine:
         timeout: float,
     ) -> None:
         https = request.url.lower().startswith("https:")
-        curl.impersonate(curl_target(version.major), default_headers=False)
+        curl.impersonate(curl_target(_major(version)), default_headers=False)
         curl.setopt(CurlOpt.URL, request.url)
         # HTTP/2 where Chrome has it (ALPN on TLS); plain http is HTTP/1.1 (curl would offer h2c, Chrome never).
         curl.setopt(CurlOpt.HTTP_VERSION, CurlHttpVersion.V2TLS if https else CurlHttpVersion.V1_1)
@@ -552,7 +506,8 @@ class ImpersonateEngine:
             for name, values in request.headers.items()
             for value in values
         )
-        headers = merged_headers(chrome_navigation_headers(version.major), own, self.scrapy_defaults)
+        profile = self.identities.for_tier(_tier_of(request))
+        headers = merged_headers(chrome_navigation_headers(profile, http2=https), own, self.scrapy_defaults)
         lines = [f"{name}: {value}".encode("latin-1") for name, value in headers]
         if not https:
             # HTTP/1.1 carries Host and Connection as Chrome sends them; curl writes them after the others (the

@@ -338,6 +338,13 @@ class Identities:
         """The profile the launch flags say (the default region, the most common screen)."""
         return Profile(version=self.version, region=self.region, brand=self.brand)
 
+    def for_tier(self, tier: str) -> Profile:
+        """The profile the http engines present on ``tier``: the launch profile in the tier's region (headers
+        carry no screen)."""
+        return Profile(
+            version=self.version, region=self.tier_regions.get(tier, self.region), brand=self.brand
+        )
+
     def for_context(self, tier: str, name: str) -> Profile:
         profile = self._profiles.get(name)
         if profile is None:

@@ -11,6 +11,7 @@ import shutil
 from crawljobs.config import Settings
 from crawljobs.logs import configure_logging
 from crawlproject.capacity import browser_pages
+from crawlproject.profiles import NAVIGATION_ACCEPT, Profile, Region, browser_version
 
 _settings = Settings()
 CRAWLJOBS_SETTINGS = _settings
@@ -76,19 +77,23 @@ COOKIES_ENABLED = False
 REDIRECT_MAX_TIMES = 10
 HTTPERROR_ALLOW_ALL = True
 
-USER_AGENT = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
-)
-DEFAULT_REQUEST_HEADERS = {
-    "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8",
-    "Accept-Language": "en-US,en;q=0.9",
-}
 
 # The browser: Debian's Chromium (or CRAWLJOBS_BROWSER_EXECUTABLE), bounded, pages always closed; each render
 # bounded by crawlproject.rendering (CRAWLJOBS_RENDER_TIMEOUT, CRAWLJOBS_MAX_BODY_BYTES,
 # CRAWLJOBS_BROWSER_MEMORY_MB).
 PLAYWRIGHT_BROWSER_TYPE = "chromium"
 _executable = _settings.browser_executable or shutil.which("chromium") or shutil.which("chromium-browser")
+
+# The http engine says the browser it runs beside: the User-Agent and Accept-Language of the browser's own
+# profile (its real version, crawlproject.profiles), never a version of its own (it said Chrome/131 while the
+# browser was 156). Its TLS handshake is still Python's: the impersonate engine is the one that passes as Chrome.
+try:
+    _region = Region.parse(_settings.browser_region)
+except ValueError:  # WorkerConfig refuses it at start, with the setting's name
+    _region = Region()
+_profile = Profile(version=browser_version(_executable), region=_region)
+USER_AGENT = _profile.user_agent
+DEFAULT_REQUEST_HEADERS = {"Accept": NAVIGATION_ACCEPT, "Accept-Language": _profile.accept_language}
 # SwiftShader, headless Chromium's WebGL, is a tell of its own; ANGLE on EGL reports the machine's GPU, or Mesa's
 # llvmpipe on a machine without one (what a Linux desktop without GPU drivers reports).
 _GL_FLAGS = {

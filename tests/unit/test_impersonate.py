@@ -12,9 +12,14 @@ from crawlproject.impersonate import (
     curl_target,
     curl_targets,
     merged_headers,
-    sec_ch_ua,
-    user_agent,
 )
+from crawlproject.profiles import Profile, navigation_headers
+
+CHROMIUM_156 = Profile(version="156.0.8078.114")
+
+
+def sec_ch_ua(major: int) -> str:
+    return Profile(version=f"{major}.0.0.0").sec_ch_ua
 
 
 def test_sec_ch_ua_is_what_chromium_156_sends() -> None:
@@ -42,7 +47,7 @@ def test_the_curl_target_is_the_nearest_chrome_not_newer() -> None:
 
 
 def test_the_navigation_headers_carry_the_real_version_in_chromes_order() -> None:
-    headers = chrome_navigation_headers(156)
+    headers = chrome_navigation_headers(CHROMIUM_156)
     names = [name.lower() for name, _ in headers]
     assert names == [
         "sec-ch-ua",
@@ -58,15 +63,18 @@ def test_the_navigation_headers_carry_the_real_version_in_chromes_order() -> Non
         "accept-encoding",
         "accept-language",
     ]
-    assert dict(headers)["User-Agent"] == user_agent(156)
-    assert "Chrome/156.0.0.0" in user_agent(156)
+    assert dict(headers)["User-Agent"] == CHROMIUM_156.user_agent
+    assert "Chrome/156.0.0.0" in CHROMIUM_156.user_agent
+    # One source: the browser profile's headers, in Chrome's HTTP/1.1 spelling; HTTP/2 adds Chrome's priority.
+    assert [(n.lower(), v) for n, v in headers] == navigation_headers(CHROMIUM_156)
+    assert chrome_navigation_headers(CHROMIUM_156, http2=True)[-1] == ("priority", "u=0, i")
 
 
 SCRAPY = {"user-agent": "Scrapy-ish/1.0", "accept-language": "en"}
 
 
 def test_the_requests_own_headers_override_in_place_and_scrapys_defaults_give_way() -> None:
-    defaults = chrome_navigation_headers(156)
+    defaults = chrome_navigation_headers(CHROMIUM_156)
     own = [
         ("User-Agent", "Profile UA"),
         ("Accept-Language", "en"),  # Scrapy's default value: not the request's own
