@@ -37,6 +37,7 @@ import argparse
 import asyncio
 import contextlib
 import random
+import re
 import statistics
 import sys
 import time
@@ -115,15 +116,27 @@ NEW_LIST_BATCHES = "list_batches"  # the named queries of crawljobs/sql/queries.
 
 
 def dashboard_page_rows(http: httpx.Client, key: str, big: str, repeat: int) -> list[tuple[str, float]]:
-    """HOOK(dashboard pages): the server time of the dashboard's pages, once they exist (the `dashui` branch).
-
-    Rows to add after merging, each the median of `repeat` requests through the same API process, with the
-    dashboard's session cookie (however its login hands it out, from `key`):
-        ("GET / (overview page)", ...), ("GET /batches", ...),
-        (f"GET /batches/{big}", ...), (f"GET /batches/{big}?status=error", ...),
-        (f"GET /batches/{big}?after=40000", ...), (f"GET /batches/{big}?q=shop", ...)
-    """
-    return []
+    """The server time of the dashboard's pages (each the median of `repeat` requests through the same API
+    process), signed in as a person is: the sign-in form's token, the key posted, the session cookie kept."""
+    form = http.get("/sign-in")
+    form.raise_for_status()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    if token is None:
+        raise RuntimeError("the sign-in page has no csrf_token field")
+    signed_in = http.post(
+        "/sign-in", data={"api_key": key, "csrf_token": token.group(1), "next": "/"}, follow_redirects=False
+    )
+    if signed_in.status_code != 303:
+        raise RuntimeError(f"sign-in answered {signed_in.status_code}: {signed_in.text[:200]}")
+    paths = [
+        ("GET / (overview page)", "/"),
+        ("GET /batches", "/batches"),
+        ("GET /batches/{big}", f"/batches/{big}"),
+        ("GET /batches/{big}?status=error", f"/batches/{big}?status=error"),
+        ("GET /batches/{big}?after=40000", f"/batches/{big}?after=40000"),
+        ("GET /batches/{big}?q=shop", f"/batches/{big}?q=shop"),
+    ]
+    return [(label, timed_http(http, path, repeat)) for label, path in paths]
 
 
 # -- the fill ---------------------------------------------------------------------------------------------
@@ -377,7 +390,7 @@ def copy_batch(database_url: str, size: int, tag: str) -> float:
     batch_id = f"copy-{tag}-{uuid.uuid4().hex[:8]}"
     stamp = datetime.now(UTC).isoformat()
     buffer = "".join(
-        f"{job_id}\t{TENANT}w\t{batch_id}\t{i}\thttps://example.com/w/{i}\tf\tf\tf\tf\t3\t4\t{stamp}\n"
+        f"{job_id}\t{TENANT}w\t{batch_id}\t{i}\thttps://example.com/w/{i}\tf\tf\tf\tf\t3\t4\t{stamp}\t\\N\t\\N\n"
         for i, job_id in enumerate(new_job_ids(size))
     )
     with psycopg.connect(database_url) as conn:
@@ -433,7 +446,7 @@ async def finish_rate(database_url: str, *, writers: int, per_writer: int, shard
         with conn.cursor() as cur, cur.copy(query("copy_jobs")) as copy:
             copy.write(
                 "".join(
-                    f"{job_id}\t{TENANT}w\t{batch_id}\t{i}\thttps://example.com/f/{i}\tf\tf\tf\tf\t3\t4\t{stamp}\n"
+                    f"{job_id}\t{TENANT}w\t{batch_id}\t{i}\thttps://example.com/f/{i}\tf\tf\tf\tf\t3\t4\t{stamp}\t\\N\t\\N\n"
                     for i, job_id in enumerate(ids)
                 ).encode()
             )
