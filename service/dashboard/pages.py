@@ -16,7 +16,6 @@ from pydantic import ValidationError
 from crawljobs.exceptions import CrawlJobsError, InvalidRequest, NotFound
 from crawljobs.keys import hash_key
 from crawljobs.models import STATUSES
-from service import render as api_render
 from service.dashboard import data, forms
 from service.dashboard.session import (
     SIGNIN_COOKIE,
@@ -37,7 +36,7 @@ from service.dashboard.web import (
     render,
 )
 from service.errors import status_for
-from service.routes.batches import EXPORT_PAGE_METADATA, EXPORT_PAGE_WITH_HTML
+from service.routes.batches import export_stream
 from service.routes.common import parse_job_id
 from service.routes.home import LINKS
 from service.schemas import BATCH_ID_PATTERN, BatchCreate, JobCreate
@@ -379,17 +378,9 @@ async def export_batch(
     """The API's export (``GET /v1/batches/{id}/export``), the same code, as a download of the page."""
     _check_batch_id(batch_id)
     await manager.get_batch(tenant=session.tenant, batch_id=batch_id)
-    with_html = export_format == "ndjson"
-    pages = manager.export_batch(
-        tenant=session.tenant,
-        batch_id=batch_id,
-        with_html=with_html,
-        page_size=EXPORT_PAGE_WITH_HTML if with_html else EXPORT_PAGE_METADATA,
+    stream, media_type = export_stream(
+        manager, tenant=session.tenant, batch_id=batch_id, export_format=export_format
     )
-    if with_html:
-        stream, media_type = api_render.ndjson_lines(pages), "application/x-ndjson"
-    else:
-        stream, media_type = api_render.csv_lines(pages), "text/csv; charset=utf-8"
     filename = batch_id.replace(":", "_")
     headers = {
         "Content-Disposition": f'attachment; filename="{filename}.{export_format}"',

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import StreamingResponse
 
+from crawljobs.manager import JobManager
 from service import render
 from service.deps import IdempotencyKeyDep, ManagerDep, TenantDep
 from service.metering import MeterDep, counted
@@ -42,6 +44,23 @@ ExportLimit = Annotated[
 # Jobs per database read while streaming: with HTML (up to CRAWLJOBS_MAX_BODY_BYTES each) and without.
 EXPORT_PAGE_WITH_HTML = 100
 EXPORT_PAGE_METADATA = 1000
+
+
+def export_stream(
+    manager: JobManager, *, tenant: str, batch_id: str, export_format: str
+) -> tuple[AsyncIterator[bytes], str]:
+    """A batch's export streamed as ``ndjson`` (every job with its HTML) or ``csv`` (their metadata), and its
+    media type: the API's export and the dashboard's download are this one stream."""
+    with_html = export_format == "ndjson"
+    pages = manager.export_batch(
+        tenant=tenant,
+        batch_id=batch_id,
+        with_html=with_html,
+        page_size=EXPORT_PAGE_WITH_HTML if with_html else EXPORT_PAGE_METADATA,
+    )
+    if with_html:
+        return render.ndjson_lines(pages), "application/x-ndjson"
+    return render.csv_lines(pages), "text/csv; charset=utf-8"
 
 
 @router.post(
@@ -166,16 +185,6 @@ async def export_batch(
             offset=offset,
             jobs=[ExportedJob.from_exported(index, job) for index, job in jobs],
         )
-    with_html = export_format == "ndjson"
-    pages = manager.export_batch(
-        tenant=tenant,
-        batch_id=batch_id,
-        with_html=with_html,
-        page_size=EXPORT_PAGE_WITH_HTML if with_html else EXPORT_PAGE_METADATA,
-    )
-    if with_html:
-        stream, media_type = render.ndjson_lines(pages), "application/x-ndjson"
-    else:
-        stream, media_type = render.csv_lines(pages), "text/csv; charset=utf-8"
+    stream, media_type = export_stream(manager, tenant=tenant, batch_id=batch_id, export_format=export_format)
     disposition = f'attachment; filename="{filename}.{export_format}"'
     return StreamingResponse(stream, media_type=media_type, headers={"Content-Disposition": disposition})
