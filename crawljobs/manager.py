@@ -339,8 +339,9 @@ class JobManager:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     pipe.llen(self.keys.priority)
                     pipe.llen(self.keys.bulk)
+                    pipe.llen(self.keys.backlog)
                     pipe.smembers(metric_keys.workers)
-                    priority, bulk, members = await pipe.execute()
+                    priority, bulk, backlog, members = await pipe.execute()
                 workers = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
                 replies: list[Any] = []
                 if workers:
@@ -361,7 +362,9 @@ class JobManager:
             except (ValueError, OverflowError, OSError):
                 when, held = None, None
             beats[worker] = (when, held)
-        return {"priority": int(priority), "bulk": int(bulk)}, beats
+        # Batch jobs wait in the bulk list (fair shares off) or the fair scheduler's batch lists, counted by its
+        # backlog list: both are "bulk", as on /metrics.
+        return {"priority": int(priority), "bulk": int(bulk) + int(backlog)}, beats
 
     async def retry_failed(self, *, tenant: str, batch_id: str) -> int:
         """Put a batch's failed jobs back to pending (attempt history kept) and dispatch them."""

@@ -326,7 +326,8 @@ def test_deleting_jobs_takes_them_out_of_the_counts(settings: Settings, database
 def test_the_migration_backfills_the_counts_of_the_jobs_already_there(
     pg_admin_url: str, redis_url: str, redis_prefix: str
 ) -> None:
-    """Jobs written under migration 0006 (no counts yet) are counted once 0007 is applied."""
+    """Jobs written before migration 0007 (no counts yet) are counted once it is applied. (Every other migration
+    is applied first: today's statements write the columns of the later ones, which do not touch the counts.)"""
     name = f"cjtest_{secrets.token_hex(4)}"
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -338,7 +339,7 @@ def test_the_migration_backfills_the_counts_of_the_jobs_already_there(
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
             for migration in load_migrations():
-                if migration.version < 7:
+                if migration.version != 7:
                     conn.execute(migration.sql.encode())
                     conn.execute(
                         "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
