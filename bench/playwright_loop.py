@@ -3,8 +3,10 @@
     python -m bench.playwright_loop --base http://127.0.0.1:PORT --pages 200 --concurrency 4 [--tag T]
 
 One Chromium (the worker's executable, headless), one context, ``--concurrency`` tasks each opening a page,
-navigating to the next ``/fast/<tag>-<n>`` URL until ``load``, reading its HTML and closing the page: what a
-render costs with nothing of the system around it. A warm-up of ``2 x concurrency`` pages runs before the
+navigating to the next ``/fast/<tag>-<n>`` URL until ``load`` (``--wait-until networkidle``: until Playwright's
+network idle, no request for 500 ms, the wait the worker's renders make by default after ``load``:
+``CRAWLJOBS_RENDER_QUIET_MS``), reading its HTML and closing the page: what a render costs with nothing of the
+system around it. A warm-up of ``2 x concurrency`` pages runs before the
 clock. ``--arg FLAG`` adds a Chromium flag, ``--fetch`` pauses and continues every request with CDP's Fetch
 domain, ``--guard`` goes through the worker's egress guard (to measure what the worker's choices cost one by
 one). Prints one JSON line: ``{"seconds": ..., "pages": ..., "cpu": ...}`` (``cpu``: this process and its
@@ -20,7 +22,7 @@ import json
 import resource
 import shutil
 import time
-from typing import Any
+from typing import Any, Literal
 
 from playwright.async_api import Browser, async_playwright
 
@@ -30,7 +32,11 @@ from crawlproject.interception import BrowserNetwork
 
 
 async def render_all(
-    browser: Browser, urls: list[str], concurrency: int, proxy: dict[str, str] | None = None
+    browser: Browser,
+    urls: list[str],
+    concurrency: int,
+    proxy: dict[str, str] | None = None,
+    wait_until: Literal["load", "networkidle"] = "load",
 ) -> None:
     context = await browser.new_context(proxy=proxy) if proxy else await browser.new_context()  # type: ignore[arg-type]
     queue = list(reversed(urls))
@@ -40,7 +46,7 @@ async def render_all(
             url = queue.pop()
             page = await context.new_page()
             try:
-                await page.goto(url, wait_until="load")
+                await page.goto(url, wait_until=wait_until)
                 html = await page.content()
                 if "fast-page:" not in html:
                     raise RuntimeError(f"{url}: not the page")
@@ -80,6 +86,7 @@ async def main_async(
     args: list[str] | None = None,
     fetch: bool = False,
     guard: bool = False,
+    wait_until: Literal["load", "networkidle"] = "load",
 ) -> dict[str, float]:
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
@@ -99,7 +106,9 @@ async def main_async(
         )
         before = cpu_seconds()
         started = time.monotonic()
-        await render_all(browser, [f"{base}/fast/{tag}-{i}" for i in range(pages)], concurrency, proxy)
+        await render_all(
+            browser, [f"{base}/fast/{tag}-{i}" for i in range(pages)], concurrency, proxy, wait_until
+        )
         seconds = time.monotonic() - started
         await browser.close()
         if egress is not None:
@@ -119,9 +128,24 @@ def main() -> None:
     parser.add_argument("--arg", action="append", default=[], help="a Chromium flag (repeatable)")
     parser.add_argument("--fetch", action="store_true", help="pause and continue every request (CDP Fetch)")
     parser.add_argument("--guard", action="store_true", help="through the worker's egress guard")
+    parser.add_argument(
+        "--wait-until",
+        choices=("load", "networkidle"),
+        default="load",
+        help="networkidle: also wait for 500 ms without a request, as the worker's renders do after load",
+    )
     args = parser.parse_args()
     result = asyncio.run(
-        main_async(args.base, args.pages, args.concurrency, args.tag, args.arg, args.fetch, args.guard)
+        main_async(
+            args.base,
+            args.pages,
+            args.concurrency,
+            args.tag,
+            args.arg,
+            args.fetch,
+            args.guard,
+            args.wait_until,
+        )
     )
     print(json.dumps(result), flush=True)
 
