@@ -8,7 +8,7 @@ network idle, no request for 500 ms, the wait the worker's renders make by defau
 ``CRAWLJOBS_RENDER_QUIET_MS``), reading its HTML and closing the page: what a render costs with nothing of the
 system around it. A warm-up of ``2 x concurrency`` pages runs before the
 clock. ``--arg FLAG`` adds a Chromium flag, ``--fetch`` pauses and continues every request with CDP's Fetch
-domain, ``--guard`` goes through the worker's egress guard (to measure what the worker's choices cost one by
+domain, ``--guard`` goes through the worker's egress guard, ``--viewport WxH`` sets the pages' size (to measure what the worker's choices cost one by
 one). Prints one JSON line: ``{"seconds": ..., "pages": ..., "cpu": ...}`` (``cpu``: this process and its
 children, Chromium's included, in seconds).
 """
@@ -30,6 +30,8 @@ from crawljobs.urls import NetworkPolicy
 from crawlproject.egress import EgressGuard
 from crawlproject.interception import BrowserNetwork
 
+VIEWPORT: tuple[int, int] | None = None  # --viewport (else Playwright's 1280 x 720)
+
 
 async def render_all(
     browser: Browser,
@@ -38,7 +40,10 @@ async def render_all(
     proxy: dict[str, str] | None = None,
     wait_until: Literal["load", "networkidle"] = "load",
 ) -> None:
-    context = await browser.new_context(proxy=proxy) if proxy else await browser.new_context()  # type: ignore[arg-type]
+    options: dict[str, Any] = {"proxy": proxy} if proxy else {}
+    if VIEWPORT is not None:
+        options["viewport"] = {"width": VIEWPORT[0], "height": VIEWPORT[1]}
+    context = await browser.new_context(**options)
     queue = list(reversed(urls))
 
     async def one_task() -> None:
@@ -134,7 +139,14 @@ def main() -> None:
         default="load",
         help="networkidle: also wait for 500 ms without a request, as the worker's renders do after load",
     )
+    parser.add_argument(
+        "--viewport", help="WxH of the pages (the worker's profiles use a whole screen's, e.g. 1912x947)"
+    )
     args = parser.parse_args()
+    if args.viewport:
+        width, _, height = args.viewport.partition("x")
+        global VIEWPORT
+        VIEWPORT = (int(width), int(height))
     result = asyncio.run(
         main_async(
             args.base,
