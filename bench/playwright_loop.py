@@ -8,7 +8,7 @@ network idle, no request for 500 ms, the wait the worker's renders make by defau
 ``CRAWLJOBS_RENDER_QUIET_MS``), reading its HTML and closing the page: what a render costs with nothing of the
 system around it. A warm-up of ``2 x concurrency`` pages runs before the
 clock. ``--arg FLAG`` adds a Chromium flag, ``--fetch`` pauses and continues every request with CDP's Fetch
-domain, ``--guard`` goes through the worker's egress guard, ``--viewport WxH`` sets the pages' size (to measure what the worker's choices cost one by
+domain, ``--guard`` goes through the worker's egress guard, ``--viewport WxH`` sets the pages' size, ``--override`` sets the worker's User-Agent override on each page (to measure what the worker's choices cost one by
 one). Prints one JSON line: ``{"seconds": ..., "pages": ..., "cpu": ...}`` (``cpu``: this process and its
 children, Chromium's included, in seconds).
 """
@@ -29,8 +29,10 @@ from playwright.async_api import Browser, async_playwright
 from crawljobs.urls import NetworkPolicy
 from crawlproject.egress import EgressGuard
 from crawlproject.interception import BrowserNetwork
+from crawlproject.profiles import Profile
 
 VIEWPORT: tuple[int, int] | None = None  # --viewport (else Playwright's 1280 x 720)
+OVERRIDE: dict[str, Any] | None = None  # --override: the profile's User-Agent override, on a session per page
 
 
 async def render_all(
@@ -50,7 +52,13 @@ async def render_all(
         while queue:
             url = queue.pop()
             page = await context.new_page()
+            sessions = []
             try:
+                if (
+                    OVERRIDE is not None
+                ):  # as the worker does (rendering._say_profile), kept as long as the page
+                    sessions.append(session := await context.new_cdp_session(page))
+                    await session.send("Emulation.setUserAgentOverride", OVERRIDE)
                 await page.goto(url, wait_until=wait_until)
                 html = await page.content()
                 if "fast-page:" not in html:
@@ -92,6 +100,7 @@ async def main_async(
     fetch: bool = False,
     guard: bool = False,
     wait_until: Literal["load", "networkidle"] = "load",
+    override: bool = False,
 ) -> dict[str, float]:
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
@@ -99,6 +108,9 @@ async def main_async(
         )
         if fetch:
             await intercept_all(browser)
+        if override:
+            global OVERRIDE
+            OVERRIDE = Profile(version=browser.version).user_agent_override()
         proxy = None
         egress: EgressGuard | None = None
         if guard:  # the worker's egress guard, its credentials answered by the worker's Fetch session
@@ -140,6 +152,9 @@ def main() -> None:
         help="networkidle: also wait for 500 ms without a request, as the worker's renders do after load",
     )
     parser.add_argument(
+        "--override", action="store_true", help="the worker's User-Agent override, by CDP on each page"
+    )
+    parser.add_argument(
         "--viewport", help="WxH of the pages (the worker's profiles use a whole screen's, e.g. 1912x947)"
     )
     args = parser.parse_args()
@@ -157,6 +172,7 @@ def main() -> None:
             args.fetch,
             args.guard,
             args.wait_until,
+            args.override,
         )
     )
     print(json.dumps(result), flush=True)
