@@ -3,10 +3,12 @@
     python -m bench.playwright_loop --base http://127.0.0.1:PORT --pages 200 --concurrency 4 [--tag T]
 
 One Chromium (the worker's executable, headless), one context, ``--concurrency`` tasks each opening a page,
-navigating to the next ``/fast/<tag>-<n>`` URL until ``load``, reading its HTML and closing the page: what a
-render costs with nothing of the system around it. A warm-up of ``2 x concurrency`` pages runs before the
+navigating to the next ``/fast/<tag>-<n>`` URL until ``load`` (``--wait-until networkidle``: until Playwright's
+network idle, no request for 500 ms, the wait the worker's renders make by default after ``load``:
+``CRAWLJOBS_RENDER_QUIET_MS``), reading its HTML and closing the page: what a render costs with nothing of the
+system around it. A warm-up of ``2 x concurrency`` pages runs before the
 clock. ``--arg FLAG`` adds a Chromium flag, ``--fetch`` pauses and continues every request with CDP's Fetch
-domain, ``--guard`` goes through the worker's egress guard (to measure what the worker's choices cost one by
+domain, ``--guard`` goes through the worker's egress guard, ``--viewport WxH`` sets the pages' size, ``--override`` sets the worker's User-Agent override on each page (to measure what the worker's choices cost one by
 one). Prints one JSON line: ``{"seconds": ..., "pages": ..., "cpu": ...}`` (``cpu``: this process and its
 children, Chromium's included, in seconds).
 """
@@ -20,27 +22,44 @@ import json
 import resource
 import shutil
 import time
-from typing import Any
+from typing import Any, Literal
 
 from playwright.async_api import Browser, async_playwright
 
 from crawljobs.urls import NetworkPolicy
 from crawlproject.egress import EgressGuard
 from crawlproject.interception import BrowserNetwork
+from crawlproject.profiles import Profile
+
+VIEWPORT: tuple[int, int] | None = None  # --viewport (else Playwright's 1280 x 720)
+OVERRIDE: dict[str, Any] | None = None  # --override: the profile's User-Agent override, on a session per page
 
 
 async def render_all(
-    browser: Browser, urls: list[str], concurrency: int, proxy: dict[str, str] | None = None
+    browser: Browser,
+    urls: list[str],
+    concurrency: int,
+    proxy: dict[str, str] | None = None,
+    wait_until: Literal["load", "networkidle"] = "load",
 ) -> None:
-    context = await browser.new_context(proxy=proxy) if proxy else await browser.new_context()  # type: ignore[arg-type]
+    options: dict[str, Any] = {"proxy": proxy} if proxy else {}
+    if VIEWPORT is not None:
+        options["viewport"] = {"width": VIEWPORT[0], "height": VIEWPORT[1]}
+    context = await browser.new_context(**options)
     queue = list(reversed(urls))
 
     async def one_task() -> None:
         while queue:
             url = queue.pop()
             page = await context.new_page()
+            sessions = []
             try:
-                await page.goto(url, wait_until="load")
+                if (
+                    OVERRIDE is not None
+                ):  # as the worker does (rendering._say_profile), kept as long as the page
+                    sessions.append(session := await context.new_cdp_session(page))
+                    await session.send("Emulation.setUserAgentOverride", OVERRIDE)
+                await page.goto(url, wait_until=wait_until)
                 html = await page.content()
                 if "fast-page:" not in html:
                     raise RuntimeError(f"{url}: not the page")
@@ -80,6 +99,8 @@ async def main_async(
     args: list[str] | None = None,
     fetch: bool = False,
     guard: bool = False,
+    wait_until: Literal["load", "networkidle"] = "load",
+    override: bool = False,
 ) -> dict[str, float]:
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
@@ -87,6 +108,9 @@ async def main_async(
         )
         if fetch:
             await intercept_all(browser)
+        if override:
+            global OVERRIDE
+            OVERRIDE = Profile(version=browser.version).user_agent_override()
         proxy = None
         egress: EgressGuard | None = None
         if guard:  # the worker's egress guard, its credentials answered by the worker's Fetch session
@@ -99,7 +123,9 @@ async def main_async(
         )
         before = cpu_seconds()
         started = time.monotonic()
-        await render_all(browser, [f"{base}/fast/{tag}-{i}" for i in range(pages)], concurrency, proxy)
+        await render_all(
+            browser, [f"{base}/fast/{tag}-{i}" for i in range(pages)], concurrency, proxy, wait_until
+        )
         seconds = time.monotonic() - started
         await browser.close()
         if egress is not None:
@@ -119,9 +145,35 @@ def main() -> None:
     parser.add_argument("--arg", action="append", default=[], help="a Chromium flag (repeatable)")
     parser.add_argument("--fetch", action="store_true", help="pause and continue every request (CDP Fetch)")
     parser.add_argument("--guard", action="store_true", help="through the worker's egress guard")
+    parser.add_argument(
+        "--wait-until",
+        choices=("load", "networkidle"),
+        default="load",
+        help="networkidle: also wait for 500 ms without a request, as the worker's renders do after load",
+    )
+    parser.add_argument(
+        "--override", action="store_true", help="the worker's User-Agent override, by CDP on each page"
+    )
+    parser.add_argument(
+        "--viewport", help="WxH of the pages (the worker's profiles use a whole screen's, e.g. 1912x947)"
+    )
     args = parser.parse_args()
+    if args.viewport:
+        width, _, height = args.viewport.partition("x")
+        global VIEWPORT
+        VIEWPORT = (int(width), int(height))
     result = asyncio.run(
-        main_async(args.base, args.pages, args.concurrency, args.tag, args.arg, args.fetch, args.guard)
+        main_async(
+            args.base,
+            args.pages,
+            args.concurrency,
+            args.tag,
+            args.arg,
+            args.fetch,
+            args.guard,
+            args.wait_until,
+            args.override,
+        )
     )
     print(json.dumps(result), flush=True)
 

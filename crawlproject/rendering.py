@@ -90,7 +90,14 @@ from crawlproject.errors import (
 from crawlproject.interception import BrowserNetwork
 from crawlproject.profiles import Profile, launch_args
 from crawlproject.sessions import EARNED, SESSION, Session
-from crawlproject.settling import CHALLENGE_PASSED, SELECTOR_MISSING, PageActivity, Settled, Settler
+from crawlproject.settling import (
+    CHALLENGE_PASSED,
+    SELECTOR_MISSING,
+    PageActivity,
+    Settled,
+    Settler,
+    isolated_evaluate,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -534,6 +541,7 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
                     ends_at=render.opened + render.deadline,
                     wait_for=getattr(job, "wait_for", None),
                     wait_ms=getattr(job, "wait_ms", None),
+                    session=self._profile_sessions.get(page),
                 )
                 request.meta[SELECTOR_MISSING] = settled.selector_missing
                 request.meta[CHALLENGE_PASSED] = settled.passed
@@ -559,29 +567,14 @@ class RenderHandler(ScrapyPlaywrightDownloadHandler):
 
     async def _rendered_size(self, page: Page) -> int | None:
         """The size of the page's HTML, measured in an isolated world (page scripts cannot redefine what it
-        calls there); None when it cannot be measured (the page is navigating: the read HTML is measured)."""
-        session = await page.context.new_cdp_session(page)
-        try:
-            tree = await session.send("Page.getFrameTree")
-            world = await session.send(
-                "Page.createIsolatedWorld",
-                {"frameId": tree["frameTree"]["frame"]["id"], "worldName": "crawljobs-size"},
-            )
-            result = await session.send(
-                "Runtime.evaluate",
-                {
-                    "expression": _SIZE_SCRIPT.format(limit=self.max_body_bytes),
-                    "contextId": world["executionContextId"],
-                    "returnByValue": True,
-                },
-            )
-        except PlaywrightError as exc:
-            logger.debug("could not measure the page: %s", exc)
-            return None
-        finally:
-            # Not awaited here: on a renderer that never answers, a detach would wait with it.
-            self.renders.spawn(_detach(session))
-        value = result.get("result", {}).get("value")
+        calls there); None when it cannot be measured (the page is navigating: the read HTML is measured).
+        On the page's profile session when it has one (no attach and detach per page)."""
+        value = await isolated_evaluate(
+            page,
+            _SIZE_SCRIPT.format(limit=self.max_body_bytes),
+            session=self._profile_sessions.get(page),
+            world_name="crawljobs-size",
+        )
         return int(value) if isinstance(value, int | float) else None
 
     async def _create_browser_context(

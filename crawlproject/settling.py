@@ -175,9 +175,17 @@ class Settler:
         self.margin = max(1.0, min(5.0, deadline * 0.25))
 
     async def settle(
-        self, page: Page, activity: PageActivity, *, ends_at: float, wait_for: str | None, wait_ms: int | None
+        self,
+        page: Page,
+        activity: PageActivity,
+        *,
+        ends_at: float,
+        wait_for: str | None,
+        wait_ms: int | None,
+        session: CDPSession | None = None,
     ) -> Settled:
-        """Wait for the page to settle (module docstring); ``ends_at`` is the render's deadline (loop time)."""
+        """Wait for the page to settle (module docstring); ``ends_at`` is the render's deadline (loop time);
+        ``session``: a CDP session of the page kept as long as it, to read it on (else one per read)."""
         loop = asyncio.get_running_loop()
         until = ends_at - self.margin
         result = Settled()
@@ -194,7 +202,7 @@ class Settler:
             await asyncio.sleep(left(min(wait_ms / 1000, self.max_wait)))
         counted = min(activity.navigations, 1)
         # Looked at once at load too: a challenge may navigate on before the network is quiet.
-        result.challenged = await self._looks_like_challenge(page, activity)
+        result.challenged = await self._looks_like_challenge(page, activity, session)
         first_status = activity.first_document.status if activity.first_document is not None else 200
         while True:
             await activity.until(lambda: activity.quiet_for(self.quiet), left(self.settle_max))
@@ -205,7 +213,7 @@ class Settler:
                 break
             if not result.challenged and not result.followed:
                 break  # an ordinary page that stayed where it was
-            if not await self._looks_like_challenge(page, activity):
+            if not await self._looks_like_challenge(page, activity, session):
                 # Passed: the page that looked like a challenge (or answered as one) navigated itself away.
                 result.passed = result.followed > 0 and (
                     result.challenged or first_status in CHALLENGE_STATUSES
@@ -245,8 +253,10 @@ class Settler:
                 ) from None
             raise
 
-    async def _looks_like_challenge(self, page: Page, activity: PageActivity) -> bool:
-        sample = await isolated_evaluate(page, _SAMPLE_SCRIPT)
+    async def _looks_like_challenge(
+        self, page: Page, activity: PageActivity, session: CDPSession | None
+    ) -> bool:
+        sample = await isolated_evaluate(page, _SAMPLE_SCRIPT, session=session)
         if not isinstance(sample, str):
             return False
         document = activity.document
@@ -262,15 +272,22 @@ def _navigated_since(activity: PageActivity, count: int) -> bool:
     return activity.navigations > count
 
 
-async def isolated_evaluate(page: Page, expression: str) -> Any:
+async def isolated_evaluate(
+    page: Page, expression: str, *, session: CDPSession | None = None, world_name: str = "crawljobs-settle"
+) -> Any:
     """``expression``'s value in an isolated world of the page's main frame (page scripts cannot redefine what
-    it calls there); None when it cannot be evaluated (the page is navigating)."""
-    session = await page.context.new_cdp_session(page)
+    it calls there); None when it cannot be evaluated (the page is navigating).
+
+    ``session``: a CDP session of the page its owner keeps (and detaches); without one, a session is attached
+    for this read and detached after it: two more round trips to the browser for every read of every page."""
+    own = session is None
+    if session is None:
+        session = await page.context.new_cdp_session(page)
     try:
         tree = await session.send("Page.getFrameTree")
         world = await session.send(
             "Page.createIsolatedWorld",
-            {"frameId": tree["frameTree"]["frame"]["id"], "worldName": "crawljobs-settle"},
+            {"frameId": tree["frameTree"]["frame"]["id"], "worldName": world_name},
         )
         result = await session.send(
             "Runtime.evaluate",
@@ -280,9 +297,9 @@ async def isolated_evaluate(page: Page, expression: str) -> Any:
         logger.debug("could not read the page: %s", exc)
         return None
     finally:
-        # Not awaited: on a renderer that never answers, a detach would wait with it.
-        _detaching.add(task := asyncio.ensure_future(_detach(session)))
-        task.add_done_callback(_detaching.discard)
+        if own:  # Not awaited: on a renderer that never answers, a detach would wait with it.
+            _detaching.add(task := asyncio.ensure_future(_detach(session)))
+            task.add_done_callback(_detaching.discard)
     return result.get("result", {}).get("value")
 
 
@@ -301,4 +318,5 @@ __all__ = [
     "Settled",
     "Settler",
     "is_main_frame_navigation",
+    "isolated_evaluate",
 ]
