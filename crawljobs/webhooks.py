@@ -59,8 +59,10 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
-    """True when `signature` is the one `sign` gives (compared in constant time)."""
-    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+    """True when `signature` is the one `sign` gives (compared in constant time, as bytes: a received header
+    may hold any text, and ``hmac.compare_digest`` raises on a str with non-ASCII characters)."""
+    expected = sign(secret, timestamp, body).encode()
+    return hmac.compare_digest(expected, signature.encode("utf-8", "surrogateescape"))
 
 
 def retry_delay(attempts: int) -> float | None:

@@ -53,6 +53,12 @@ class Session:
     nonce: str
 
 
+def _same(given: str, expected: str) -> bool:
+    """A constant-time comparison of a client's text with ours: as bytes, since ``hmac.compare_digest`` raises
+    on a str with non-ASCII characters (a form field or a cookie can hold any)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
+
+
 class Signer:
     """Signs and checks cookies and CSRF tokens with the dashboard's key (HMAC-SHA256)."""
 
@@ -70,7 +76,7 @@ class Signer:
     def read_session(self, cookie: str, *, now: float | None = None) -> Session | None:
         """The session a cookie holds if its signature is ours and it has not expired, else None."""
         payload, _, mac = cookie.partition(".")
-        if not payload or not hmac.compare_digest(mac, self._mac("session", payload)):
+        if not payload or not _same(mac, self._mac("session", payload)):
             return None
         try:
             body = json.loads(_unb64(payload))
@@ -85,7 +91,7 @@ class Signer:
         return self._mac(purpose, nonce)
 
     def csrf_valid(self, nonce: str, token: str | None, *, purpose: str = "csrf") -> bool:
-        return bool(token) and hmac.compare_digest(str(token), self.csrf_token(nonce, purpose=purpose))
+        return bool(token) and _same(str(token), self.csrf_token(nonce, purpose=purpose))
 
 
 async def signer_of(connection: HTTPConnection) -> Signer:

@@ -127,6 +127,21 @@ def test_sign_in_without_its_csrf_token_is_refused(browser: TestClient, api_key:
     assert SESSION_COOKIE not in answer.headers.get("set-cookie", "")
 
 
+def test_a_token_or_cookie_that_is_not_ascii_is_refused_not_a_500(browser: TestClient, api_key: str) -> None:
+    """hmac.compare_digest raises on str with non-ASCII characters: a form field or cookie is the client's
+    text, so the checks compare bytes (DESIGN rule 8: no request makes the service answer 500)."""
+    browser.get("/sign-in")
+    answer = browser.post("/sign-in", data={"api_key": api_key, "csrf_token": "é"}, follow_redirects=False)
+    assert answer.status_code == 401 and "not sent from this page" in answer.text
+    sign_in(browser, api_key)
+    answer = browser.post("/sign-out", data={"csrf_token": "jeton-é"}, follow_redirects=False)
+    assert answer.status_code == 403 and "CSRF" in answer.text
+    browser.cookies.clear()
+    browser.cookies.set(SESSION_COOKIE, "e30.signature-é", domain="testserver")
+    answer = browser.get("/batches", follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/sign-in")
+
+
 def test_every_action_without_its_csrf_token_is_refused_and_changes_nothing(
     browser: TestClient, api_key: str, settings: Settings
 ) -> None:

@@ -16,6 +16,7 @@ def test_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:
     assert not verify("s3cret", "1700000001", body, f"v1={expected}")
     assert not verify("other", "1700000000", body, f"v1={expected}")
     assert not verify("s3cret", "1700000000", body + b" ", f"v1={expected}")
+    assert not verify("s3cret", "1700000000", body, "v1=é")  # any received text: False, never a TypeError
 
 
 def test_backoff_lasts_about_a_day_then_gives_up() -> None:
