@@ -114,6 +114,18 @@ def spawn(into: list[Child], argv: list[str], env: dict[str, str], log_path: Pat
     return child
 
 
+def wait_for_spiders(running: list[Child], timeout: float = 60) -> None:
+    """Until every worker in `running` has opened its spider; raises when one exits first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not all("Spider opened" in child.tail(10**7) for child in running):
+        for child in running:
+            if child.popen.poll() is not None:
+                raise RuntimeError(f"a worker exited before it was ready:\n{child.tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the workers did not open their spiders in {timeout:g} s")
+        time.sleep(0.05)
+
+
 def plain_env() -> dict[str, str]:
     """The environment of a baseline: no crawljobs or Scrapy project settings leak in."""
     env = {
@@ -365,14 +377,7 @@ def run_system(
     ):
         for index in range(workers):
             spawn(running, argv, env, logs / f"{tag}-worker-{index}.log")
-        deadline = time.monotonic() + 60
-        while not all("Spider opened" in child.tail(10**7) for child in running):
-            for child in running:
-                if child.popen.poll() is not None:
-                    raise RuntimeError(f"a worker exited before it was ready:\n{child.tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("the workers did not open their spiders in 60 s")
-            time.sleep(0.05)
+        wait_for_spiders(running)
         # Warm-up: a small batch through the whole path (API, Redis, workers, PostgreSQL) before the clock.
         warm_count = 2 * render_pages * workers if render_pages else max(200, 2 * concurrency * workers)
         warm = [f"{base}/fast/warm-{tag}-{i}" for i in range(warm_count)]

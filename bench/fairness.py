@@ -43,7 +43,7 @@ import httpx
 import psycopg
 
 from bench.common import api_process, median, scratch_database, services
-from bench.crawl import Child, children, cpu_seconds, drop_prefix, site_process, spawn
+from bench.crawl import Child, children, cpu_seconds, drop_prefix, site_process, spawn, wait_for_spiders
 from crawljobs.config import Settings
 from crawljobs.keys import create_key
 from crawljobs.queue import Queued, QueueKeys, Scheduler, redis_client
@@ -135,14 +135,7 @@ def workers_running(settings: Settings, count: int, concurrency: int, logs: Path
     with children() as running:
         for index in range(count):
             spawn(running, argv, env, logs / f"worker-{index}.log")
-        deadline = time.monotonic() + 60
-        while not all("Spider opened" in child.tail(10**7) for child in running):
-            for child in running:
-                if child.popen.poll() is not None:
-                    raise RuntimeError(f"a worker exited before it was ready:\n{child.tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("the workers did not open their spiders in 60 s")
-            time.sleep(0.05)
+        wait_for_spiders(running)
         yield running
 
 
