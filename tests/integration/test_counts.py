@@ -11,7 +11,7 @@ import asyncio
 import random
 import secrets
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,25 +28,10 @@ from crawljobs.sweeper import Sweeper
 from crawljobs.testing import FakeWorker
 from tests.conftest import database_url_for
 from tests.integration.conftest import run_with_manager
+from tests.integration.test_leases_and_sweeper import (
+    database_url as database_url,  # a fresh database per test
+)
 from tests.integration.test_leases_and_sweeper import start_holder
-
-
-@pytest.fixture
-def database_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
-    """A fresh migrated database for this test alone."""
-    name = f"cjtest_{secrets.token_hex(4)}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template_db)
-            )
-        )
-    try:
-        yield database_url_for(pg_admin_url, name)
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
 
 # -- the recount -----------------------------------------------------------------------------------------
 
